@@ -1,0 +1,40 @@
+// Communicator: collectives across the replicas of one strategy. Implementations: in-process host
+// (host_communicator.hpp), NCCL (nccl_communicator.hpp, CUDA builds).
+//
+// Contract (as in PyTorch's c10d): every rank issues the same collectives in the same order, each
+// from its own replica's worker thread. A collective on the host blocks until every rank has
+// contributed; on a GPU it is queued on the replica's stream and the caller waits through that
+// stream. A collective that does not complete within timeout() raises CollectiveError naming the
+// operation, its sequence number and the rank; abort() makes every pending and later collective
+// raise CollectiveError, so one failing replica never leaves the others hanging.
+#pragma once
+
+#include <chrono>
+#include <span>
+#include <string>
+
+namespace mirror {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int size() const = 0;
+
+  // data = sum over ranks of data, in place. Every rank ends with bitwise-identical values.
+  virtual void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") = 0;
+  // data = root's data on every rank.
+  virtual void broadcast(int rank, std::span<float> data, int root = 0) = 0;
+  virtual void barrier(int rank) = 0;
+
+  // Fails every pending and future collective with `reason`. Safe from any thread; idempotent.
+  virtual void abort(const std::string& reason) = 0;
+
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  void set_timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; }
+
+ private:
+  std::chrono::milliseconds timeout_{std::chrono::minutes(10)};
+};
+
+}  // namespace mirror
