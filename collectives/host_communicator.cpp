@@ -1,0 +1,93 @@
+// In-process collectives over host memory (see host_communicator.hpp).
+#include "collectives/host_communicator.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/error.hpp"
+
+namespace mirror {
+
+HostCommunicator::HostCommunicator(int size)
+    : size_(size), buffers_(static_cast<size_t>(size)), counts_(static_cast<size_t>(size)),
+      sequence_(static_cast<size_t>(size), 0) {
+  MIRROR_REQUIRE(size >= 1, InvalidArgument, "a communicator needs at least one rank, got ", size);
+}
+
+void HostCommunicator::arrive_and_wait(int rank, const char* op, int64_t seq) {
+  std::unique_lock lock(mutex_);
+  if (aborted_) throw CollectiveError(abort_reason_);
+  const uint64_t generation = generation_;
+  if (++waiting_ == size_) {
+    waiting_ = 0;
+    ++generation_;
+    arrived_.notify_all();
+    return;
+  }
+  const bool done = arrived_.wait_for(lock, timeout(), [&] { return generation_ != generation || aborted_; });
+  if (aborted_) throw CollectiveError(abort_reason_);
+  if (!done) {
+    const int arrived = waiting_;
+    aborted_ = true;
+    abort_reason_ = str(op, " #", seq, " timed out after ", timeout().count(), " ms on rank ", rank, ": ", arrived,
+                        " of ", size_, " ranks arrived (a replica is stuck or issued collectives in another order)");
+    arrived_.notify_all();
+    throw CollectiveError(abort_reason_);
+  }
+}
+
+void HostCommunicator::check_same_count(const char* op, int64_t seq) {
+  for (int k = 1; k < size_; ++k) {
+    MIRROR_REQUIRE(counts_[static_cast<size_t>(k)] == counts_[0], CollectiveError, op, " #", seq, ": rank ", k,
+                   " passed ", counts_[static_cast<size_t>(k)], " elements but rank 0 passed ", counts_[0]);
+  }
+}
+
+void HostCommunicator::all_reduce_sum(int rank, std::span<float> data, const char* what) {
+  if (size_ == 1) return;  // nothing to combine; never touch the memory (it may be a device's)
+  const auto r = static_cast<size_t>(rank);
+  const int64_t seq = sequence_[r]++;
+  buffers_[r] = data.data();
+  counts_[r] = data.size();
+  arrive_and_wait(rank, what, seq);
+  check_same_count(what, seq);
+
+  const size_t count = data.size();
+  const size_t chunk = (count + static_cast<size_t>(size_) - 1) / static_cast<size_t>(size_);
+  const size_t begin = std::min(count, r * chunk), end = std::min(count, begin + chunk);
+  for (size_t i = begin; i < end; ++i) {
+    float sum = buffers_[0][i];
+    for (int k = 1; k < size_; ++k) sum += buffers_[static_cast<size_t>(k)][i];
+    for (int k = 0; k < size_; ++k) buffers_[static_cast<size_t>(k)][i] = sum;
+  }
+  // No rank may reuse its buffer before every slice has been written back.
+  arrive_and_wait(rank, what, seq);
+}
+
+void HostCommunicator::broadcast(int rank, std::span<float> data, int root) {
+  if (size_ == 1) return;
+  const auto r = static_cast<size_t>(rank);
+  const int64_t seq = sequence_[r]++;
+  buffers_[r] = data.data();
+  counts_[r] = data.size();
+  arrive_and_wait(rank, "broadcast", seq);
+  check_same_count("broadcast", seq);
+  if (rank != root) std::memcpy(data.data(), buffers_[static_cast<size_t>(root)], data.size() * sizeof(float));
+  arrive_and_wait(rank, "broadcast", seq);
+}
+
+void HostCommunicator::barrier(int rank) {
+  if (size_ == 1) return;
+  const int64_t seq = sequence_[static_cast<size_t>(rank)]++;
+  arrive_and_wait(rank, "barrier", seq);
+}
+
+void HostCommunicator::abort(const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  if (aborted_) return;
+  aborted_ = true;
+  abort_reason_ = reason;
+  arrived_.notify_all();
+}
+
+}  // namespace mirror

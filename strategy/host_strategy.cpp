@@ -1,0 +1,35 @@
+// HostStrategy: CPU replicas with an in-process communicator.
+#include <algorithm>
+
+#include "collectives/host_communicator.hpp"
+#include "engine/error.hpp"
+#include "engine/host/host_backend.hpp"
+#include "strategy/strategy.hpp"
+
+namespace mirror {
+namespace {
+
+std::vector<std::unique_ptr<Backend>> host_backends(int replicas, int threads) {
+  MIRROR_REQUIRE(replicas >= 1, InvalidArgument, "the host strategy needs at least 1 replica, got ", replicas);
+  MIRROR_REQUIRE(threads >= 0, InvalidArgument, "thread count must be >= 0 (0 = all cores), got ", threads);
+  const int total = threads > 0 ? threads : host_thread_count();
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (int r = 0; r < replicas; ++r) {
+    // Spread the threads as evenly as possible; oversubscribed replicas get one each.
+    const int share = std::max(1, total / replicas + (r < total % replicas ? 1 : 0));
+    backends.push_back(make_host_backend(share));
+  }
+  return backends;
+}
+
+}  // namespace
+
+HostStrategy::HostStrategy(int replicas, int threads) : Strategy("host", host_backends(replicas, threads)) {
+  start();
+}
+
+std::unique_ptr<Communicator> HostStrategy::make_communicator() {
+  return std::make_unique<HostCommunicator>(num_replicas());
+}
+
+}  // namespace mirror

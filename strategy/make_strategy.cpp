@@ -1,0 +1,72 @@
+// make_strategy(): choose a strategy for this machine and say which and why. The GPU is never left
+// silently: the host fallback is announced with the reason no GPU was found, and can be forbidden.
+#include <cstdlib>
+#include <iostream>
+
+#include "engine/error.hpp"
+#include "strategy/gpu_strategies.hpp"
+#include "strategy/strategy.hpp"
+
+namespace mirror {
+namespace {
+
+bool env_requires_gpu() {
+  const char* v = std::getenv("MIRROR_REQUIRE_GPU");
+  return v && *v && std::string(v) != "0";
+}
+
+std::vector<Device> selected_gpus(const StrategyOptions& options, std::string& why_none) {
+  std::vector<Device> all = list_physical_devices(DeviceKind::GPU);
+  why_none = gpu_unavailable_reason();
+  if (options.gpu_indices.empty()) return all;
+  std::vector<Device> chosen;
+  for (int index : options.gpu_indices) {
+    MIRROR_REQUIRE(index >= 0 && index < static_cast<int>(all.size()), DeviceError, "GPU ", index,
+                   " was asked for but ", all.size(), " GPU(s) are visible",
+                   all.empty() ? ": " + why_none : std::string(" (CUDA_VISIBLE_DEVICES renumbers them from 0)"));
+    chosen.push_back(all[static_cast<size_t>(index)]);
+  }
+  return chosen;
+}
+
+std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const std::string& reason, bool required) {
+  MIRROR_REQUIRE(!required, DeviceError, "a GPU is required (", env_requires_gpu() ? "MIRROR_REQUIRE_GPU is set" : "require_gpu",
+                 ") but none is usable: ", reason);
+  auto strategy = std::make_unique<HostStrategy>(options.host_replicas, options.host_threads);
+  *options.log << "Mirror: using the host strategy (" << strategy->describe() << ") because " << reason << '\n';
+  return strategy;
+}
+
+}  // namespace
+
+std::unique_ptr<Strategy> make_strategy(const StrategyOptions& given) {
+  StrategyOptions options = given;
+  if (!options.log) options.log = &std::cerr;
+  const bool required = options.require_gpu || env_requires_gpu();
+  const std::string& kind = options.kind;
+  MIRROR_REQUIRE(kind == "auto" || kind == "host" || kind == "one-device" || kind == "mirrored", InvalidArgument,
+                 "unknown strategy '", kind, "': expected auto, host, one-device or mirrored");
+
+  if (kind == "host") return host_fallback(options, "it was asked for", required);
+
+  std::string why_none;
+  const std::vector<Device> gpus = selected_gpus(options, why_none);
+  if (gpus.empty()) {
+    MIRROR_REQUIRE(kind == "auto", DeviceError, "the ", kind, " strategy needs a GPU, but none is usable: ", why_none);
+    return host_fallback(options, "no GPU is usable: " + why_none, required);
+  }
+
+  std::unique_ptr<Strategy> strategy;
+  std::string why;
+  if (kind == "one-device" || (kind == "auto" && gpus.size() == 1 && options.replicas_per_gpu == 1)) {
+    strategy = std::make_unique<OneDeviceStrategy>(gpus[0]);
+    why = kind == "auto" ? "one GPU is visible" : "it was asked for";
+  } else {
+    strategy = std::make_unique<MirroredStrategy>(gpus, options.replicas_per_gpu);
+    why = kind == "auto" ? str(gpus.size(), " GPUs are visible") : "it was asked for";
+  }
+  *options.log << "Mirror: using the " << strategy->describe() << " because " << why << '\n';
+  return strategy;
+}
+
+}  // namespace mirror

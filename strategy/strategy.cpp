@@ -1,0 +1,61 @@
+// The replica machinery shared by every strategy (see strategy.hpp).
+#include "strategy/strategy.hpp"
+
+#include "engine/error.hpp"
+
+namespace mirror {
+
+Strategy::Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backends)
+    : name_(std::move(name)), backends_(std::move(backends)) {
+  MIRROR_REQUIRE(!backends_.empty(), InvalidArgument, "a strategy needs at least one replica");
+}
+
+Strategy::~Strategy() = default;
+
+void Strategy::start() {
+  communicator_ = make_communicator();
+  workers_ = std::make_unique<ReplicaWorkers>(
+      num_replicas(), [this](int r) { backends_[static_cast<size_t>(r)]->bind_current_thread(); },
+      [this] { communicator_->abort("a collective was aborted because another replica failed"); });
+}
+
+std::vector<Device> Strategy::devices() const {
+  std::vector<Device> result;
+  for (const auto& b : backends_) result.push_back(b->device());
+  return result;
+}
+
+void Strategy::run(const std::function<void(int)>& fn) {
+  try {
+    workers_->run(fn);
+  } catch (...) {
+    // The old communicator may be aborted or mid-collective; every worker has returned, so it
+    // is safe to replace.
+    communicator_ = make_communicator();
+    throw;
+  }
+}
+
+std::vector<BatchShare> Strategy::split_batch(int64_t rows) const {
+  MIRROR_REQUIRE(rows >= 0, InvalidArgument, "cannot split a batch of ", rows, " rows");
+  const int64_t n = num_replicas(), base = rows / n, extra = rows % n;
+  std::vector<BatchShare> shares(static_cast<size_t>(n));
+  int64_t offset = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    shares[static_cast<size_t>(r)] = {offset, base + (r < extra ? 1 : 0)};
+    offset += shares[static_cast<size_t>(r)].count;
+  }
+  return shares;
+}
+
+std::string Strategy::describe() const {
+  std::string s = str(name_, " strategy with ", num_replicas(), num_replicas() == 1 ? " replica" : " replicas", " on ");
+  const auto devs = devices();
+  for (size_t i = 0; i < devs.size(); ++i) {
+    if (i > 0 && devs[i] == devs[i - 1]) continue;
+    s += (i ? ", " : "") + devs[i].name();
+  }
+  return s;
+}
+
+}  // namespace mirror

@@ -1,0 +1,40 @@
+// Private to model/: what Sequential keeps for each replica. All buffers are on the replica's
+// device, allocated at compile time (parameters, gradients, slots) or when a larger batch share
+// first appears (activations); nothing is allocated in the steady state.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "engine/backend.hpp"
+#include "model/sequential.hpp"
+
+namespace mirror {
+
+struct Sequential::ParamSlot {
+  size_t offset = 0;  // into the flat parameter (and gradient, and each slot) buffer
+  size_t count = 0;
+};
+
+struct Sequential::ReplicaState {
+  DeviceBuffer params;        // param_count_ floats
+  DeviceBuffer grads;         // param_count_ gradients, then kStatCount loss statistics
+  DeviceBuffer slots;         // optimizer slots: slot_count * param_count_ floats
+  DeviceBuffer eval_stats;    // kStatCount floats for evaluate()
+  int64_t capacity_rows = 0;  // rows the activation buffers below can hold
+  DeviceBuffer input;         // (capacity, input shape)
+  DeviceBuffer labels;        // (capacity) int32
+  std::vector<DeviceBuffer> outputs;   // per layer (empty for reshape layers)
+  std::vector<float*> act;             // act[0] = input, act[i + 1] = layer i's output
+  DeviceBuffer delta[2];               // ping-pong gradients of activations
+  std::map<const ImageSet*, std::unique_ptr<ResidentImages>> resident;
+  float host_stats[kStatCount] = {0, 0};  // replica 0: the last step's global statistics
+
+  // Views of layer l's parameters and gradients, in ParamSpec order.
+  std::vector<std::vector<float*>> param_views, grad_views;
+
+  float* stats(size_t stats_offset) const { return grads.as<float>() + stats_offset; }
+};
+
+}  // namespace mirror

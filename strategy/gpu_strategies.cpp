@@ -1,0 +1,50 @@
+// OneDeviceStrategy and MirroredStrategy: GPU backends from the engine's GPU runtime, connected by
+// the GPU communicator.
+#include "strategy/gpu_strategies.hpp"
+
+#include "collectives/gpu_communicator.hpp"
+#include "collectives/host_communicator.hpp"
+#include "engine/error.hpp"
+#include "engine/gpu_runtime.hpp"
+
+namespace mirror {
+namespace {
+
+std::vector<std::unique_ptr<Backend>> one_backend(const Device& device) {
+  MIRROR_REQUIRE(device.kind == DeviceKind::GPU, InvalidArgument, "OneDeviceStrategy needs a GPU, got ", device.name());
+  std::vector<std::unique_ptr<Backend>> backends;
+  backends.push_back(gpu::make_backend(device));
+  return backends;
+}
+
+std::vector<std::unique_ptr<Backend>> gpu_backends(const std::vector<Device>& devices, int replicas_per_gpu) {
+  MIRROR_REQUIRE(!devices.empty(), DeviceError, "MirroredStrategy needs at least one GPU");
+  MIRROR_REQUIRE(replicas_per_gpu >= 1, InvalidArgument, "replicas per GPU must be >= 1, got ", replicas_per_gpu);
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (const Device& d : devices) {
+    MIRROR_REQUIRE(d.kind == DeviceKind::GPU, InvalidArgument, "MirroredStrategy runs on GPUs, got ", d.name());
+    for (int k = 0; k < replicas_per_gpu; ++k) backends.push_back(gpu::make_backend(d));
+  }
+  return backends;
+}
+
+}  // namespace
+
+OneDeviceStrategy::OneDeviceStrategy(const Device& device) : Strategy("one-device", one_backend(device)) { start(); }
+
+std::unique_ptr<Communicator> OneDeviceStrategy::make_communicator() {
+  return std::make_unique<HostCommunicator>(1);  // one rank: every collective is a no-op
+}
+
+MirroredStrategy::MirroredStrategy(const std::vector<Device>& devices, int replicas_per_gpu)
+    : Strategy("mirrored", gpu_backends(devices, replicas_per_gpu)) {
+  start();
+}
+
+std::unique_ptr<Communicator> MirroredStrategy::make_communicator() {
+  std::vector<Backend*> backends;
+  for (int r = 0; r < num_replicas(); ++r) backends.push_back(&backend(r));
+  return make_gpu_communicator(backends);
+}
+
+}  // namespace mirror

@@ -1,0 +1,97 @@
+// Strategy: where a model's replicas live and how a step runs on all of them. A strategy owns one
+// backend, one worker thread and (through the model) one copy of every variable per replica, and
+// the communicator that keeps the copies identical. Model code talks to replicas only through this
+// interface and the communicator, never assuming one replica's memory is visible to another.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.hpp"
+#include "engine/backend.hpp"
+#include "strategy/replica_workers.hpp"
+
+namespace mirror {
+
+// A replica's contiguous share of a global batch: rows [offset, offset + count).
+struct BatchShare {
+  int64_t offset = 0;
+  int64_t count = 0;
+  friend bool operator==(const BatchShare&, const BatchShare&) = default;
+};
+
+class Strategy {
+ public:
+  virtual ~Strategy();
+  Strategy(const Strategy&) = delete;
+  Strategy& operator=(const Strategy&) = delete;
+
+  // "host", "one-device" or "mirrored".
+  const std::string& name() const { return name_; }
+  int num_replicas() const { return static_cast<int>(backends_.size()); }
+  // Only from replica `replica`'s own worker thread (inside run()) once training has started.
+  Backend& backend(int replica) { return *backends_.at(static_cast<size_t>(replica)); }
+  const Device& device(int replica) const { return backends_.at(static_cast<size_t>(replica))->device(); }
+  // The device of every replica, in replica order (a device repeats with logical replicas).
+  std::vector<Device> devices() const;
+  Communicator& communicator() { return *communicator_; }
+
+  // Runs fn(replica) on every replica's worker thread and waits for all. If one replica throws,
+  // the communicator is aborted so the others cannot hang in a collective, a fresh communicator
+  // replaces it, and the root-cause exception is rethrown here.
+  void run(const std::function<void(int replica)>& fn);
+
+  // Splits a global batch of `rows` into num_replicas() contiguous shares whose sizes differ by at
+  // most one (the first rows % n shares get the extra row); a share may be empty.
+  std::vector<BatchShare> split_batch(int64_t rows) const;
+
+  // One line: the strategy, its replicas and their devices.
+  std::string describe() const;
+
+ protected:
+  Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backends);
+  // Called by the derived constructor once it can make communicators.
+  void start();
+  virtual std::unique_ptr<Communicator> make_communicator() = 0;
+
+ private:
+  std::string name_;
+  std::vector<std::unique_ptr<Backend>> backends_;
+  std::unique_ptr<Communicator> communicator_;
+  std::unique_ptr<ReplicaWorkers> workers_;  // declared last: stopped before the rest is destroyed
+};
+
+// Replicas on the CPU, reduced in process. Several replicas exercise the same split / mirror /
+// all-reduce / update path as several GPUs; each gets an equal share of `threads` (0 = every
+// hardware thread), at least one.
+class HostStrategy final : public Strategy {
+ public:
+  explicit HostStrategy(int replicas = 1, int threads = 0);
+
+ protected:
+  std::unique_ptr<Communicator> make_communicator() override;
+};
+
+struct StrategyOptions {
+  // "auto" (mirrored with >= 2 GPUs, one-device with 1, host with none), "host", "one-device",
+  // "mirrored".
+  std::string kind = "auto";
+  // Make the absence of a usable GPU an error instead of a host fallback. MIRROR_REQUIRE_GPU=1 in
+  // the environment does the same.
+  bool require_gpu = false;
+  int host_replicas = 1;           // host strategy: replicas
+  int host_threads = 0;            // host strategy: threads in all (0 = every hardware thread)
+  std::vector<int> gpu_indices;    // GPUs to use (empty = all visible)
+  int replicas_per_gpu = 1;        // logical replicas on each GPU
+  std::ostream* log = nullptr;     // where the choice is announced (nullptr = std::cerr)
+};
+
+// Picks a strategy for this machine, prints which one and why, and returns it. Throws DeviceError
+// when a GPU is required (or a GPU strategy asked for) but none is usable, saying why.
+std::unique_ptr<Strategy> make_strategy(const StrategyOptions& options = {});
+
+}  // namespace mirror
