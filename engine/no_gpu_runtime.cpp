@@ -1,0 +1,32 @@
+// The GPU seam for builds without CUDA: no devices, and every entry point says how to get a
+// CUDA build rather than failing obscurely.
+#include "engine/error.hpp"
+#include "engine/gpu_runtime.hpp"
+
+namespace mirror::gpu {
+namespace {
+
+constexpr const char* kNoCuda =
+    "this build of Mirror has no CUDA backend: nvcc was not found when it was built (install the "
+    "CUDA toolkit, put nvcc on PATH and rebuild with -Dcuda=enabled)";
+
+}  // namespace
+
+bool built_with_cuda() { return false; }
+
+std::vector<Device> list_devices(std::string& why_none) {
+  why_none = kNoCuda;
+  return {};
+}
+
+std::unique_ptr<Backend> make_backend(const Device& device) {
+  throw DeviceError(str("cannot run on ", device.name(), ": ", kNoCuda));
+}
+
+std::string version_report() {
+  return "Mirror build: host only (no CUDA backend)\n"
+         "CUDA runtime, cuDNN, NCCL: not compiled in\n"
+         "Fix: install the CUDA toolkit, put nvcc on PATH and rebuild with -Dcuda=enabled\n";
+}
+
+}  // namespace mirror::gpu
