@@ -85,7 +85,7 @@ struct StrategyOptions {
   bool require_gpu = false;
   int host_replicas = 1;           // host strategy: replicas
   int host_threads = 0;            // host strategy: threads in all (0 = every hardware thread)
-  std::vector<int> gpu_indices;    // GPUs to use (empty = all visible)
+  std::vector<int> gpu_indices = {};  // GPUs to use (empty = all visible)
   int replicas_per_gpu = 1;        // logical replicas on each GPU
   std::ostream* log = nullptr;     // where the choice is announced (nullptr = std::cerr)
 };

@@ -1,0 +1,83 @@
+// The key data-parallel property: N replicas on a split batch compute the same step as one replica
+// on the whole batch, and every replica holds bitwise-identical parameters after every step.
+#include <gtest/gtest.h>
+
+#include "mirror.hpp"
+#include "test_util.hpp"
+
+namespace mirror {
+namespace {
+
+using testing::all_close;
+using testing::synthetic_images;
+
+std::unique_ptr<Sequential> small_cnn() {
+  return std::make_unique<Sequential>(std::vector<LayerPtr>{
+      layers::Conv2D(4, {3, 3}, Activation::ReLU, Shape{10, 10, 1}), layers::MaxPooling2D({2, 2}), layers::Flatten(),
+      layers::Dense(5, Activation::Softmax)});
+}
+
+// Parameters after `steps` steps of global batch `batch` with `replicas` host replicas.
+std::vector<float> train(int replicas, int64_t batch, int steps, OptimizerPtr optimizer, const ImageSet& data) {
+  HostStrategy strategy(replicas, 1);
+  auto model = small_cnn();
+  model->compile(strategy, std::move(optimizer), {}, {metrics::Accuracy()}, /*seed=*/3);
+  model->fit(data, {.epochs = 1, .batch_size = batch, .seed = 11, .verbose = 0, .steps_per_epoch = steps,
+                    .verify_replicas = true});
+  EXPECT_TRUE(model->replicas_identical());
+  return model->get_weights();
+}
+
+struct Case {
+  int replicas;
+  int64_t batch;
+};
+
+class Equivalence : public ::testing::TestWithParam<Case> {};
+
+TEST_P(Equivalence, OneStepMatchesOneReplica) {
+  const auto [replicas, batch] = GetParam();
+  const ImageSet data = synthetic_images(200, 10, 10, 5);
+  for (auto make : {+[] { return optimizers::SGD({.learning_rate = 0.5f}); }, +[] { return optimizers::Adam(); }}) {
+    const auto reference = train(1, batch, 1, make(), data);
+    const auto mirrored = train(replicas, batch, 1, make(), data);
+    EXPECT_TRUE(all_close(mirrored, reference, 1e-5, 1e-7));
+  }
+}
+
+TEST_P(Equivalence, SeveralStepsStayClose) {
+  const auto [replicas, batch] = GetParam();
+  const ImageSet data = synthetic_images(200, 10, 10, 5);
+  const auto reference = train(1, batch, 5, optimizers::SGD({.learning_rate = 0.5f, .momentum = 0.9f}), data);
+  const auto mirrored = train(replicas, batch, 5, optimizers::SGD({.learning_rate = 0.5f, .momentum = 0.9f}), data);
+  EXPECT_TRUE(all_close(mirrored, reference, 1e-4, 1e-6));
+}
+
+INSTANTIATE_TEST_SUITE_P(ReplicasAndBatches, Equivalence,
+                         ::testing::Values(Case{2, 32}, Case{3, 32}, Case{2, 33}, Case{3, 33}, Case{4, 3}, Case{3, 2}),
+                         [](const auto& info) {
+                           return std::to_string(info.param.replicas) + "replicas_batch" + std::to_string(info.param.batch);
+                         });
+
+TEST(Equivalence, TheLastPartialBatchIsTheMeanOverItsOwnRows) {
+  // 70 samples in batches of 32: the third batch has 6 rows, split 2/2/2 over 3 replicas.
+  const ImageSet data = synthetic_images(70, 10, 10, 5);
+  const auto reference = train(1, 32, 3, optimizers::SGD({.learning_rate = 0.5f}), data);
+  const auto mirrored = train(3, 32, 3, optimizers::SGD({.learning_rate = 0.5f}), data);
+  EXPECT_TRUE(all_close(mirrored, reference, 1e-4, 1e-6));
+}
+
+TEST(Equivalence, SameSeedSameWeightsWhateverTheReplicaCount) {
+  HostStrategy one(1, 1), three(3, 1);
+  auto a = small_cnn(), b = small_cnn();
+  a->compile(one, optimizers::Adam(), {}, {}, 5);
+  b->compile(three, optimizers::Adam(), {}, {}, 5);
+  EXPECT_EQ(a->get_weights(), b->get_weights());
+  EXPECT_EQ(b->get_weights(0), b->get_weights(2));
+  auto c = small_cnn();
+  c->compile(one, optimizers::Adam(), {}, {}, 6);
+  EXPECT_NE(a->get_weights(), c->get_weights());
+}
+
+}  // namespace
+}  // namespace mirror

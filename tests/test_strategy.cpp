@@ -1,0 +1,131 @@
+// Strategies: batch splitting, persistent replica threads, failure handling, make_strategy's choice.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "engine/error.hpp"
+#include "strategy/strategy.hpp"
+
+namespace mirror {
+namespace {
+
+TEST(Strategy, SplitBatchIsContiguousAndBalanced) {
+  for (int replicas : {1, 2, 3, 4}) {
+    HostStrategy strategy(replicas, 1);
+    for (int64_t rows : {0, 1, 2, 3, 31, 32, 33, 100}) {
+      const auto shares = strategy.split_batch(rows);
+      ASSERT_EQ(static_cast<int>(shares.size()), replicas);
+      int64_t next = 0, smallest = rows, largest = 0;
+      for (const auto& s : shares) {
+        EXPECT_EQ(s.offset, next);
+        next += s.count;
+        smallest = std::min(smallest, s.count);
+        largest = std::max(largest, s.count);
+      }
+      EXPECT_EQ(next, rows);
+      EXPECT_LE(largest - smallest, 1) << replicas << " replicas, " << rows << " rows";
+    }
+  }
+}
+
+TEST(Strategy, MoreReplicasThanRowsGivesEmptyShares) {
+  HostStrategy strategy(3, 1);
+  const auto shares = strategy.split_batch(2);
+  EXPECT_EQ(shares[0].count, 1);
+  EXPECT_EQ(shares[1].count, 1);
+  EXPECT_EQ(shares[2].count, 0);
+}
+
+TEST(Strategy, RunUsesOnePersistentThreadPerReplica) {
+  HostStrategy strategy(3, 1);
+  std::mutex mutex;
+  std::vector<std::set<std::thread::id>> seen(3);
+  for (int step = 0; step < 5; ++step) {
+    strategy.run([&](int r) {
+      std::lock_guard lock(mutex);
+      seen[static_cast<size_t>(r)].insert(std::this_thread::get_id());
+    });
+  }
+  std::set<std::thread::id> all;
+  for (const auto& s : seen) {
+    EXPECT_EQ(s.size(), 1u);  // the same thread every step
+    all.insert(s.begin(), s.end());
+  }
+  EXPECT_EQ(all.size(), 3u);  // a different thread per replica
+  EXPECT_EQ(all.count(std::this_thread::get_id()), 0u);
+}
+
+TEST(Strategy, AFailingReplicaNeverHangsTheOthersAndTheStrategyRecovers) {
+  HostStrategy strategy(3, 1);
+  try {
+    strategy.run([&](int r) {
+      if (r == 1) throw DataError("replica 1 read a bad label");
+      std::vector<float> data(16, 1.0f);
+      strategy.communicator().all_reduce_sum(r, data);  // would wait for replica 1 forever
+    });
+    FAIL() << "expected the replica's error";
+  } catch (const DataError& e) {
+    EXPECT_STREQ(e.what(), "replica 1 read a bad label");  // the root cause, not the abort
+  }
+  std::vector<std::vector<float>> data(3, std::vector<float>(16, 1.0f));
+  strategy.run([&](int r) { strategy.communicator().all_reduce_sum(r, data[static_cast<size_t>(r)]); });
+  for (const auto& d : data) EXPECT_EQ(d[0], 3.0f);
+}
+
+TEST(Strategy, HostReplicasShareTheThreads) {
+  HostStrategy strategy(2, 4);
+  EXPECT_EQ(strategy.num_replicas(), 2);
+  EXPECT_EQ(strategy.name(), "host");
+  EXPECT_EQ(strategy.devices().size(), 2u);
+  EXPECT_EQ(strategy.device(0).kind, DeviceKind::CPU);
+  EXPECT_THROW(HostStrategy(0), InvalidArgument);
+}
+
+// These run on machines without a GPU (CI) and check the announced fallback; with a GPU the
+// choice differs, so they say so and skip.
+bool has_gpu() { return !list_physical_devices(DeviceKind::GPU).empty(); }
+
+TEST(MakeStrategy, FallsBackToTheHostAndSaysWhy) {
+  if (has_gpu()) GTEST_SKIP() << "a GPU is present; the fallback is not taken";
+  std::ostringstream log;
+  auto strategy = make_strategy({.host_replicas = 2, .log = &log});
+  EXPECT_EQ(strategy->name(), "host");
+  EXPECT_EQ(strategy->num_replicas(), 2);
+  EXPECT_NE(log.str().find("host strategy"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find(gpu_unavailable_reason()), std::string::npos) << log.str();
+}
+
+TEST(MakeStrategy, RequiredGpuIsAnErrorWithTheReason) {
+  if (has_gpu()) GTEST_SKIP() << "a GPU is present; nothing to refuse";
+  std::ostringstream log;
+  try {
+    make_strategy({.require_gpu = true, .log = &log});
+    FAIL() << "expected DeviceError";
+  } catch (const DeviceError& e) {
+    EXPECT_NE(std::string(e.what()).find("a GPU is required"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(gpu_unavailable_reason()), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_strategy({.kind = "one-device", .log = &log}), DeviceError);
+  EXPECT_THROW(make_strategy({.kind = "mirrored", .log = &log}), DeviceError);
+  setenv("MIRROR_REQUIRE_GPU", "1", 1);
+  EXPECT_THROW(make_strategy({.log = &log}), DeviceError);
+  unsetenv("MIRROR_REQUIRE_GPU");
+}
+
+TEST(MakeStrategy, UnknownKindIsAnInvalidArgument) {
+  EXPECT_THROW(make_strategy({.kind = "tpu"}), InvalidArgument);
+}
+
+TEST(MakeStrategy, HostOnRequest) {
+  std::ostringstream log;
+  auto strategy = make_strategy({.kind = "host", .log = &log});
+  EXPECT_EQ(strategy->name(), "host");
+  EXPECT_NE(log.str().find("asked for"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mirror
