@@ -1,0 +1,77 @@
+// NcclCommunicator: collectives across replicas that each own one GPU, through NCCL.
+//
+// Who waits for what: each rank's collective is queued on that rank's backend stream (after the
+// work already queued there, before the work queued after), so the caller needs no extra event or
+// synchronisation to use the result on that stream. The call then waits on the host until the
+// collective has completed on this rank's GPU, polling an event and ncclCommGetAsyncError: that is
+// how a peer that never arrives becomes a CollectiveError (after timeout()) instead of a hang.
+// On expiry or abort() every NCCL communicator is aborted (ncclCommAbort), which also releases
+// ranks whose kernels wait for the missing peer.
+//
+// Ranks must be on distinct GPUs: NCCL refuses two ranks on one device. Logical replicas sharing a
+// GPU are combined by make_gpu_communicator (collectives/gpu_communicator.hpp).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "collectives/communicator.hpp"
+#include "engine/backend.hpp"
+#include "engine/buffer.hpp"
+
+namespace mirror {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Rank r runs on backends[r] (a CUDA backend; the GPUs must differ). Creates every rank's NCCL
+  // communicator at once with ncclCommInitAll; throws InvalidArgument or CollectiveError.
+  explicit NcclCommunicator(std::span<Backend* const> backends);
+  ~NcclCommunicator() override;
+  // Destroy it before the backends whose streams it uses.
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+
+  int size() const override { return static_cast<int>(ranks_.size()); }
+  // `data` is device memory of rank's backend.
+  void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") override;
+  void broadcast(int rank, std::span<float> data, int root = 0) override;
+  // An all-reduce of one float: returns once every rank has reached it.
+  void barrier(int rank) override;
+  void abort(const std::string& reason) override;
+
+ private:
+  struct Rank {
+    int device = 0;
+    cudaStream_t stream = nullptr;
+    ncclComm_t comm = nullptr;  // null once aborted or destroyed
+    cudaEvent_t done = nullptr;
+    uint64_t sequence = 0;      // collectives issued by this rank so far
+    DeviceBuffer barrier_value;
+    std::mutex mutex;           // guards comm against abort() from another thread
+  };
+
+  // Checks rank and abort state, takes the next sequence number and queues `enqueue(comm, stream)`.
+  template <typename Enqueue>
+  void run(int rank, const char* op, Enqueue enqueue);
+  // Polls until rank's last collective is done; throws CollectiveError on error, abort or timeout.
+  void wait(int rank, const char* op, uint64_t sequence);
+  // ncclCommGetAsyncError of rank's communicator (ncclSuccess once it is gone).
+  static ncclResult_t async_error(Rank& rank);
+  [[noreturn]] void fail(int rank, const char* op, uint64_t sequence, const std::string& why);
+  void abort_comms() noexcept;
+
+  std::vector<std::unique_ptr<Rank>> ranks_;
+  std::atomic<bool> aborted_{false};
+  std::mutex abort_mutex_;
+  std::string abort_reason_;
+};
+
+}  // namespace mirror

@@ -1,0 +1,73 @@
+// CudaBackend: the Backend op table on one GPU (private to engine/cuda; others use
+// cuda_backend.hpp). Every op is queued on stream_; members are declared so that the stream
+// outlives everything that may still have work on it.
+#pragma once
+
+#include <array>
+
+#include "engine/cuda/cuda_backend.hpp"
+#include "engine/cuda/cuda_handles.hpp"
+#include "engine/cuda/cudnn_convolution.hpp"
+
+namespace mirror::cuda {
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(const Device& device);
+  ~CudaBackend() override;
+
+  const Device& device() const override { return device_; }
+  void bind_current_thread() override;
+  cudaStream_t stream() const { return stream_.get(); }
+
+  DeviceBuffer allocate(size_t num_bytes) override;
+  void upload(const void* host_src, void* dst, size_t num_bytes) override;
+  void download(const void* src, void* host_dst, size_t num_bytes) override;
+  void copy(const float* src, float* dst, size_t count) override;
+  void fill(float* dst, size_t count, float value) override;
+  void synchronize() override;
+
+  std::unique_ptr<ResidentImages> make_resident(const ImageSet& images) override;
+  void gather_batch(const ResidentImages& images, std::span<const int32_t> indices, float* x,
+                    int32_t* labels) override;
+
+  void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
+  void conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db) override;
+  void conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) override;
+  void max_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
+  void max_pool_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy, float* dx) override;
+  void dense_forward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* b,
+                     float* y) override;
+  void dense_backward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* dy,
+                      float* dx, float* dw, float* db) override;
+  void activation_forward(Activation act, int64_t rows, int64_t cols, float* y) override;
+  void activation_backward(Activation act, int64_t rows, int64_t cols, const float* y, float* dy) override;
+  void sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs, const int32_t* labels,
+                                       float scale, bool from_softmax_logits, float* dinput, float* stats) override;
+  void adam_update(size_t count, const AdamStep& step, const float* stats, float* params, const float* grads,
+                   float* m, float* v) override;
+  void sgd_update(size_t count, const SgdStep& step, const float* stats, float* params, const float* grads,
+                  float* momentum) override;
+
+ private:
+  // Makes this backend's GPU current on the calling thread (cheap when it already is).
+  void activate() const;
+  // db[c] = sum over rows of dy[r, c], through cuBLAS against a vector of ones. dy: (rows, cols)
+  void column_sums(int64_t rows, int64_t cols, const float* dy, float* db);
+
+  Device device_;
+  DeviceMemoryPool& pool_;
+  Stream stream_;
+  CudnnHandle cudnn_;
+  CublasHandle cublas_;
+  std::unique_ptr<CudnnConvolutions> convolutions_;
+  DeviceBuffer ones_;            // ones for column sums; grows to the most rows seen
+  // gather_batch: indices go host -> pinned staging -> device; two staging slots, each reused
+  // only after the copy out of it (marked by its event) has run.
+  std::array<PinnedBuffer, 2> staging_;
+  std::array<Event, 2> staging_copied_;
+  int next_staging_ = 0;
+  DeviceBuffer device_indices_;
+};
+
+}  // namespace mirror::cuda

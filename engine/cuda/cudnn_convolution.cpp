@@ -1,0 +1,200 @@
+// cuDNN convolutions with Keras's HWIO kernels (see cudnn_convolution.hpp for the layout choice).
+#include "engine/cuda/cudnn_convolution.hpp"
+
+#include <climits>
+#include <optional>
+
+#include "engine/cuda/cuda_handles.hpp"
+#include "engine/cuda/kernels.hpp"
+
+namespace mirror::cuda {
+namespace {
+
+// Algorithms needing more scratch than this are passed over.
+constexpr size_t kMaxWorkspaceBytes = size_t{1} << 30;
+
+struct TensorTraits {
+  static void destroy(cudnnTensorDescriptor_t d) noexcept { cudnnDestroyTensorDescriptor(d); }
+};
+struct FilterTraits {
+  static void destroy(cudnnFilterDescriptor_t d) noexcept { cudnnDestroyFilterDescriptor(d); }
+};
+struct ConvTraits {
+  static void destroy(cudnnConvolutionDescriptor_t d) noexcept { cudnnDestroyConvolutionDescriptor(d); }
+};
+using TensorDesc = UniqueHandle<cudnnTensorDescriptor_t, TensorTraits>;
+using FilterDesc = UniqueHandle<cudnnFilterDescriptor_t, FilterTraits>;
+using ConvDesc = UniqueHandle<cudnnConvolutionDescriptor_t, ConvTraits>;
+
+int as_int(int64_t value, const char* what) {
+  MIRROR_REQUIRE(value > 0 && value <= INT_MAX, InvalidArgument, "convolution ", what, " = ", value,
+                 " is outside what cuDNN accepts (1 .. ", INT_MAX, ")");
+  return static_cast<int>(value);
+}
+
+TensorDesc nhwc_tensor(int64_t n, int64_t h, int64_t w, int64_t c) {
+  cudnnTensorDescriptor_t d = nullptr;
+  MIRROR_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
+  TensorDesc owner(d);
+  MIRROR_CUDNN_CHECK(cudnnSetTensor4dDescriptor(d, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, as_int(n, "batch"),
+                                                as_int(c, "channels"), as_int(h, "height"), as_int(w, "width")));
+  return owner;
+}
+
+ConvDesc conv_descriptor(const ConvGeometry& g, cudnnMathType_t math) {
+  cudnnConvolutionDescriptor_t d = nullptr;
+  MIRROR_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
+  ConvDesc owner(d);
+  MIRROR_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, 0, 0, as_int(g.stride_h, "stride_h"),
+                                                     as_int(g.stride_w, "stride_w"), 1, 1, CUDNN_CROSS_CORRELATION,
+                                                     CUDNN_DATA_FLOAT));
+  MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
+  return owner;
+}
+
+// The fastest usable result of a cudnnFind call (results come sorted by time), preferring
+// deterministic algorithms when asked; TF32 tensor-core results only when allowed.
+template <typename Perf>
+std::optional<Perf> pick(const Perf* results, int count, bool allow_tf32, bool prefer_deterministic) {
+  std::optional<Perf> fastest;
+  for (int i = 0; i < count; ++i) {
+    const Perf& p = results[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspaceBytes) continue;
+    if (!allow_tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
+    if (!prefer_deterministic || p.determinism == CUDNN_DETERMINISTIC) return p;
+    if (!fastest) fastest = p;
+  }
+  return fastest;
+}
+
+[[noreturn]] void no_algorithm(const char* direction, const ConvGeometry& g) {
+  throw DeviceError(str("cuDNN found no usable ", direction, " convolution algorithm for batch ", g.batch, ", input ",
+                        g.in_h, "x", g.in_w, "x", g.in_c, ", kernel ", g.kernel_h, "x", g.kernel_w, " -> ", g.out_c,
+                        " channels, stride ", g.stride_h, "x", g.stride_w));
+}
+
+}  // namespace
+
+struct CudnnConvolutions::Plan {
+  ConvGeometry geometry;
+  TensorDesc x, y;
+  FilterDesc w;
+  ConvDesc forward_conv, weights_conv, data_conv;  // one per direction: each keeps its math type
+  std::optional<cudnnConvolutionFwdAlgoPerf_t> forward;
+  std::optional<cudnnConvolutionBwdFilterAlgoPerf_t> weights;
+  std::optional<cudnnConvolutionBwdDataAlgoPerf_t> data;
+};
+
+CudnnConvolutions::CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32)
+    : handle_(handle), stream_(stream), allocate_(std::move(allocate)), allow_tf32_(allow_tf32) {}
+
+CudnnConvolutions::~CudnnConvolutions() = default;
+
+CudnnConvolutions::Plan& CudnnConvolutions::plan_for(const ConvGeometry& g) {
+  for (auto& plan : plans_)
+    if (plan->geometry == g) return *plan;
+  MIRROR_REQUIRE(g.out_h() >= 1 && g.out_w() >= 1, InvalidArgument, "convolution kernel ", g.kernel_h, "x",
+                 g.kernel_w, " does not fit the ", g.in_h, "x", g.in_w, " input");
+  auto plan = std::make_unique<Plan>();
+  plan->geometry = g;
+  plan->x = nhwc_tensor(g.batch, g.in_h, g.in_w, g.in_c);
+  plan->y = nhwc_tensor(g.batch, g.out_h(), g.out_w(), g.out_c);
+  cudnnFilterDescriptor_t w = nullptr;
+  MIRROR_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+  plan->w = FilterDesc(w);
+  MIRROR_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, as_int(g.out_c, "out_c"),
+                                                as_int(g.in_c, "in_c"), as_int(g.kernel_h, "kernel_h"),
+                                                as_int(g.kernel_w, "kernel_w")));
+  const cudnnMathType_t math = allow_tf32_ ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  plan->forward_conv = conv_descriptor(g, math);
+  plan->weights_conv = conv_descriptor(g, math);
+  plan->data_conv = conv_descriptor(g, math);
+  int n = 0, c = 0, h = 0, wd = 0;
+  MIRROR_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->forward_conv.get(), plan->x.get(), w, &n, &c, &h, &wd));
+  MIRROR_REQUIRE(n == g.batch && c == g.out_c && h == g.out_h() && wd == g.out_w(), DeviceError,
+                 "cuDNN's convolution output ", n, "x", h, "x", wd, "x", c, " differs from Mirror's ", g.batch, "x",
+                 g.out_h(), "x", g.out_w(), "x", g.out_c);
+  plans_.push_back(std::move(plan));
+  return *plans_.back();
+}
+
+void* CudnnConvolutions::workspace(size_t num_bytes) {
+  if (num_bytes == 0) return nullptr;
+  if (workspace_.num_bytes() < num_bytes) workspace_ = allocate_(num_bytes);  // the old one returns in stream order
+  return workspace_.data();
+}
+
+float* CudnnConvolutions::weight_scratch(size_t count) {
+  if (weight_scratch_.count() < count) weight_scratch_ = allocate_(count * sizeof(float));
+  return weight_scratch_.as<float>();
+}
+
+void CudnnConvolutions::forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
+  if (g.batch == 0) return;
+  Plan& p = plan_for(g);
+  if (!p.forward) {
+    cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    int returned = 0;
+    MIRROR_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(handle_, p.x.get(), p.w.get(), p.forward_conv.get(),
+                                                            p.y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
+                                                            results));
+    p.forward = pick(results, returned, allow_tf32_, false);
+    if (!p.forward) no_algorithm("forward", g);
+    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.forward_conv.get(), p.forward->mathType));
+  }
+  const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
+  float* w_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));
+  kernels::transpose(stream_, rsc, g.out_c, w, w_krsc);  // HWIO (rsc, K) -> KRSC (K, rsc)
+  void* ws = workspace(p.forward->memory);
+  const float one = 1.0f, zero = 0.0f;
+  MIRROR_CUDNN_CHECK(cudnnConvolutionForward(handle_, &one, p.x.get(), x, p.w.get(), w_krsc, p.forward_conv.get(),
+                                             p.forward->algo, ws, p.forward->memory, &zero, p.y.get(), y));
+}
+
+void CudnnConvolutions::backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw) {
+  if (g.batch == 0) return;
+  Plan& p = plan_for(g);
+  if (!p.weights) {
+    cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    int returned = 0;
+    MIRROR_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(handle_, p.x.get(), p.y.get(),
+                                                                   p.weights_conv.get(), p.w.get(),
+                                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                                   &returned, results));
+    p.weights = pick(results, returned, allow_tf32_, true);
+    if (!p.weights) no_algorithm("backward-weights", g);
+    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.weights_conv.get(), p.weights->mathType));
+  }
+  const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
+  float* dw_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));
+  void* ws = workspace(p.weights->memory);
+  const float one = 1.0f, zero = 0.0f;
+  MIRROR_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, p.x.get(), x, p.y.get(), dy, p.weights_conv.get(),
+                                                    p.weights->algo, ws, p.weights->memory, &zero, p.w.get(),
+                                                    dw_krsc));
+  kernels::transpose(stream_, g.out_c, rsc, dw_krsc, dw);  // KRSC (K, rsc) -> HWIO (rsc, K)
+}
+
+void CudnnConvolutions::backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) {
+  if (g.batch == 0) return;
+  Plan& p = plan_for(g);
+  if (!p.data) {
+    cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    int returned = 0;
+    MIRROR_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(handle_, p.w.get(), p.y.get(), p.data_conv.get(),
+                                                                 p.x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                                 &returned, results));
+    p.data = pick(results, returned, allow_tf32_, true);
+    if (!p.data) no_algorithm("backward-data", g);
+    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.data_conv.get(), p.data->mathType));
+  }
+  const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
+  float* w_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));
+  kernels::transpose(stream_, rsc, g.out_c, w, w_krsc);
+  void* ws = workspace(p.data->memory);
+  const float one = 1.0f, zero = 0.0f;
+  MIRROR_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, p.w.get(), w_krsc, p.y.get(), dy, p.data_conv.get(),
+                                                  p.data->algo, ws, p.data->memory, &zero, p.x.get(), dx));
+}
+
+}  // namespace mirror::cuda

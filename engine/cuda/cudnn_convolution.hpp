@@ -1,0 +1,54 @@
+// Convolutions through cuDNN, NHWC activations. Keras's kernels are HWIO; cuDNN's NHWC filter
+// format is KRSC (out, kh, kw, in). HWIO read as a (kh*kw*in, out) matrix is the transpose of KRSC
+// read as (out, kh*kw*in), so each call transposes on the fly with a small kernel into a scratch
+// copy (forward, backward-data) or out of one (backward-weights): kh*kw*in*out elements, tiny next
+// to the activations, and the parameters stay in Keras's layout everywhere else.
+//
+// Descriptors and the algorithms of each direction are chosen once per geometry (cudnnFind, the
+// fastest result, deterministic ones first for the backward passes) and cached with the workspace
+// size they need; the workspace and scratch buffers grow only while new geometries appear.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/buffer.hpp"
+#include "engine/cuda/cuda_check.hpp"
+#include "engine/geometry.hpp"
+
+namespace mirror::cuda {
+
+class CudnnConvolutions {
+ public:
+  using Allocate = std::function<DeviceBuffer(size_t num_bytes)>;
+
+  // All work is queued on the stream `handle` is bound to; buffers come from `allocate`.
+  CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32);
+  ~CudnnConvolutions();
+  CudnnConvolutions(const CudnnConvolutions&) = delete;
+  CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
+
+  // y = conv(x, w) without bias. x: (batch, in_h, in_w, in_c), w: HWIO, y: (batch, out_h, out_w, out_c)
+  void forward(const ConvGeometry& g, const float* x, const float* w, float* y);
+  // dw (HWIO, overwritten) from x and dy.
+  void backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw);
+  // dx (overwritten) from w (HWIO) and dy.
+  void backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx);
+
+ private:
+  struct Plan;
+  Plan& plan_for(const ConvGeometry& g);
+  void* workspace(size_t num_bytes);
+  float* weight_scratch(size_t count);
+
+  cudnnHandle_t handle_;
+  cudaStream_t stream_;
+  Allocate allocate_;
+  bool allow_tf32_;
+  std::vector<std::unique_ptr<Plan>> plans_;
+  DeviceBuffer workspace_;
+  DeviceBuffer weight_scratch_;
+};
+
+}  // namespace mirror::cuda
