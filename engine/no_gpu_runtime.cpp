@@ -6,9 +6,16 @@
 namespace mirror::gpu {
 namespace {
 
+// MIRROR_CUDA_OPTION is the value of Meson's -Dcuda when this build was configured.
 constexpr const char* kNoCuda =
-    "this build of Mirror has no CUDA backend: nvcc was not found when it was built (install the "
-    "CUDA toolkit, put nvcc on PATH and rebuild with -Dcuda=enabled)";
+    "this build of Mirror has no CUDA backend ("
+#ifdef MIRROR_CUDA_OPTION
+    "configured with -Dcuda=" MIRROR_CUDA_OPTION
+#else
+    "configured without CUDA"
+#endif
+    "; with -Dcuda=auto that means nvcc was not found): install the CUDA toolkit, put nvcc on PATH "
+    "and rebuild with -Dcuda=enabled";
 
 }  // namespace
 
