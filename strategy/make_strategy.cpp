@@ -29,11 +29,13 @@ std::vector<Device> selected_gpus(const StrategyOptions& options, std::string& w
   return chosen;
 }
 
-std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const std::string& reason, bool required) {
-  MIRROR_REQUIRE(!required, DeviceError, "a GPU is required (", env_requires_gpu() ? "MIRROR_REQUIRE_GPU is set" : "require_gpu",
-                 ") but none is usable: ", reason);
+std::string why_required() {
+  return env_requires_gpu() ? "MIRROR_REQUIRE_GPU is set" : "require_gpu is set";
+}
+
+std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const std::string& because) {
   auto strategy = std::make_unique<HostStrategy>(options.host_replicas, options.host_threads);
-  *options.log << "Mirror: using the host strategy (" << strategy->describe() << ") because " << reason << '\n';
+  *options.log << "Mirror: using the " << strategy->describe() << " because " << because << '\n';
   return strategy;
 }
 
@@ -47,13 +49,17 @@ std::unique_ptr<Strategy> make_strategy(const StrategyOptions& given) {
   MIRROR_REQUIRE(kind == "auto" || kind == "host" || kind == "one-device" || kind == "mirrored", InvalidArgument,
                  "unknown strategy '", kind, "': expected auto, host, one-device or mirrored");
 
-  if (kind == "host") return host_fallback(options, "it was asked for", required);
+  if (kind == "host") {
+    MIRROR_REQUIRE(!required, InvalidArgument, "a GPU is required (", why_required(), ") but the host strategy was asked for");
+    return host_fallback(options, "it was asked for");
+  }
 
   std::string why_none;
   const std::vector<Device> gpus = selected_gpus(options, why_none);
   if (gpus.empty()) {
     MIRROR_REQUIRE(kind == "auto", DeviceError, "the ", kind, " strategy needs a GPU, but none is usable: ", why_none);
-    return host_fallback(options, "no GPU is usable: " + why_none, required);
+    MIRROR_REQUIRE(!required, DeviceError, "a GPU is required (", why_required(), ") but none is usable: ", why_none);
+    return host_fallback(options, "no GPU is usable: " + why_none);
   }
 
   std::unique_ptr<Strategy> strategy;
