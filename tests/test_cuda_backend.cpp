@@ -1,0 +1,337 @@
+// The CUDA backend against the host backend, op by op, on fresh random inputs: every GPU output is
+// poisoned with NaN first, so an element an op forgot to write fails; tolerance |gpu - host| <=
+// 1e-4 |host| + 1e-5 max|host|. Also NCCL with the GPUs present, the memory pool's steady state,
+// and (everywhere) the version report. Without a GPU the GPU tests skip, saying why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "collectives/nccl_communicator.hpp"
+#include "engine/cuda/cuda_backend.hpp"
+#include "engine/data/dataset.hpp"
+#include "engine/error.hpp"
+#include "engine/gpu_runtime.hpp"
+#include "engine/host/host_backend.hpp"
+
+namespace mirror {
+namespace {
+
+using Floats = std::vector<float>;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Floats v(count);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+void expect_close(const char* what, const Floats& gpu, const Floats& host) {
+  ASSERT_EQ(gpu.size(), host.size()) << what;
+  double scale = 0;
+  for (float h : host) scale = std::max(scale, std::fabs(double(h)));
+  size_t bad = 0;
+  for (size_t i = 0; i < gpu.size(); ++i) {
+    const double diff = std::fabs(double(gpu[i]) - double(host[i]));
+    if (diff <= 1e-4 * std::fabs(double(host[i])) + 1e-5 * scale) continue;
+    if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "]: gpu " << gpu[i] << ", host " << host[i];
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << gpu.size() << " elements differ";
+}
+
+// The inputs of one op call and the sizes of its outputs; run() gives back the outputs.
+struct OpCall {
+  std::vector<Floats> inputs;
+  std::vector<size_t> output_counts;
+  std::vector<int32_t> labels;  // optional int32 input
+  std::function<void(Backend&, const std::vector<float*>& in, const std::vector<float*>& out, int32_t* labels)> op;
+
+  // `initial` gives outputs a starting value (in-place ops, accumulators); NaN otherwise.
+  std::vector<Floats> run(Backend& b, const std::vector<Floats>& initial = {}) const {
+    std::vector<DeviceBuffer> buffers;
+    std::vector<float*> in, out;
+    for (const Floats& v : inputs) {
+      buffers.push_back(b.allocate(v.size() * sizeof(float)));
+      b.upload(v.data(), buffers.back().data(), v.size() * sizeof(float));
+      in.push_back(buffers.back().as<float>());
+    }
+    for (size_t k = 0; k < output_counts.size(); ++k) {
+      buffers.push_back(b.allocate(output_counts[k] * sizeof(float)));
+      if (k < initial.size())
+        b.upload(initial[k].data(), buffers.back().data(), output_counts[k] * sizeof(float));
+      else
+        b.fill(buffers.back().as<float>(), output_counts[k], kNaN);
+      out.push_back(buffers.back().as<float>());
+    }
+    DeviceBuffer label_buffer = b.allocate(labels.size() * sizeof(int32_t));
+    if (!labels.empty()) b.upload(labels.data(), label_buffer.data(), labels.size() * sizeof(int32_t));
+    op(b, in, out, label_buffer.as<int32_t>());
+    std::vector<Floats> results;
+    for (size_t k = 0; k < output_counts.size(); ++k) {
+      results.emplace_back(output_counts[k]);
+      b.download(out[k], results.back().data(), output_counts[k] * sizeof(float));
+    }
+    return results;
+  }
+};
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    gpus_ = gpu::list_devices(why);
+    if (gpus_.empty()) GTEST_SKIP() << "no GPU: " << why;
+    gpu_ = gpu::make_backend(gpus_[0]);
+    gpu_->bind_current_thread();
+    host_ = make_host_backend(1);
+  }
+
+  // Runs `call` on both backends and compares every output.
+  void compare(const char* what, const OpCall& call, const std::vector<Floats>& initial = {}) {
+    const auto on_gpu = call.run(*gpu_, initial);
+    const auto on_host = call.run(*host_, initial);
+    for (size_t k = 0; k < on_gpu.size(); ++k) expect_close((std::string(what) + " output " + std::to_string(k)).c_str(), on_gpu[k], on_host[k]);
+  }
+
+  std::vector<Device> gpus_;
+  std::unique_ptr<Backend> gpu_, host_;
+  std::mt19937 rng_{20240611};
+};
+
+TEST_F(CudaBackendTest, Conv2d) {
+  for (ConvGeometry g : {ConvGeometry{3, 9, 7, 2, 4, 3, 2, 1, 1}, ConvGeometry{2, 28, 28, 1, 32, 3, 3, 1, 1},
+                         ConvGeometry{2, 11, 10, 3, 5, 3, 3, 2, 3}}) {
+    SCOPED_TRACE(testing::Message() << "batch " << g.batch << " input " << g.in_h << "x" << g.in_w << "x" << g.in_c);
+    const size_t xs = size_t(g.batch * g.in_h * g.in_w * g.in_c), ys = size_t(g.batch * g.out_h() * g.out_w() * g.out_c);
+    const size_t ws = size_t(g.weight_count()), bs = size_t(g.out_c);
+    OpCall fwd{{random_floats(xs, rng_), random_floats(ws, rng_), random_floats(bs, rng_)}, {ys}, {},
+               [g](Backend& b, auto& in, auto& out, int32_t*) { b.conv2d_forward(g, in[0], in[1], in[2], out[0]); }};
+    compare("conv2d_forward", fwd);
+    OpCall bwd_w{{random_floats(xs, rng_), random_floats(ys, rng_)}, {ws, bs}, {},
+                 [g](Backend& b, auto& in, auto& out, int32_t*) {
+                   b.conv2d_backward_weights(g, in[0], in[1], out[0], out[1]);
+                 }};
+    compare("conv2d_backward_weights", bwd_w);
+    OpCall bwd_x{{random_floats(ws, rng_), random_floats(ys, rng_)}, {xs}, {},
+                 [g](Backend& b, auto& in, auto& out, int32_t*) { b.conv2d_backward_data(g, in[0], in[1], out[0]); }};
+    compare("conv2d_backward_data", bwd_x);
+  }
+}
+
+TEST_F(CudaBackendTest, MaxPoolFirstMaximum) {
+  for (PoolGeometry g : {PoolGeometry{2, 26, 26, 32, 2, 2, 2, 2}, PoolGeometry{3, 7, 9, 3, 3, 3, 2, 2},
+                         PoolGeometry{1, 5, 6, 2, 2, 3, 1, 1}}) {
+    const size_t xs = size_t(g.batch * g.in_h * g.in_w * g.channels);
+    const size_t ys = size_t(g.batch * g.out_h() * g.out_w() * g.channels);
+    Floats x = random_floats(xs, rng_);
+    for (float& v : x) v = std::round(v * 2.0f) / 2.0f;  // five levels: many ties, the first maximum must win
+    OpCall fwd{{x}, {ys}, {}, [g](Backend& b, auto& in, auto& out, int32_t*) { b.max_pool_forward(g, in[0], out[0]); }};
+    compare("max_pool_forward", fwd);
+    const Floats y = fwd.run(*host_)[0];
+    OpCall bwd{{x, y, random_floats(ys, rng_)}, {xs}, {},
+               [g](Backend& b, auto& in, auto& out, int32_t*) { b.max_pool_backward(g, in[0], in[1], in[2], out[0]); }};
+    compare("max_pool_backward", bwd);
+  }
+}
+
+TEST_F(CudaBackendTest, Dense) {
+  for (auto [rows, in, out] : {std::array<int64_t, 3>{32, 5408, 10}, {7, 13, 5}, {1, 3, 1}}) {
+    OpCall fwd{{random_floats(size_t(rows * in), rng_), random_floats(size_t(in * out), rng_),
+                random_floats(size_t(out), rng_)},
+               {size_t(rows * out)}, {},
+               [=](Backend& b, auto& i, auto& o, int32_t*) { b.dense_forward(rows, in, out, i[0], i[1], i[2], o[0]); }};
+    compare("dense_forward", fwd);
+    const std::vector<Floats> inputs{random_floats(size_t(rows * in), rng_), random_floats(size_t(in * out), rng_),
+                                     random_floats(size_t(rows * out), rng_)};
+    OpCall bwd{inputs, {size_t(rows * in), size_t(in * out), size_t(out)}, {},
+               [=](Backend& b, auto& i, auto& o, int32_t*) {
+                 b.dense_backward(rows, in, out, i[0], i[1], i[2], o[0], o[1], o[2]);
+               }};
+    compare("dense_backward", bwd);
+    OpCall bwd_no_dx{inputs, {size_t(in * out), size_t(out)}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
+                       b.dense_backward(rows, in, out, i[0], i[1], i[2], nullptr, o[0], o[1]);
+                     }};
+    compare("dense_backward without dx", bwd_no_dx);
+  }
+}
+
+TEST_F(CudaBackendTest, Activations) {
+  const int64_t rows = 37, cols = 10;
+  const size_t n = size_t(rows * cols);
+  for (Activation act : {Activation::Linear, Activation::ReLU, Activation::Softmax}) {
+    SCOPED_TRACE(to_string(act));
+    const Floats z = random_floats(n, rng_, -4.0f, 4.0f);
+    OpCall fwd{{}, {n}, {}, [=](Backend& b, auto&, auto& o, int32_t*) { b.activation_forward(act, rows, cols, o[0]); }};
+    compare("activation_forward", fwd, {z});
+    const Floats y = fwd.run(*host_, {z})[0];
+    OpCall bwd{{y}, {n}, {},
+               [=](Backend& b, auto& i, auto& o, int32_t*) { b.activation_backward(act, rows, cols, i[0], o[0]); }};
+    compare("activation_backward", bwd, {random_floats(n, rng_)});
+  }
+}
+
+TEST_F(CudaBackendTest, CrossEntropyAccumulatesOnDevice) {
+  for (int64_t rows : {1, 32, 1000}) {
+    const int64_t classes = 10;
+    Floats probs = random_floats(size_t(rows * classes), rng_, -3.0f, 3.0f);
+    host_->activation_forward(Activation::Softmax, rows, classes, probs.data());  // host memory is the host's "device"
+    probs[0] = 0.0f;  // clipped: no gradient through the probability path
+    std::vector<int32_t> labels(static_cast<size_t>(rows));
+    for (auto& l : labels) l = int32_t(rng_() % classes);
+    labels[0] = 0;
+    for (bool from_logits : {true, false}) {
+      OpCall call{{probs}, {size_t(rows * classes), 2}, labels, [=](Backend& b, auto& i, auto& o, int32_t* l) {
+                    b.sparse_categorical_crossentropy(rows, classes, i[0], l, 0.25f, from_logits, o[0], o[1]);
+                  }};
+      compare("cross-entropy", call, {Floats(size_t(rows * classes), kNaN), Floats{1.5f, 2.0f}});
+      OpCall stats_only{{probs}, {2}, labels, [=](Backend& b, auto& i, auto& o, int32_t* l) {
+                          b.sparse_categorical_crossentropy(rows, classes, i[0], l, 1.0f, from_logits, nullptr, o[0]);
+                        }};
+      compare("cross-entropy stats", stats_only, {Floats{0.0f, 0.0f}});
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, OptimizersAndTheirSkip) {
+  const size_t n = 100003;
+  const Floats p = random_floats(n, rng_), g = random_floats(n, rng_), m = random_floats(n, rng_);
+  const Floats v = random_floats(n, rng_, 0.0f, 1.0f);
+  for (float loss : {0.7f, kNaN}) {
+    SCOPED_TRACE(loss);
+    const AdamStep adam{0.001f * std::sqrt(1 - 0.999f) / (1 - 0.9f), 0.9f, 0.999f, 1e-7f};
+    OpCall a{{Floats{loss, 3.0f}, g}, {n, n, n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
+               b.adam_update(n, adam, i[0], o[0], i[1], o[1], o[2]);
+             }};
+    const auto adam_out = a.run(*gpu_, {p, m, v});
+    const auto adam_ref = a.run(*host_, {p, m, v});
+    for (size_t k = 0; k < 3; ++k) expect_close("adam", adam_out[k], adam_ref[k]);
+    if (std::isnan(loss)) expect_close("adam skipped", adam_out[0], p);
+    for (bool with_momentum : {true, false}) {
+      const SgdStep sgd{0.01f, with_momentum ? 0.9f : 0.0f};
+      OpCall s{{Floats{loss, 3.0f}, g}, {n, n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
+                 b.sgd_update(n, sgd, i[0], o[0], i[1], with_momentum ? o[1] : nullptr);
+               }};
+      const auto sgd_out = s.run(*gpu_, {p, m});
+      const auto sgd_ref = s.run(*host_, {p, m});
+      for (size_t k = 0; k < 2; ++k) expect_close("sgd", sgd_out[k], sgd_ref[k]);
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, GatherBatchAndMemoryOps) {
+  ImageSet images;
+  images.count = 50, images.height = 4, images.width = 3, images.channels = 2;
+  for (int64_t i = 0; i < images.count * images.sample_size(); ++i) images.pixels.push_back(uint8_t(rng_() % 256));
+  for (int64_t i = 0; i < images.count; ++i) images.labels.push_back(int32_t(rng_() % 10));
+  const auto resident_gpu = gpu_->make_resident(images);
+  const auto resident_host = host_->make_resident(images);
+  for (int round = 0; round < 3; ++round) {  // reuses the staging slots
+    std::vector<int32_t> indices(size_t(17 + round));
+    for (auto& i : indices) i = int32_t(rng_() % images.count);
+    const size_t xs = indices.size() * size_t(images.sample_size());
+    OpCall call{{}, {xs, indices.size()}, {}, [&](Backend& b, auto&, auto& o, int32_t*) {
+                  b.gather_batch(&b == gpu_.get() ? *resident_gpu : *resident_host, indices, o[0],
+                                 reinterpret_cast<int32_t*>(o[1]));
+                }};
+    const auto got = call.run(*gpu_), want = call.run(*host_);
+    expect_close("gathered x", got[0], want[0]);
+    EXPECT_EQ(0, std::memcmp(got[1].data(), want[1].data(), indices.size() * sizeof(int32_t))) << "labels";
+  }
+  std::vector<int32_t> bad{3, int32_t(images.count)};
+  DeviceBuffer x = gpu_->allocate(2 * size_t(images.sample_size()) * sizeof(float)), l = gpu_->allocate(8);
+  EXPECT_THROW(gpu_->gather_batch(*resident_gpu, bad, x.as<float>(), l.as<int32_t>()), InvalidArgument);
+
+  const Floats src = random_floats(1000, rng_);
+  OpCall copy{{src}, {1000, 10}, {}, [](Backend& b, auto& i, auto& o, int32_t*) {
+                b.copy(i[0], o[0], 1000);
+                b.fill(o[1], 10, 2.5f);
+              }};
+  const auto out = copy.run(*gpu_);
+  expect_close("copy", out[0], src);
+  expect_close("fill", out[1], Floats(10, 2.5f));
+  // Zero rows: nothing happens, even with null pointers.
+  gpu_->dense_forward(0, 3, 4, nullptr, nullptr, nullptr, nullptr);
+  gpu_->sparse_categorical_crossentropy(0, 10, nullptr, nullptr, 1.0f, true, nullptr, nullptr);
+  gpu_->synchronize();
+}
+
+TEST_F(CudaBackendTest, PoolStopsAllocatingAfterFirstStep) {
+  const ConvGeometry g{8, 28, 28, 1, 32, 3, 3, 1, 1};
+  const auto step = [&] {
+    DeviceBuffer x = gpu_->allocate(size_t(8 * 28 * 28) * 4), w = gpu_->allocate(size_t(g.weight_count()) * 4);
+    DeviceBuffer b = gpu_->allocate(32 * 4), y = gpu_->allocate(size_t(8 * 26 * 26 * 32) * 4);
+    gpu_->fill(x.as<float>(), x.count(), 0.5f);
+    gpu_->fill(w.as<float>(), w.count(), 0.1f);
+    gpu_->fill(b.as<float>(), b.count(), 0.0f);
+    gpu_->conv2d_forward(g, x.as<float>(), w.as<float>(), b.as<float>(), y.as<float>());
+    gpu_->conv2d_backward_weights(g, x.as<float>(), y.as<float>(), w.as<float>(), b.as<float>());
+    gpu_->synchronize();
+  };
+  step();
+  step();
+  const size_t after_warmup = cuda::memory_stats(gpus_[0].index).device_allocations;
+  for (int i = 0; i < 3; ++i) step();
+  EXPECT_EQ(cuda::memory_stats(gpus_[0].index).device_allocations, after_warmup);
+}
+
+TEST_F(CudaBackendTest, NcclAllReduceAcrossVisibleGpus) {
+  std::vector<std::unique_ptr<Backend>> owned;
+  std::vector<Backend*> backends;
+  for (const Device& d : gpus_) {
+    owned.push_back(gpu::make_backend(d));
+    backends.push_back(owned.back().get());
+  }
+  NcclCommunicator comm(backends);
+  ASSERT_EQ(comm.size(), int(gpus_.size()));
+  const size_t n = 1000;
+  std::vector<DeviceBuffer> data;
+  for (size_t r = 0; r < backends.size(); ++r) {
+    backends[r]->bind_current_thread();
+    data.push_back(backends[r]->allocate(n * sizeof(float)));
+    backends[r]->fill(data.back().as<float>(), n, float(r + 1));  // rank r holds r + 1
+  }
+  // One thread per rank, as the strategies do (each call blocks until its collective is done).
+  std::vector<std::thread> threads;
+  for (size_t r = 0; r < backends.size(); ++r)
+    threads.emplace_back([&, r] {
+      backends[r]->bind_current_thread();
+      comm.all_reduce_sum(int(r), {data[r].as<float>(), n}, "test");
+      comm.barrier(int(r));
+    });
+  for (auto& t : threads) t.join();
+  const float expected = float(backends.size() * (backends.size() + 1) / 2);
+  for (size_t r = 0; r < backends.size(); ++r) {
+    Floats out(n);
+    backends[r]->download(data[r].data(), out.data(), n * sizeof(float));
+    expect_close("all-reduced", out, Floats(n, expected));
+  }
+  comm.abort("test abort");
+  EXPECT_THROW(comm.all_reduce_sum(0, {data[0].as<float>(), n}), CollectiveError);
+}
+
+TEST(GpuRuntime, VersionReportSaysWhatItFound) {
+  EXPECT_TRUE(gpu::built_with_cuda());
+  const std::string report = gpu::version_report();
+  EXPECT_NE(report.find("CUDA runtime"), std::string::npos) << report;
+  EXPECT_NE(report.find("cuDNN"), std::string::npos) << report;
+  std::string why;
+  if (gpu::list_devices(why).empty()) {
+    EXPECT_FALSE(why.empty());
+    EXPECT_NE(report.find(why), std::string::npos) << report;
+    EXPECT_EQ(report.find("no problems found"), std::string::npos) << report;
+  }
+  std::cout << report;
+}
+
+}  // namespace
+}  // namespace mirror
