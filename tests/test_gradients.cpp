@@ -1,0 +1,247 @@
+// Gradient checks: each backward op of the host backend against central finite differences of a
+// naive double-precision forward written here, so the numeric gradient is accurate to ~1e-9 and
+// any mismatch is the backend's. The scalar is L = sum(r * y) with random r, except for the
+// cross-entropy, whose scalar is the (scaled) loss itself.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "engine/host/host_backend.hpp"
+
+namespace mirror {
+namespace {
+
+using Floats = std::vector<float>;
+using Doubles = std::vector<double>;
+using Loss = std::function<double(const Doubles&)>;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  Floats v(count);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+Doubles to_doubles(const Floats& v) { return Doubles(v.begin(), v.end()); }
+
+double dot(const Doubles& a, const Doubles& b) {
+  double sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// dL/d(at) by central differences, one element at a time.
+Doubles finite_difference(const Loss& loss, Doubles at, double h) {
+  Doubles grad(at.size());
+  for (size_t i = 0; i < at.size(); ++i) {
+    const double v = at[i];
+    at[i] = v + h;
+    const double up = loss(at);
+    at[i] = v - h;
+    const double down = loss(at);
+    at[i] = v;
+    grad[i] = (up - down) / (2 * h);
+  }
+  return grad;
+}
+
+// The float analytic gradient within 1e-3 relative of the numeric one (plus 1e-4 of the largest
+// component, so components near zero are judged on the gradient's scale).
+void expect_gradient(const char* what, std::span<const float> analytic, const Doubles& numeric) {
+  ASSERT_EQ(analytic.size(), numeric.size()) << what;
+  double scale = 0;
+  for (double g : numeric) scale = std::max(scale, std::abs(g));
+  ASSERT_GT(scale, 0.0) << what << ": the numeric gradient is all zero, the check would prove nothing";
+  size_t bad = 0;
+  for (size_t i = 0; i < numeric.size(); ++i) {
+    const double diff = std::abs(double{analytic[i]} - numeric[i]);
+    if (diff <= 1e-4 * scale + 1e-3 * std::abs(numeric[i])) continue;
+    if (++bad <= 5)
+      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << ", numeric " << numeric[i];
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << numeric.size() << " components disagree";
+}
+
+Doubles conv_reference(const ConvGeometry& g, const Doubles& x, const Doubles& w, const Doubles& b) {
+  Doubles y(g.batch * g.out_h() * g.out_w() * g.out_c);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t oh = 0; oh < g.out_h(); ++oh)
+      for (int64_t ow = 0; ow < g.out_w(); ++ow)
+        for (int64_t oc = 0; oc < g.out_c; ++oc) {
+          double sum = b[oc];
+          for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+            for (int64_t kw = 0; kw < g.kernel_w; ++kw)
+              for (int64_t ic = 0; ic < g.in_c; ++ic)
+                sum += x[((n * g.in_h + oh * g.stride_h + kh) * g.in_w + ow * g.stride_w + kw) * g.in_c + ic] *
+                       w[((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc];
+          y[((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc] = sum;
+        }
+  return y;
+}
+
+Doubles pool_reference(const PoolGeometry& g, const Doubles& x) {
+  Doubles y(g.batch * g.out_h() * g.out_w() * g.channels, -INFINITY);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t oh = 0; oh < g.out_h(); ++oh)
+      for (int64_t ow = 0; ow < g.out_w(); ++ow)
+        for (int64_t c = 0; c < g.channels; ++c)
+          for (int64_t i = 0; i < g.pool_h; ++i)
+            for (int64_t j = 0; j < g.pool_w; ++j) {
+              double& out = y[((n * g.out_h() + oh) * g.out_w() + ow) * g.channels + c];
+              const int64_t xi = ((n * g.in_h + oh * g.stride_h + i) * g.in_w + ow * g.stride_w + j) * g.channels + c;
+              out = std::max(out, x[xi]);
+            }
+  return y;
+}
+
+Doubles softmax_reference(const Doubles& z, int64_t rows, int64_t cols) {
+  Doubles y(z.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    const double top = *std::max_element(z.begin() + r * cols, z.begin() + (r + 1) * cols);
+    double sum = 0;
+    for (int64_t j = 0; j < cols; ++j) sum += y[r * cols + j] = std::exp(z[r * cols + j] - top);
+    for (int64_t j = 0; j < cols; ++j) y[r * cols + j] /= sum;
+  }
+  return y;
+}
+
+// scale * sum over rows of -log(clip(p[label])), with Keras's clipping to [1e-7, 1 - 1e-7].
+double cross_entropy_reference(const Doubles& p, const std::vector<int32_t>& labels, int64_t classes, double scale) {
+  double loss = 0;
+  for (size_t r = 0; r < labels.size(); ++r)
+    loss -= std::log(std::clamp(p[r * classes + labels[r]], 1e-7, 1 - 1e-7));
+  return scale * loss;
+}
+
+class Gradients : public ::testing::Test {
+ protected:
+  void SetUp() override { backend_->bind_current_thread(); }
+  std::unique_ptr<Backend> backend_ = make_host_backend(2);
+  std::mt19937 rng_{7};
+};
+
+TEST_F(Gradients, Conv2d) {
+  const ConvGeometry shapes[] = {
+      {2, 6, 5, 2, 3, 3, 2, 1, 1}, {1, 9, 8, 3, 2, 3, 2, 2, 2}, {3, 7, 7, 1, 4, 3, 3, 2, 2}};
+  for (const ConvGeometry& g : shapes) {
+    SCOPED_TRACE(::testing::Message() << "conv " << g.in_h << "x" << g.in_w << "x" << g.in_c << " -> " << g.out_c
+                                      << ", stride " << g.stride_h << "x" << g.stride_w);
+    const Floats x = random_floats(g.batch * g.in_h * g.in_w * g.in_c, rng_);
+    const Floats w = random_floats(g.weight_count(), rng_), b = random_floats(g.out_c, rng_);
+    const Floats r = random_floats(g.batch * g.out_h() * g.out_w() * g.out_c, rng_);
+    Floats dx(x.size(), kNaN), dw(w.size(), kNaN), db(b.size(), kNaN);
+    backend_->conv2d_backward_data(g, w.data(), r.data(), dx.data());
+    backend_->conv2d_backward_weights(g, x.data(), r.data(), dw.data(), db.data());
+    const Doubles xd = to_doubles(x), wd = to_doubles(w), bd = to_doubles(b), rd = to_doubles(r);
+    // L is linear in each argument, so any step gives the exact derivative up to rounding.
+    const Loss of_x = [&](const Doubles& v) { return dot(rd, conv_reference(g, v, wd, bd)); };
+    const Loss of_w = [&](const Doubles& v) { return dot(rd, conv_reference(g, xd, v, bd)); };
+    const Loss of_b = [&](const Doubles& v) { return dot(rd, conv_reference(g, xd, wd, v)); };
+    expect_gradient("conv dx", dx, finite_difference(of_x, xd, 1e-3));
+    expect_gradient("conv dw", dw, finite_difference(of_w, wd, 1e-3));
+    expect_gradient("conv db", db, finite_difference(of_b, bd, 1e-3));
+  }
+}
+
+TEST_F(Gradients, MaxPool) {
+  const PoolGeometry shapes[] = {{2, 5, 7, 3, 2, 2, 2, 2}, {1, 6, 5, 4, 3, 3, 1, 2}, {2, 7, 7, 2, 3, 2, 2, 1}};
+  for (const PoolGeometry& g : shapes) {
+    SCOPED_TRACE(::testing::Message() << "pool " << g.in_h << "x" << g.in_w << ", window " << g.pool_h << "x"
+                                      << g.pool_w << ", stride " << g.stride_h << "x" << g.stride_w);
+    const Floats x = random_floats(g.batch * g.in_h * g.in_w * g.channels, rng_);
+    const Floats r = random_floats(g.batch * g.out_h() * g.out_w() * g.channels, rng_);
+    Floats y(r.size(), kNaN), dx(x.size(), kNaN);
+    backend_->max_pool_forward(g, x.data(), y.data());
+    backend_->max_pool_backward(g, x.data(), y.data(), r.data(), dx.data());
+    // Tiny steps, so no window's maximum changes hands between the two evaluations.
+    const Doubles rd = to_doubles(r);
+    const Loss loss = [&](const Doubles& v) { return dot(rd, pool_reference(g, v)); };
+    expect_gradient("pool dx", dx, finite_difference(loss, to_doubles(x), 1e-7));
+  }
+}
+
+TEST_F(Gradients, Dense) {
+  const int64_t rows = 3, in = 7, out = 4;
+  const Floats x = random_floats(rows * in, rng_), w = random_floats(in * out, rng_), b = random_floats(out, rng_);
+  const Floats r = random_floats(rows * out, rng_);
+  Floats dx(x.size(), kNaN), dw(w.size(), kNaN), db(b.size(), kNaN);
+  backend_->dense_backward(rows, in, out, x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data());
+  const Doubles xd = to_doubles(x), wd = to_doubles(w), bd = to_doubles(b), rd = to_doubles(r);
+  const auto loss = [&](const Doubles& xv, const Doubles& wv, const Doubles& bv) {
+    double sum = 0;
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < out; ++j) {
+        double y = bv[j];
+        for (int64_t k = 0; k < in; ++k) y += xv[i * in + k] * wv[k * out + j];
+        sum += rd[i * out + j] * y;
+      }
+    return sum;
+  };
+  expect_gradient("dense dx", dx, finite_difference([&](const Doubles& v) { return loss(v, wd, bd); }, xd, 1e-3));
+  expect_gradient("dense dw", dw, finite_difference([&](const Doubles& v) { return loss(xd, v, bd); }, wd, 1e-3));
+  expect_gradient("dense db", db, finite_difference([&](const Doubles& v) { return loss(xd, wd, v); }, bd, 1e-3));
+}
+
+TEST_F(Gradients, Relu) {
+  Floats z = random_floats(40, rng_);
+  for (float& v : z) v += v > 0 ? 0.05f : -0.05f;  // away from the kink at 0
+  const Floats r = random_floats(z.size(), rng_);
+  Floats y = z, dz = r;
+  backend_->activation_forward(Activation::ReLU, 5, 8, y.data());
+  backend_->activation_backward(Activation::ReLU, 5, 8, y.data(), dz.data());
+  const Doubles rd = to_doubles(r);
+  const Loss loss = [&](const Doubles& v) {
+    double sum = 0;
+    for (size_t i = 0; i < v.size(); ++i) sum += rd[i] * std::max(v[i], 0.0);
+    return sum;
+  };
+  expect_gradient("relu dz", dz, finite_difference(loss, to_doubles(z), 1e-4));
+}
+
+TEST_F(Gradients, SoftmaxBackward) {
+  const int64_t rows = 4, cols = 6;
+  const Floats z = random_floats(rows * cols, rng_, -3.0f, 3.0f), r = random_floats(z.size(), rng_);
+  Floats y = z, dz = r;
+  backend_->activation_forward(Activation::Softmax, rows, cols, y.data());
+  backend_->activation_backward(Activation::Softmax, rows, cols, y.data(), dz.data());
+  const Doubles rd = to_doubles(r);
+  const Loss loss = [&](const Doubles& v) { return dot(rd, softmax_reference(v, rows, cols)); };
+  expect_gradient("softmax dz", dz, finite_difference(loss, to_doubles(z), 1e-5));
+}
+
+TEST_F(Gradients, CrossEntropyWithRespectToProbabilities) {
+  const int64_t rows = 5, classes = 4;
+  const float scale = 0.37f;
+  const Floats p = random_floats(rows * classes, rng_, 0.05f, 0.95f);
+  const std::vector<int32_t> labels = {0, 3, 1, 1, 2};
+  Floats d(p.size(), kNaN), stats = {0.0f, 0.0f};
+  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, false, d.data(),
+                                            stats.data());
+  const Loss loss = [&](const Doubles& v) { return cross_entropy_reference(v, labels, classes, scale); };
+  expect_gradient("dloss/dprobs", d, finite_difference(loss, to_doubles(p), 1e-6));
+}
+
+TEST_F(Gradients, CrossEntropyThroughSoftmax) {
+  const int64_t rows = 5, classes = 4;
+  const float scale = 0.37f;
+  const Floats z = random_floats(rows * classes, rng_, -3.0f, 3.0f);
+  const std::vector<int32_t> labels = {2, 0, 3, 1, 1};
+  Floats p = z, d(z.size(), kNaN), stats = {0.0f, 0.0f};
+  backend_->activation_forward(Activation::Softmax, rows, classes, p.data());
+  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, true, d.data(),
+                                            stats.data());
+  const Loss loss = [&](const Doubles& v) {
+    return cross_entropy_reference(softmax_reference(v, rows, classes), labels, classes, scale);
+  };
+  expect_gradient("dloss/dlogits", d, finite_difference(loss, to_doubles(z), 1e-5));
+}
+
+}  // namespace
+}  // namespace mirror

@@ -1,0 +1,161 @@
+// The host's 2-D convolution: oneDNN primitives on NHWC activations and HWIO (Keras) weights,
+// "valid" padding. Following oneDNN's own advice: describe once per geometry, create once, cache,
+// execute many times. Execution goes through the C API with argument arrays built at creation, so
+// a call allocates nothing.
+#include <string>
+
+#include "engine/host/host_backend_impl.hpp"
+
+namespace mirror::host {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+void check_geometry(const ConvGeometry& g) {
+  MIRROR_REQUIRE(g.batch >= 0 && g.in_c > 0 && g.out_c > 0 && g.kernel_h > 0 && g.kernel_w > 0 &&
+                     g.stride_h > 0 && g.stride_w > 0 && g.in_h >= g.kernel_h && g.in_w >= g.kernel_w,
+                 InvalidArgument, "invalid convolution geometry: input ", g.in_h, "x", g.in_w, "x", g.in_c,
+                 ", kernel ", g.kernel_h, "x", g.kernel_w, " -> ", g.out_c, " channels, strides ", g.stride_h,
+                 "x", g.stride_w, " (with \"valid\" padding the kernel must fit in the input)");
+}
+
+// Sets up `layout` when `wanted` differs from the caller's HWIO weights; returns the memory the
+// primitive should use (the caller's or the internal one).
+memory weights_for(const memory::desc& wanted, const memory& user, bool into_user, const dnnl::engine& engine,
+                   WeightLayout& layout) {
+  if (wanted == user.get_desc()) return user;
+  MIRROR_DNNL_TRY(layout.internal = memory(wanted, engine));
+  const memory& from = into_user ? layout.internal : user;
+  const memory& to = into_user ? user : layout.internal;
+  MIRROR_DNNL_TRY(layout.reorder = dnnl::reorder(from, to));
+  layout.args = {{DNNL_ARG_FROM, from.get()}, {DNNL_ARG_TO, to.get()}};
+  return layout.internal;
+}
+
+void execute(const dnnl::primitive& p, const dnnl::stream& stream, const std::vector<dnnl_exec_arg_t>& args) {
+  MIRROR_DNNL_CHECK(dnnl_primitive_execute(p.get(), stream.get(), static_cast<int>(args.size()), args.data()));
+}
+
+void run_reorder(const WeightLayout& layout, const dnnl::stream& stream) {
+  if (layout.args.empty()) return;
+  execute(layout.reorder, stream, layout.args);
+}
+
+void set_handle(const memory& m, const void* data) {
+  MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
+}
+
+void build_forward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
+                   const memory::dims& strides, const memory::dims& padding, const dnnl::primitive_attr& attr) {
+  const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                             c.x.get_desc(), weights_any, c.b.get_desc(), c.y.get_desc(), strides,
+                                             padding, padding);
+  MIRROR_DNNL_TRY(c.forward_pd = dnnl::convolution_forward::primitive_desc(desc, attr, engine));
+  MIRROR_DNNL_TRY(c.forward = dnnl::convolution_forward(c.forward_pd));
+  const memory w = weights_for(c.forward_pd.weights_desc(), c.w, false, engine, c.forward_weights);
+  MIRROR_DNNL_TRY(c.forward_scratch = memory(c.forward_pd.scratchpad_desc(), engine));
+  c.forward_args = {{DNNL_ARG_SRC, c.x.get()},
+                    {DNNL_ARG_WEIGHTS, w.get()},
+                    {DNNL_ARG_BIAS, c.b.get()},
+                    {DNNL_ARG_DST, c.y.get()},
+                    {DNNL_ARG_SCRATCHPAD, c.forward_scratch.get()}};
+}
+
+void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
+                    const memory::dims& strides, const memory::dims& padding, const dnnl::primitive_attr& attr) {
+  const dnnl::convolution_backward_weights::desc weights_desc(dnnl::algorithm::convolution_direct, c.x.get_desc(),
+                                                              weights_any, c.b.get_desc(), c.y.get_desc(),
+                                                              strides, padding, padding);
+  MIRROR_DNNL_TRY(c.backward_weights_pd =
+                      dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, engine, c.forward_pd));
+  MIRROR_DNNL_TRY(c.backward_weights = dnnl::convolution_backward_weights(c.backward_weights_pd));
+  const memory dw = weights_for(c.backward_weights_pd.diff_weights_desc(), c.w, true, engine, c.backward_diff_weights);
+  MIRROR_DNNL_TRY(c.backward_weights_scratch = memory(c.backward_weights_pd.scratchpad_desc(), engine));
+  c.backward_weights_args = {{DNNL_ARG_SRC, c.x.get()},
+                             {DNNL_ARG_DIFF_DST, c.y.get()},
+                             {DNNL_ARG_DIFF_WEIGHTS, dw.get()},
+                             {DNNL_ARG_DIFF_BIAS, c.b.get()},
+                             {DNNL_ARG_SCRATCHPAD, c.backward_weights_scratch.get()}};
+
+  const dnnl::convolution_backward_data::desc data_desc(dnnl::algorithm::convolution_direct, c.x.get_desc(),
+                                                        weights_any, c.y.get_desc(), strides, padding, padding);
+  MIRROR_DNNL_TRY(c.backward_data_pd =
+                      dnnl::convolution_backward_data::primitive_desc(data_desc, attr, engine, c.forward_pd));
+  MIRROR_DNNL_TRY(c.backward_data = dnnl::convolution_backward_data(c.backward_data_pd));
+  const memory w = weights_for(c.backward_data_pd.weights_desc(), c.w, false, engine, c.backward_data_weights);
+  MIRROR_DNNL_TRY(c.backward_data_scratch = memory(c.backward_data_pd.scratchpad_desc(), engine));
+  c.backward_data_args = {{DNNL_ARG_DIFF_DST, c.y.get()},
+                          {DNNL_ARG_WEIGHTS, w.get()},
+                          {DNNL_ARG_DIFF_SRC, c.x.get()},
+                          {DNNL_ARG_SCRATCHPAD, c.backward_data_scratch.get()}};
+}
+
+}  // namespace
+
+ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g) {
+  for (auto& [geometry, primitives] : conv_cache_)
+    if (geometry == g) return *primitives;
+  check_geometry(g);
+
+  auto c = std::make_unique<ConvPrimitives>();
+  const memory::dims src_dims{g.batch, g.in_c, g.in_h, g.in_w};
+  const memory::dims weights_dims{g.out_c, g.in_c, g.kernel_h, g.kernel_w};
+  const memory::dims dst_dims{g.batch, g.out_c, g.out_h(), g.out_w()};
+  const auto f32 = memory::data_type::f32;
+  // Memory objects without a buffer: each call points them at the caller's tensors.
+  MIRROR_DNNL_TRY(c->x = memory({src_dims, f32, tag::nhwc}, engine_, DNNL_MEMORY_NONE));
+  MIRROR_DNNL_TRY(c->w = memory({weights_dims, f32, tag::hwio}, engine_, DNNL_MEMORY_NONE));
+  MIRROR_DNNL_TRY(c->b = memory({{g.out_c}, f32, tag::x}, engine_, DNNL_MEMORY_NONE));
+  MIRROR_DNNL_TRY(c->y = memory({dst_dims, f32, tag::nhwc}, engine_, DNNL_MEMORY_NONE));
+
+  // "valid" padding: none; `any` lets oneDNN pick its fastest weight layout (reordered per call,
+  // cheap next to the convolution since weights are small).
+  const memory::dims strides{g.stride_h, g.stride_w}, padding{0, 0};
+  const memory::desc weights_any(weights_dims, f32, tag::any);
+  dnnl::primitive_attr attr;
+  MIRROR_DNNL_TRY(attr.set_scratchpad_mode(dnnl::scratchpad_mode::user));
+  build_forward(*c, engine_, weights_any, strides, padding, attr);
+  build_backward(*c, engine_, weights_any, strides, padding, attr);
+
+  conv_cache_.emplace_back(g, std::move(c));
+  return *conv_cache_.back().second;
+}
+
+void HostBackend::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  if (g.batch == 0) return;
+  ConvPrimitives& c = conv_primitives(g);
+  set_handle(c.x, x);
+  set_handle(c.w, w);
+  set_handle(c.b, b);
+  set_handle(c.y, y);
+  run_reorder(c.forward_weights, stream_);
+  execute(c.forward, stream_, c.forward_args);
+  MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
+}
+
+void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,
+                                          float* db) {
+  if (g.batch == 0) return;
+  ConvPrimitives& c = conv_primitives(g);
+  set_handle(c.x, x);
+  set_handle(c.y, dy);
+  set_handle(c.w, dw);
+  set_handle(c.b, db);
+  execute(c.backward_weights, stream_, c.backward_weights_args);
+  run_reorder(c.backward_diff_weights, stream_);
+  MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
+}
+
+void HostBackend::conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) {
+  if (g.batch == 0) return;
+  ConvPrimitives& c = conv_primitives(g);
+  set_handle(c.w, w);
+  set_handle(c.y, dy);
+  set_handle(c.x, dx);
+  run_reorder(c.backward_data_weights, stream_);
+  execute(c.backward_data, stream_, c.backward_data_args);
+  MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
+}
+
+}  // namespace mirror::host
