@@ -2,7 +2,8 @@
 // __host__ __device__; the host backend and its tests run exactly the same code.
 #pragma once
 
-#include <cmath>
+#include <math.h>  // expf, logf, sqrtf, isfinite in the global namespace, as CUDA has them
+
 #include <cstdint>
 
 #include "engine/backend.hpp"

@@ -1,7 +1,6 @@
 // The host backend's memory, input, activation, loss and optimizer ops, and its factory. The
 // element-wise math is engine/elementwise.hpp's, so the CUDA backend runs exactly the same
 // formulas. Convolution, pooling and dense ops live in their own host_*.cpp files.
-#include <math.h>  // before elementwise.hpp: its step_allowed() calls unqualified isfinite
 #include <omp.h>
 
 #include <cstdlib>
