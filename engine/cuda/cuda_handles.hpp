@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <utility>
 
-#include "engine/cuda/cuda_check.hpp"
+#include "engine/cuda/library_check.hpp"
 
 namespace mirror::cuda {
 

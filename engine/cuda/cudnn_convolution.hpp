@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "engine/buffer.hpp"
-#include "engine/cuda/cuda_check.hpp"
+#include "engine/cuda/library_check.hpp"
 #include "engine/geometry.hpp"
 
 namespace mirror::cuda {

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The GPU machine's check, in one go and under 8 minutes: unpack the Debian pieces fetched by
+# tests/device/fetch_debs.sh into a private prefix (never into /), find CUDA, cuDNN, cuBLAS and
+# NCCL (the toolkit, or Python's nvidia-* wheels), configure with -Dcuda=enabled for sm_90, build,
+# run `meson test`, train the reference CNN for one epoch with one GPU and with two replicas on it,
+# run any GPU benchmarks, and print a table last. Every step has a timeout; a failing step is
+# recorded and the rest still run; the exit status is non-zero if anything failed.
+#
+#   tests/device/check.sh                       # everything
+#   CHECK_UNTIL=configure tests/device/check.sh # stop after configuring (works without a GPU)
+#   CHECK_UNTIL=build tests/device/check.sh     # stop after building
+#
+# Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default 450), GPU_ARCHITECTURES
+# (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out).
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+start=$(date +%s)
+budget=${CHECK_BUDGET_S:-450}
+until_step=${CHECK_UNTIL:-all}
+build=${BUILD_DIR:-build}
+archs=${GPU_ARCHITECTURES:-90}
+out=${OUT:-$root/.deps/check-out}
+prefix="$root/.deps/prefix"
+mkdir -p "$out"
+
+# ---- results table ----
+names=() statuses=() accuracies=() epoch_seconds=() rates=()
+record() {  # name status [accuracy seconds samples_per_second]
+  names+=("$1") statuses+=("$2") accuracies+=("${3:--}") epoch_seconds+=("${4:--}") rates+=("${5:--}")
+}
+print_table() {
+  echo
+  printf '%-40s | %-36s | %-13s | %-13s | %s\n' check "pass/fail" "test accuracy" "epoch seconds" "samples/s"
+  printf '%s\n' "-----------------------------------------+--------------------------------------+---------------+---------------+----------"
+  for i in "${!names[@]}"; do
+    printf '%-40s | %-36s | %-13s | %-13s | %s\n' "${names[$i]}" "${statuses[$i]}" "${accuracies[$i]}" \
+      "${epoch_seconds[$i]}" "${rates[$i]}"
+  done
+  echo "(logs in $out; $(( $(date +%s) - start )) s in all)"
+}
+finish() {
+  local status failed=0
+  for status in "${statuses[@]}"; do [[ $status == pass || $status == skip* ]] || failed=1; done
+  print_table
+  exit "$failed"
+}
+left() { echo $(( budget - ($(date +%s) - start) )); }
+
+# step NAME MAX_SECONDS COMMAND...: runs COMMAND with a timeout (the smaller of MAX_SECONDS and
+# the time left), output to $out/NAME.log; records pass/fail and returns the command's status.
+step() {
+  local name=$1 max=$2 t rc
+  shift 2
+  t=$(left)
+  (( t > max )) && t=$max
+  if (( t < 5 )); then
+    record "$name" "fail (no time left)"
+    return 124
+  fi
+  echo "== $name (timeout ${t}s): $*"
+  timeout --kill-after=10 "$t" "$@" >"$out/$name.log" 2>&1
+  rc=$?
+  tail -n 5 "$out/$name.log" | sed 's/^/   /'
+  if (( rc == 0 )); then
+    record "$name" pass
+  elif (( rc == 124 || rc == 137 )); then
+    record "$name" "fail (timeout ${t}s)"
+  else
+    record "$name" "fail (exit $rc)"
+  fi
+  return $rc
+}
+
+# step_fn NAME FUNCTION: a quick shell function of this script (no timeout), recorded the same way.
+step_fn() {
+  echo "== $1"
+  "$2" "${@:3}" >"$out/$1.log" 2>&1
+  local rc=$?
+  sed 's/^/   /' "$out/$1.log" | tail -n 12
+  if (( rc == 0 )); then record "$1" pass; else record "$1" "fail (exit $rc)"; fi
+  return $rc
+}
+
+# ---- 1. Debian pieces into .deps/prefix ----
+soname_present() { ldconfig -p 2>/dev/null | grep -q " $1 "; }
+unpack_debs() {
+  local deb base
+  [[ -d .deps/debs ]] || { echo "no .deps/debs: run tests/device/fetch_debs.sh on a machine with apt first"; return 1; }
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  for deb in .deps/debs/*.deb; do
+    base=$(basename "$deb")
+    # Runtime libraries the system already has stay the system's (a newer one is compatible).
+    case $base in
+      libgomp1_*) soname_present libgomp.so.1 && continue ;;
+      ocl-icd-libopencl1_*) soname_present libOpenCL.so.1 && continue ;;
+      zlib1g_*) soname_present libz.so.1 && continue ;;
+      meson_*) [[ -n ${MESON:-} ]] && continue ;;
+    esac
+    if command -v dpkg >/dev/null; then
+      dpkg -x "$deb" "$prefix" || return 1
+    else  # a .deb is an ar archive holding data.tar.*
+      (cd "$(mktemp -d)" && ar x "$root/$deb" && tar xf data.tar.* -C "$prefix") || return 1
+    fi
+  done
+  # Debian's absolute links (libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) point into /: send
+  # them to the copy in the prefix, or to the system's library of the same name.
+  local link target candidate
+  while IFS= read -r link; do
+    target=$(readlink "$link")
+    [[ $target == /* ]] || continue
+    candidate="$prefix$target"
+    if [[ ! -e $candidate ]]; then
+      candidate=$(ldconfig -p 2>/dev/null | grep -o "/[^ ]*/$(basename "${link}").[0-9]*$" | head -1)
+    fi
+    [[ -n $candidate && -e $candidate ]] && ln -sfn "$candidate" "$link"
+  done < <(find "$prefix" -type l)
+  # pkg-config files say prefix=/usr (or libdir=/usr/lib/...): rewrite copies of them.
+  mkdir -p "$prefix/pkgconfig"
+  local pc
+  for pc in "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
+    [[ -e $pc ]] || continue
+    sed -E "s#^(prefix|exec_prefix|libdir|includedir)=/usr#\1=$prefix/usr#" "$pc" >"$prefix/pkgconfig/$(basename "$pc")"
+  done
+}
+step_fn deps unpack_debs
+libdirs="$prefix/usr/lib/x86_64-linux-gnu:$prefix/lib/x86_64-linux-gnu"
+export CPLUS_INCLUDE_PATH="$prefix/usr/include${CPLUS_INCLUDE_PATH:+:$CPLUS_INCLUDE_PATH}"
+export C_INCLUDE_PATH="$prefix/usr/include${C_INCLUDE_PATH:+:$C_INCLUDE_PATH}"
+export LIBRARY_PATH="$libdirs${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CMAKE_PREFIX_PATH="$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+export PKG_CONFIG_PATH="$prefix/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export PATH="$prefix/usr/bin:$PATH"
+
+# ---- 2. CUDA toolkit and libraries ----
+# Writes DIR/env.sh (CUDA_PATH, PATH, CPATH, LIBRARY_PATH, LD_LIBRARY_PATH) and DIR/lib, links
+# libX.so -> the versioned library, since pip's wheels ship only libX.so.N.
+find_cuda() {
+  local dir=$1 nvcc cuda_home lib hdr f
+  rm -rf "$dir" && mkdir -p "$dir/lib"
+  nvcc=$(command -v nvcc || true)
+  [[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
+  [[ -n $nvcc ]] || { echo "no nvcc: put the CUDA toolkit's bin folder on PATH"; return 1; }
+  cuda_home=$(cd "$(dirname "$(readlink -f "$nvcc")")/.." && pwd)
+  local roots=("$cuda_home/lib64" "$cuda_home/lib" "$cuda_home/targets/x86_64-linux/lib" /usr/lib/x86_64-linux-gnu)
+  local include_roots=("$cuda_home/include" "$cuda_home/targets/x86_64-linux/include" /usr/include)
+  local wheels=()
+  mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
+  local libdirs=() incdirs=() missing=()
+  for lib in cudart cublas cublasLt cudnn nccl; do
+    f=$( (find "${roots[@]}" -maxdepth 1 -name "lib$lib.so*" 2>/dev/null;
+          find "${wheels[@]}" -maxdepth 4 -name "lib$lib.so*" 2>/dev/null) | head -1)
+    if [[ -z $f ]]; then missing+=("lib$lib.so"); continue; fi
+    echo "lib$lib: $f"
+    ln -sfn "$(readlink -f "$f")" "$dir/lib/lib$lib.so"
+    [[ " ${libdirs[*]} " == *" $(dirname "$f") "* ]] || libdirs+=("$(dirname "$f")")
+  done
+  for hdr in cuda_runtime.h cublas_v2.h cudnn.h nccl.h; do
+    f=$( (find "${include_roots[@]}" -maxdepth 1 -name "$hdr" 2>/dev/null;
+          find "${wheels[@]}" -maxdepth 4 -name "$hdr" 2>/dev/null) | head -1)
+    if [[ -z $f ]]; then missing+=("$hdr"); continue; fi
+    echo "$hdr: $f"
+    # /usr/include as -I (CPATH) would break libstdc++'s #include_next: it is searched anyway.
+    [[ $(dirname "$f") == /usr/include || " ${incdirs[*]} " == *" $(dirname "$f") "* ]] || incdirs+=("$(dirname "$f")")
+  done
+  local IFS=:
+  {
+    echo "export CUDA_PATH='$cuda_home'"
+    echo "export PATH='$cuda_home/bin':\"\$PATH\""
+    echo "export CPATH='${incdirs[*]}'\${CPATH:+:\$CPATH}"
+    echo "export LIBRARY_PATH='$dir/lib:${libdirs[*]}':\"\$LIBRARY_PATH\""
+    echo "export LD_LIBRARY_PATH='${libdirs[*]}':\"\$LD_LIBRARY_PATH\""
+  } >"$dir/env.sh"
+  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 2 | head -n 1))"
+  command -v c++ >/dev/null || { echo "no C++ compiler (c++) on PATH: nvcc needs one"; return 1; }
+  if (( ${#missing[@]} )); then echo "not found: ${missing[*]}"; return 1; fi
+}
+step_fn cuda-libraries find_cuda "$root/.deps/cuda"
+[[ -f $root/.deps/cuda/env.sh ]] && source "$root/.deps/cuda/env.sh"
+
+# ---- 3. Meson ----
+meson_cmd=()
+if [[ -n ${MESON:-} ]]; then
+  read -r -a meson_cmd <<<"$MESON"
+elif command -v meson >/dev/null && meson --version >/dev/null 2>&1 && [[ $(command -v meson) != "$prefix"/* ]]; then
+  meson_cmd=(meson)
+elif python3 -m mesonbuild.mesonmain --version >/dev/null 2>&1; then
+  meson_cmd=(python3 -m mesonbuild.mesonmain)
+elif [[ -f $prefix/usr/bin/meson ]]; then  # Debian's Meson 1.0.1, unpacked
+  export PYTHONPATH="$prefix/usr/lib/python3/dist-packages${PYTHONPATH:+:$PYTHONPATH}"
+  meson_cmd=(python3 "$prefix/usr/bin/meson")
+fi
+command -v ninja >/dev/null || echo "no ninja on PATH (not even from .deps/debs)"
+if (( ${#meson_cmd[@]} == 0 )); then
+  record configure "fail (no meson found)"
+  finish
+fi
+echo "meson: ${meson_cmd[*]} ($("${meson_cmd[@]}" --version 2>&1)), ninja: $(ninja --version 2>&1)"
+
+# ---- 4. configure, build, test ----
+# Warnings as errors are CI's job, with the project's compiler (g++ 12); this machine's may be newer
+# and warn about other things, which must not hide whether the GPU code works.
+setup_args=(-Dcuda=enabled "-Dgpu_architectures=$archs" -Dbuildtype=release -Dwerror=false)
+[[ -d $build ]] && setup_args+=(--wipe)
+if ! step configure 120 "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then finish; fi
+[[ $until_step == configure ]] && finish
+if ! step build 300 ninja -C "$build"; then finish; fi
+[[ $until_step == build ]] && finish
+
+step list-devices 20 "$build/examples/list_devices"
+if ! grep -q "GPU:0" "$out/list-devices.log"; then
+  record gpu-visible "fail (no GPU: see list-devices.log)"
+fi
+step meson-test 180 "${meson_cmd[@]}" test -C "$build" --print-errorlogs --num-processes "$(nproc)"
+if grep -q "no GPU: " "$build/meson-logs/testlog.txt" 2>/dev/null; then
+  record gpu-tests "fail (skipped: no GPU)"
+  grep -h -m 1 "no GPU: " "$build/meson-logs/testlog.txt"
+fi
+
+# ---- 5. training the reference CNN ----
+data=/usr/share/datasets/fashion-mnist
+[[ -d $prefix$data ]] && data=$prefix$data
+train() {  # name flags...
+  local name=$1 metrics="$out/$1.json"
+  shift
+  rm -f "$metrics"
+  if step "$name" 120 "$build/examples/train_cnn" --data "$data" --epochs 1 --verbose 2 --require-gpu \
+      --metrics-json "$metrics" "$@" && [[ -f $metrics ]]; then
+    local summary
+    summary=$(python3 - "$metrics" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+e = m["epochs"][-1]
+print(f'{m["test"]["accuracy"]:.4f} {e["seconds"]:.2f} {e["samples_per_second"]:.0f} {m["replicas"]} {",".join(m["devices"])}')
+PY
+    ) || { statuses[-1]="fail (bad metrics JSON)"; return; }
+    read -r acc secs rate replicas devices <<<"$summary"
+    accuracies[-1]=$acc epoch_seconds[-1]=$secs rates[-1]=$rate
+    names[-1]="$name ($replicas on $devices)"
+  fi
+}
+train train-one-device --strategy one-device
+train train-mirrored-x2 --strategy mirrored --replicas-per-gpu 2
+
+# ---- 6. GPU benchmarks, if any ----
+shopt -s nullglob
+benches=("$build"/benchmarks/bench_*)
+if (( ${#benches[@]} == 0 )); then
+  record benchmarks "skip (none built)"
+fi
+for bench in "${benches[@]}"; do
+  [[ -x $bench && -f $bench ]] || continue
+  name="bench-$(basename "$bench" | sed 's/^bench_//')"
+  step "$name" 60 "$bench" --benchmark_filter='GPU|Gpu|gpu|CUDA|Cuda|cuda|NCCL|Nccl|nccl' --benchmark_min_time=0.05
+  grep -q "Failed to match any benchmarks" "$out/$name.log" && statuses[-1]="skip (no GPU benchmarks)"
+done
+
+finish
