@@ -1,0 +1,129 @@
+// All-reduce bandwidth of the host communicator, reported the way nccl-tests reports it: size,
+// count, time, algbw = size / time, busbw = algbw * 2(n-1)/n, and #wrong (elements that differ
+// from the closed form after one checked all-reduce).
+//
+// Ranks are the worker threads of a HostStrategy (the threads training runs on); each rank's
+// buffer is first touched by its own thread. Each timed batch is one Strategy::run() in which every
+// rank issues `inner` back-to-back all-reduces after a barrier, so the time is that of the
+// collective, not of waking the workers; rank 0 measures it, and since the host all-reduce ends in
+// a barrier, rank 0's end is everybody's end.
+//
+// The NCCL variant (every visible GPU, one rank per GPU) is added here when the CUDA communicator
+// can be constructed from a benchmark (collectives/nccl_communicator.hpp in a CUDA build with a GPU
+// present); this build measures the host communicator only.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "benchmarks/bench_util.hpp"
+#include "benchmarks/ceilings.hpp"
+#include "mirror.hpp"
+
+namespace mirror::bench {
+namespace {
+
+int g_threads = 2;         // --threads: cores shared by the ranks
+double g_copy_gbps = 0.0;  // memcpy ceiling with g_threads threads
+
+// Element i of rank r starts as (r + 1) + (i % 7): never zero, and different along the buffer so a
+// slice written to the wrong place is caught. After one all-reduce over n ranks every element is
+// n(n+1)/2 + n (i % 7), exact in float32 for these sizes.
+float initial_value(int rank, size_t i) { return float(rank + 1) + float(i % 7); }
+float expected_sum(int ranks, size_t i) { return float(ranks * (ranks + 1) / 2) + float(ranks) * float(i % 7); }
+
+void BM_all_reduce(benchmark::State& state) {
+  const int ranks = static_cast<int>(state.range(0));
+  const auto num_bytes = static_cast<size_t>(state.range(1));
+  const size_t count = num_bytes / sizeof(float);
+  // Each replica gets threads / ranks threads (at least one); the all-reduce itself uses one
+  // thread per rank, as in training.
+  HostStrategy strategy(ranks, std::max(g_threads, ranks));
+  Communicator& comm = strategy.communicator();
+
+  std::vector<AlignedFloats> buffers(static_cast<size_t>(ranks));
+  strategy.run([&](int r) {
+    auto& buf = buffers[static_cast<size_t>(r)];
+    buf = aligned_floats(count);
+    for (size_t i = 0; i < count; ++i) buf[i] = initial_value(r, i);
+  });
+  // Enough collectives per batch that a batch takes about a millisecond or more.
+  const int inner = static_cast<int>(std::clamp<size_t>((size_t{16} << 20) / num_bytes, 1, 1000));
+
+  double batch_seconds = 0, total_seconds = 0;
+  int64_t collectives = 0;
+  const auto batch = [&](int r) {
+    std::span<float> data(buffers[static_cast<size_t>(r)].get(), count);
+    comm.barrier(r);
+    const auto start = Clock::now();
+    for (int k = 0; k < inner; ++k) comm.all_reduce_sum(r, data);
+    if (r == 0) batch_seconds = seconds_since(start);
+  };
+  strategy.run(batch);  // warm-up
+  for (auto _ : state) {
+    strategy.run(batch);
+    state.SetIterationTime(batch_seconds / inner);
+    total_seconds += batch_seconds;
+    collectives += inner;
+  }
+  // Values grew by a factor of n per all-reduce; reset them and check one all-reduce.
+  int64_t wrong = 0;
+  std::vector<int64_t> wrong_per_rank(static_cast<size_t>(ranks), 0);
+  strategy.run([&](int r) {
+    float* buf = buffers[static_cast<size_t>(r)].get();
+    for (size_t i = 0; i < count; ++i) buf[i] = initial_value(r, i);
+    comm.all_reduce_sum(r, {buf, count});
+    int64_t bad = 0;
+    for (size_t i = 0; i < count; ++i) bad += buf[i] != expected_sum(ranks, i);
+    wrong_per_rank[static_cast<size_t>(r)] = bad;
+  });
+  for (int64_t w : wrong_per_rank) wrong += w;
+
+  state.counters["size"] = benchmark::Counter(double(num_bytes), benchmark::Counter::kDefaults,
+                                              benchmark::Counter::kIs1024);
+  state.counters["count"] = double(count);
+  state.counters["ranks"] = ranks;
+  const double time_s = collectives ? total_seconds / double(collectives) : 0.0;  // per all-reduce
+  const double algbw = time_s > 0 ? double(num_bytes) / time_s * 1e-9 : 0.0;
+  const double busbw = algbw * (ranks > 1 ? 2.0 * (ranks - 1) / ranks : 0.0);
+  state.counters["time_us"] = time_s * 1e6;
+  state.counters["algbw_GBps"] = algbw;
+  state.counters["busbw_GBps"] = busbw;
+  // Bus bandwidth as a fraction of the memcpy rate with the same threads (see ceilings.hpp).
+  state.counters["busbw_of_memcpy"] = busbw / g_copy_gbps;
+  state.counters["wrong"] = double(wrong);
+  if (wrong) state.SkipWithError("all-reduce gave wrong values (see the wrong counter)");
+}
+
+void register_benchmarks() {
+  for (int ranks = 1; ranks <= 4; ++ranks) {
+    for (int64_t num_bytes = 4 << 10; num_bytes <= int64_t{256} << 20; num_bytes *= 4) {
+      auto* b = benchmark::RegisterBenchmark("all_reduce", BM_all_reduce)
+                    ->ArgNames({"ranks", "bytes"})
+                    ->Args({ranks, num_bytes})
+                    ->UseManualTime()
+                    ->Unit(benchmark::kMicrosecond);
+      // One rank has nothing to combine (the communicator returns at once), so its time is a few
+      // nanoseconds and Google Benchmark would spin millions of batches to fill min_time.
+      if (ranks == 1) b->Iterations(100);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mirror::bench
+
+int main(int argc, char** argv) {
+  using namespace mirror::bench;
+  g_threads = take_threads_flag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  g_copy_gbps = announce_ceilings(g_threads).copy_gbps;
+  register_benchmarks();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,262 @@
+// Every op of the reference model's training step, alone, through make_host_backend(threads), at
+// batch 32 and 256: time, GFLOP/s, GB/s (bytes read + written, counted once each) and their
+// fractions of the measured ceilings (ceilings.hpp). `roofline` is the larger of the two fractions:
+// the share of the op's time it would need at the better of the two ceilings, 1.0 = at the
+// ceiling. The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back.
+// A table ranked by roofline fraction is printed last.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "benchmarks/bench_util.hpp"
+#include "benchmarks/ceilings.hpp"
+#include "engine/host/host_backend.hpp"
+#include "mirror.hpp"
+
+namespace mirror::bench {
+namespace {
+
+constexpr int64_t kClasses = 10, kFilters = 32, kFlat = 13 * 13 * kFilters;  // 5408
+
+Ceilings g_ceilings;
+std::unique_ptr<Backend> g_backend;
+const ImageSet& images() {
+  static const ImageSet set = synthetic_images(60'000);
+  return set;
+}
+
+// Buffers of one batch of the reference model, filled with plausible values.
+struct Tensors {
+  explicit Tensors(Backend& b, int64_t batch) : rows(batch) {
+    conv = {batch, 28, 28, 1, kFilters, 3, 3};
+    pool = {batch, 26, 26, kFilters};
+    const auto make = [&](int64_t count, float scale) {
+      DeviceBuffer buf = b.allocate(static_cast<size_t>(count) * sizeof(float));
+      float* p = buf.as<float>();
+      for (int64_t i = 0; i < count; ++i) p[i] = scale * (float((i * 7919) % 1000) / 1000.0f - 0.25f);
+      return buf;
+    };
+    x = make(batch * 784, 1.0f);
+    conv_w = make(conv.weight_count(), 0.1f);
+    conv_b = make(kFilters, 0.01f);
+    conv_y = make(batch * 26 * 26 * kFilters, 1.0f);
+    conv_dy = make(batch * 26 * 26 * kFilters, 0.01f);
+    conv_dx = make(batch * 784, 0.0f);
+    conv_dw = make(conv.weight_count(), 0.0f);
+    conv_db = make(kFilters, 0.0f);
+    pool_y = make(batch * kFlat, 1.0f);
+    pool_dy = make(batch * kFlat, 0.01f);
+    dense_w = make(kFlat * kClasses, 0.01f);
+    dense_b = make(kClasses, 0.0f);
+    probs = make(batch * kClasses, 1.0f);
+    dprobs = make(batch * kClasses, 0.0f);
+    dense_dw = make(kFlat * kClasses, 0.0f);
+    dense_db = make(kClasses, 0.0f);
+    labels = b.allocate(static_cast<size_t>(batch) * sizeof(int32_t));
+    for (int64_t i = 0; i < batch; ++i) labels.as<int32_t>()[i] = static_cast<int32_t>(i % kClasses);
+    params = make(kReferenceParams, 0.01f);
+    grads = make(kReferenceParams, 0.001f);
+    m = make(kReferenceParams, 0.0f);
+    v = make(kReferenceParams, 0.0f);
+    stats = make(kStatCount, 0.0f);
+    indices.resize(static_cast<size_t>(batch));
+    for (int64_t i = 0; i < batch; ++i) indices[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7901) % 60'000);
+    resident = b.make_resident(images());
+  }
+  int64_t rows;
+  ConvGeometry conv;
+  PoolGeometry pool;
+  DeviceBuffer x, conv_w, conv_b, conv_y, conv_dy, conv_dx, conv_dw, conv_db, pool_y, pool_dy, dense_w, dense_b, probs,
+      dprobs, dense_dw, dense_db, labels, params, grads, m, v, stats;
+  std::vector<int32_t> indices;
+  std::unique_ptr<ResidentImages> resident;
+};
+
+struct Op {
+  std::string name;
+  std::function<void(Backend&, Tensors&)> run;
+  std::function<double(int64_t batch)> flops;  // floating-point operations
+  std::function<double(int64_t batch)> bytes;  // bytes read + bytes written
+};
+
+// Element counts of the model's activations per sample.
+constexpr double kConvOut = 26 * 26 * kFilters, kPoolOut = kFlat, kIn = 784, kConvW = 9 * kFilters;
+double conv_flops(int64_t b) { return 2.0 * double(b) * kConvOut * 9; }
+
+void run_softmax_ce(Backend& be, Tensors& t) {
+  be.activation_forward(Activation::Softmax, t.rows, kClasses, t.probs.as<float>());
+  be.sparse_categorical_crossentropy(t.rows, kClasses, t.probs.as<float>(), t.labels.as<int32_t>(), 1.0f / float(t.rows),
+                                     true, t.dprobs.as<float>(), t.stats.as<float>());
+}
+void run_adam(Backend& be, Tensors& t) {
+  t.stats.as<float>()[0] = 1.0f;  // a finite loss, so the update is applied
+  be.adam_update(kReferenceParams, {1e-3f, 0.9f, 0.999f, 1e-7f}, t.stats.as<float>(), t.params.as<float>(),
+                 t.grads.as<float>(), t.m.as<float>(), t.v.as<float>());
+}
+
+std::vector<Op> reference_ops() {
+  std::vector<Op> ops;
+  ops.push_back({"gather_batch", [](Backend& be, Tensors& t) {
+                   be.gather_batch(*t.resident, t.indices, t.x.as<float>(), t.labels.as<int32_t>());
+                 },
+                 [](int64_t b) { return double(b) * kIn; },  // one divide per pixel
+                 [](int64_t b) { return double(b) * (kIn * (1 + 4) + 4 + 4 + 4); }});
+  ops.push_back({"conv_forward", [](Backend& be, Tensors& t) {
+                   be.conv2d_forward(t.conv, t.x.as<float>(), t.conv_w.as<float>(), t.conv_b.as<float>(), t.conv_y.as<float>());
+                 },
+                 conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
+  ops.push_back({"relu_forward", [](Backend& be, Tensors& t) {
+                   be.activation_forward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>());
+                 },
+                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 8.0 * double(b) * kConvOut; }});
+  ops.push_back({"maxpool_forward", [](Backend& be, Tensors& t) {
+                   be.max_pool_forward(t.pool, t.conv_y.as<float>(), t.pool_y.as<float>());
+                 },
+                 [](int64_t b) { return 3.0 * double(b) * kPoolOut; },  // 3 comparisons per output
+                 [](int64_t b) { return 4.0 * double(b) * (kConvOut + kPoolOut); }});
+  ops.push_back({"dense_forward", [](Backend& be, Tensors& t) {
+                   be.dense_forward(t.rows, kFlat, kClasses, t.pool_y.as<float>(), t.dense_w.as<float>(),
+                                    t.dense_b.as<float>(), t.probs.as<float>());
+                 },
+                 [](int64_t b) { return 2.0 * double(b) * kFlat * kClasses; },
+                 [](int64_t b) { return 4.0 * (double(b) * (kFlat + kClasses) + kFlat * kClasses + kClasses); }});
+  ops.push_back({"softmax_crossentropy", run_softmax_ce,
+                 [](int64_t b) { return 12.0 * double(b) * kClasses; },  // exp, max, sum, scale, gradient
+                 [](int64_t b) { return 4.0 * double(b) * (3 * kClasses + 1); }});
+  ops.push_back({"dense_backward", [](Backend& be, Tensors& t) {
+                   be.dense_backward(t.rows, kFlat, kClasses, t.pool_y.as<float>(), t.dense_w.as<float>(),
+                                     t.dprobs.as<float>(), t.pool_dy.as<float>(), t.dense_dw.as<float>(),
+                                     t.dense_db.as<float>());
+                 },
+                 [](int64_t b) { return 4.0 * double(b) * kFlat * kClasses; },  // dw = x^T dy, dx = dy w^T
+                 [](int64_t b) { return 4.0 * (2 * double(b) * kFlat + double(b) * kClasses + 2 * kFlat * kClasses); }});
+  ops.push_back({"maxpool_backward", [](Backend& be, Tensors& t) {
+                   be.max_pool_backward(t.pool, t.conv_y.as<float>(), t.pool_y.as<float>(), t.pool_dy.as<float>(),
+                                        t.conv_dy.as<float>());
+                 },
+                 [](int64_t b) { return 3.0 * double(b) * kPoolOut; },
+                 [](int64_t b) { return 4.0 * double(b) * (2 * kConvOut + 2 * kPoolOut); }});
+  ops.push_back({"relu_backward", [](Backend& be, Tensors& t) {
+                   be.activation_backward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>(),
+                                          t.conv_dy.as<float>());
+                 },
+                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 12.0 * double(b) * kConvOut; }});
+  ops.push_back({"conv_backward_weights", [](Backend& be, Tensors& t) {
+                   be.conv2d_backward_weights(t.conv, t.x.as<float>(), t.conv_dy.as<float>(), t.conv_dw.as<float>(),
+                                              t.conv_db.as<float>());
+                 },
+                 conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
+  // Not part of the reference step (the first layer needs no input gradient); measured for
+  // deeper models.
+  ops.push_back({"conv_backward_data", [](Backend& be, Tensors& t) {
+                   be.conv2d_backward_data(t.conv, t.conv_w.as<float>(), t.conv_dy.as<float>(), t.conv_dx.as<float>());
+                 },
+                 conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW); }});
+  ops.push_back({"adam_update", [](Backend& be, Tensors& t) { run_adam(be, t); },
+                 [](int64_t) { return 12.0 * double(kReferenceParams); },
+                 [](int64_t) { return 28.0 * double(kReferenceParams); }});  // read p g m v, write p m v
+  return ops;
+}
+
+// One replica's step without the all-reduce: every op above except conv_backward_data, in the
+// order Sequential runs them.
+Op step_op(const std::vector<Op>& ops) {
+  std::vector<Op> step;
+  for (const Op& op : ops)
+    if (op.name != "conv_backward_data") step.push_back(op);
+  Op whole{"step_ops", nullptr, nullptr, nullptr};
+  whole.run = [step](Backend& be, Tensors& t) {
+    for (const Op& op : step) op.run(be, t);
+  };
+  whole.flops = [step](int64_t b) {
+    double sum = 0;
+    for (const Op& op : step) sum += op.flops(b);
+    return sum;
+  };
+  whole.bytes = [step](int64_t b) {
+    double sum = 0;
+    for (const Op& op : step) sum += op.bytes(b);
+    return sum;
+  };
+  return whole;
+}
+
+struct Row {
+  std::string op;
+  int64_t batch;
+  double us, gflops, gbps, of_gemm, of_copy;
+};
+std::vector<Row> g_rows;  // one per (op, batch): Google Benchmark may call BM_op several times; the last run is reported
+
+void BM_op(benchmark::State& state, const Op& op) {
+  const int64_t batch = state.range(0);
+  Tensors t(*g_backend, batch);
+  for (int i = 0; i < 3; ++i) op.run(*g_backend, t);  // warm-up: oneDNN creates its primitives
+  const auto start = Clock::now();
+  for (auto _ : state) op.run(*g_backend, t);
+  const double seconds = seconds_since(start) / double(std::max<int64_t>(1, state.iterations()));
+  const double gflops = op.flops(batch) / seconds * 1e-9, gbps = op.bytes(batch) / seconds * 1e-9;
+  const double of_gemm = gflops / g_ceilings.gemm_gflops, of_copy = gbps / g_ceilings.traffic_gbps();
+  state.counters["GFLOPs"] = gflops;
+  state.counters["GBps"] = gbps;
+  state.counters["of_gemm"] = of_gemm;
+  state.counters["of_copy"] = of_copy;
+  state.counters["roofline"] = std::max(of_gemm, of_copy);
+  state.counters["samples_per_s"] = double(batch) / seconds;
+  const Row row{op.name, batch, seconds * 1e6, gflops, gbps, of_gemm, of_copy};
+  auto it = std::find_if(g_rows.begin(), g_rows.end(), [&](const Row& r) { return r.op == op.name && r.batch == batch; });
+  if (it == g_rows.end()) g_rows.push_back(row);
+  else *it = row;
+}
+
+void print_table() {
+  if (g_rows.empty()) return;
+  std::vector<Row> rows = g_rows;
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return std::max(a.of_gemm, a.of_copy) < std::max(b.of_gemm, b.of_copy);
+  });
+  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s, copy traffic %.1f GB/s), worst first:\n",
+              g_ceilings.gemm_gflops, g_ceilings.traffic_gbps());
+  std::printf("%-22s %6s %10s %9s %8s %7s %7s %9s %12s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "%gemm", "%copy",
+              "roofline", "floor_us");
+  for (const Row& r : rows) {
+    const double roof = std::max(r.of_gemm, r.of_copy);
+    std::printf("%-22s %6lld %10.1f %9.2f %8.2f %6.1f%% %6.1f%% %8.1f%% %12.1f\n", r.op.c_str(),
+                static_cast<long long>(r.batch), r.us, r.gflops, r.gbps, 100 * r.of_gemm, 100 * r.of_copy, 100 * roof,
+                r.us * roof);
+  }
+}
+
+}  // namespace
+}  // namespace mirror::bench
+
+int main(int argc, char** argv) {
+  using namespace mirror::bench;
+  const int threads = take_threads_flag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  g_ceilings = announce_ceilings(threads);
+  g_backend = mirror::make_host_backend(threads);
+  g_backend->bind_current_thread();  // benchmarks run on this thread
+  static std::vector<Op> ops = reference_ops();
+  ops.push_back(step_op(ops));
+  for (const Op& op : ops) {
+    benchmark::RegisterBenchmark(op.name.c_str(), BM_op, op)
+        ->ArgName("batch")
+        ->Arg(32)
+        ->Arg(256)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  print_table();
+  g_backend.reset();
+  benchmark::Shutdown();
+  return 0;
+}
