@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -317,6 +318,37 @@ TEST_F(CudaBackendTest, NcclAllReduceAcrossVisibleGpus) {
   }
   comm.abort("test abort");
   EXPECT_THROW(comm.all_reduce_sum(0, {data[0].as<float>(), n}), CollectiveError);
+}
+
+// ---- without a GPU too ----
+
+TEST(CudaMemoryPool, SizeClassesWasteAtMostAnEighth) {
+  using cuda::DeviceMemoryPool;
+  EXPECT_EQ(DeviceMemoryPool::size_class(1), 256u);
+  EXPECT_EQ(DeviceMemoryPool::size_class(257), 512u);
+  EXPECT_EQ(DeviceMemoryPool::size_class(size_t{1} << 20), size_t{1} << 20);
+  size_t previous = 0;
+  for (size_t n = 1; n < (size_t{1} << 28); n = n * 5 / 4 + 1) {
+    const size_t cls = DeviceMemoryPool::size_class(n);
+    EXPECT_GE(cls, n);
+    EXPECT_GE(cls, previous);
+    if (n > (size_t{1} << 20)) {
+      EXPECT_LE(cls - n, n / 8) << n;  // eighths of a power of two above 1 MiB
+    } else {
+      EXPECT_LT(cls, 2 * n + 256) << n;  // powers of two below
+    }
+    EXPECT_EQ(cls % 256, 0u) << n;
+    previous = cls;
+  }
+}
+
+TEST(GpuRuntime, RefusesWhatIsNotAGpu) {
+  const auto host = make_host_backend(1);
+  EXPECT_THROW(cuda::stream_of(*host), InvalidArgument);
+  EXPECT_THROW(gpu::make_backend(host->device()), InvalidArgument);
+  Backend* ranks[] = {host.get()};
+  EXPECT_THROW(NcclCommunicator{ranks}, InvalidArgument);
+  EXPECT_FALSE(cuda::tf32_allowed() && std::getenv("MIRROR_ALLOW_TF32") == nullptr);
 }
 
 TEST(GpuRuntime, VersionReportSaysWhatItFound) {

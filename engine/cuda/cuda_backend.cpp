@@ -45,12 +45,20 @@ CudaBackend::CudaBackend(const Device& device) : device_(device), pool_(DeviceMe
 }
 
 CudaBackend::~CudaBackend() {
-  // Nothing may be pending on the stream when it and the buffers it uses go away.
+  // May run on any thread: make this GPU current (the library handles are destroyed on it), and
+  // wait, since nothing may be pending on the stream when it and the buffers it uses go away.
+  int previous = 0;
+  const bool restore = cudaGetDevice(&previous) == cudaSuccess;
+  cudaSetDevice(device_.index);
   cudaStreamSynchronize(stream_.get());
   convolutions_.reset();
   ones_.reset();
   device_indices_.reset();
   pool_.retire_stream(stream_.get());
+  cudnn_.reset();
+  cublas_.reset();
+  stream_.reset();
+  if (restore) cudaSetDevice(previous);
 }
 
 void CudaBackend::activate() const {
@@ -103,7 +111,9 @@ void CudaBackend::synchronize() {
 
 // ---- input ----
 
-// Returns once the copy is complete, so the result may be read from any stream of this GPU.
+// Returns once the copy is complete, so the result may be read from any stream of this GPU; its
+// memory returns to this backend's stream when it is destroyed, so destroy it only after the
+// streams that read it have finished (Backend::synchronize).
 std::unique_ptr<ResidentImages> CudaBackend::make_resident(const ImageSet& images) {
   activate();
   MIRROR_REQUIRE(static_cast<int64_t>(images.pixels.size()) == images.count * images.sample_size() &&

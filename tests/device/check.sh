@@ -148,6 +148,7 @@ find_cuda() {
   local include_roots=("$cuda_home/include" "$cuda_home/targets/x86_64-linux/include" /usr/include)
   local wheels=()
   mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
+  (( ${#wheels[@]} )) || wheels=(/nonexistent)  # find with no folder would search the working tree
   local libdirs=() incdirs=() missing=()
   for lib in cudart cublas cublasLt cudnn nccl; do
     f=$( (find "${roots[@]}" -maxdepth 1 -name "lib$lib.so*" 2>/dev/null;
