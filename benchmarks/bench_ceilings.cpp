@@ -33,7 +33,7 @@ void BM_sgemm(benchmark::State& state) {
   const double flops = 2.0 * double(n) * double(n) * double(n);
   state.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["best_GFLOPs"] = flops / best * 1e-9;
-  state.counters["threads"] = threads;
+  state.counters["cpu_threads"] = threads;
 }
 
 // range(0) = bytes, range(1) = threads. GB/s counts bytes copied (the memcpy rate); the memory
@@ -61,7 +61,7 @@ void BM_memcpy(benchmark::State& state) {
   state.counters["best_copy_GBps"] = double(num_bytes) / best * 1e-9;
   state.counters["traffic_GBps"] =
       benchmark::Counter(2.0 * double(num_bytes) * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["threads"] = threads;
+  state.counters["cpu_threads"] = threads;
 }
 
 void register_benchmarks(int threads) {

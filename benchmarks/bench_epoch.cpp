@@ -42,7 +42,7 @@ void BM_epoch(benchmark::State& state) {
     state.counters["train_accuracy"] = history.epochs.back().accuracy;
     state.counters["test_accuracy"] = test.accuracy;
     state.counters["replicas"] = replicas;
-    state.counters["threads"] = threads;
+    state.counters["cpu_threads"] = threads;
   }
 }
 

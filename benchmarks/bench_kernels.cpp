@@ -1,9 +1,12 @@
 // Every op of the reference model's training step, alone, through make_host_backend(threads), at
 // batch 32 and 256: time, GFLOP/s, GB/s (bytes read + written, counted once each) and their
-// fractions of the measured ceilings (ceilings.hpp). `roofline` is the larger of the two fractions:
-// the share of the op's time it would need at the better of the two ceilings, 1.0 = at the
-// ceiling. The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back.
-// A table ranked by roofline fraction is printed last.
+// fractions of the measured ceilings (ceilings.hpp): of_gemm against the sgemm peak, of_copy
+// against a plain copy that moves the same bytes (so it sits in the same cache level as the op's
+// tensors; of_large_copy is against the large memcpy). `roofline` is the larger of of_gemm and
+// of_copy: the share of the op's time it would need at the better ceiling, 1.0 = at the ceiling.
+// The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back. A
+// table ranked by roofline fraction is printed last, then the step's floor (sum of every op's
+// time at its ceiling).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -83,6 +86,10 @@ struct Op {
   std::function<void(Backend&, Tensors&)> run;
   std::function<double(int64_t batch)> flops;  // floating-point operations
   std::function<double(int64_t batch)> bytes;  // bytes read + bytes written
+  // Distinct bytes touched, where an op updates a tensor in place (default: `bytes`). The copy
+  // ceiling is that of a copy with the same footprint (source + destination).
+  std::function<double(int64_t batch)> footprint = nullptr;
+  double footprint_of(int64_t batch) const { return footprint ? footprint(batch) : bytes(batch); }
 };
 
 // Element counts of the model's activations per sample.
@@ -114,7 +121,8 @@ std::vector<Op> reference_ops() {
   ops.push_back({"relu_forward", [](Backend& be, Tensors& t) {
                    be.activation_forward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>());
                  },
-                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 8.0 * double(b) * kConvOut; }});
+                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 8.0 * double(b) * kConvOut; },
+                 [](int64_t b) { return 4.0 * double(b) * kConvOut; }});
   ops.push_back({"maxpool_forward", [](Backend& be, Tensors& t) {
                    be.max_pool_forward(t.pool, t.conv_y.as<float>(), t.pool_y.as<float>());
                  },
@@ -128,7 +136,8 @@ std::vector<Op> reference_ops() {
                  [](int64_t b) { return 4.0 * (double(b) * (kFlat + kClasses) + kFlat * kClasses + kClasses); }});
   ops.push_back({"softmax_crossentropy", run_softmax_ce,
                  [](int64_t b) { return 12.0 * double(b) * kClasses; },  // exp, max, sum, scale, gradient
-                 [](int64_t b) { return 4.0 * double(b) * (3 * kClasses + 1); }});
+                 [](int64_t b) { return 4.0 * double(b) * (3 * kClasses + 1); },
+                 [](int64_t b) { return 4.0 * double(b) * (2 * kClasses + 1); }});
   ops.push_back({"dense_backward", [](Backend& be, Tensors& t) {
                    be.dense_backward(t.rows, kFlat, kClasses, t.pool_y.as<float>(), t.dense_w.as<float>(),
                                      t.dprobs.as<float>(), t.pool_dy.as<float>(), t.dense_dw.as<float>(),
@@ -146,7 +155,8 @@ std::vector<Op> reference_ops() {
                    be.activation_backward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>(),
                                           t.conv_dy.as<float>());
                  },
-                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 12.0 * double(b) * kConvOut; }});
+                 [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 12.0 * double(b) * kConvOut; },
+                 [](int64_t b) { return 8.0 * double(b) * kConvOut; }});
   ops.push_back({"conv_backward_weights", [](Backend& be, Tensors& t) {
                    be.conv2d_backward_weights(t.conv, t.x.as<float>(), t.conv_dy.as<float>(), t.conv_dw.as<float>(),
                                               t.conv_db.as<float>());
@@ -160,7 +170,8 @@ std::vector<Op> reference_ops() {
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW); }});
   ops.push_back({"adam_update", [](Backend& be, Tensors& t) { run_adam(be, t); },
                  [](int64_t) { return 12.0 * double(kReferenceParams); },
-                 [](int64_t) { return 28.0 * double(kReferenceParams); }});  // read p g m v, write p m v
+                 [](int64_t) { return 28.0 * double(kReferenceParams); },  // read p g m v, write p m v
+                 [](int64_t) { return 16.0 * double(kReferenceParams); }});
   return ops;
 }
 
@@ -170,7 +181,7 @@ Op step_op(const std::vector<Op>& ops) {
   std::vector<Op> step;
   for (const Op& op : ops)
     if (op.name != "conv_backward_data") step.push_back(op);
-  Op whole{"step_ops", nullptr, nullptr, nullptr};
+  Op whole{"step_ops", nullptr, nullptr, nullptr, nullptr};
   whole.run = [step](Backend& be, Tensors& t) {
     for (const Op& op : step) op.run(be, t);
   };
@@ -184,13 +195,17 @@ Op step_op(const std::vector<Op>& ops) {
     for (const Op& op : step) sum += op.bytes(b);
     return sum;
   };
+  // The step's tensors (activations, their gradients, parameters and slots), not the ops' sum.
+  whole.footprint = [](int64_t b) {
+    return 4.0 * (double(b) * (2 * kIn + 2 * kConvOut + 2 * kPoolOut + 2 * kClasses) + 4.0 * kReferenceParams);
+  };
   return whole;
 }
 
 struct Row {
   std::string op;
   int64_t batch;
-  double us, gflops, gbps, of_gemm, of_copy;
+  double us, gflops, gbps, of_gemm, of_copy, copy_ceiling;
 };
 std::vector<Row> g_rows;  // one per (op, batch): Google Benchmark may call BM_op several times; the last run is reported
 
@@ -202,14 +217,17 @@ void BM_op(benchmark::State& state, const Op& op) {
   for (auto _ : state) op.run(*g_backend, t);
   const double seconds = seconds_since(start) / double(std::max<int64_t>(1, state.iterations()));
   const double gflops = op.flops(batch) / seconds * 1e-9, gbps = op.bytes(batch) / seconds * 1e-9;
-  const double of_gemm = gflops / g_ceilings.gemm_gflops, of_copy = gbps / g_ceilings.traffic_gbps();
+  const double copy_ceiling = copy_traffic_gbps_at(g_ceilings.threads, op.footprint_of(batch));
+  const double of_gemm = gflops / g_ceilings.gemm_gflops, of_copy = gbps / copy_ceiling;
   state.counters["GFLOPs"] = gflops;
   state.counters["GBps"] = gbps;
   state.counters["of_gemm"] = of_gemm;
   state.counters["of_copy"] = of_copy;
+  state.counters["copy_ceiling_GBps"] = copy_ceiling;
+  state.counters["of_large_copy"] = gbps / g_ceilings.traffic_gbps();
   state.counters["roofline"] = std::max(of_gemm, of_copy);
   state.counters["samples_per_s"] = double(batch) / seconds;
-  const Row row{op.name, batch, seconds * 1e6, gflops, gbps, of_gemm, of_copy};
+  const Row row{op.name, batch, seconds * 1e6, gflops, gbps, of_gemm, of_copy, copy_ceiling};
   auto it = std::find_if(g_rows.begin(), g_rows.end(), [&](const Row& r) { return r.op == op.name && r.batch == batch; });
   if (it == g_rows.end()) g_rows.push_back(row);
   else *it = row;
@@ -221,15 +239,34 @@ void print_table() {
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
     return std::max(a.of_gemm, a.of_copy) < std::max(b.of_gemm, b.of_copy);
   });
-  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s, copy traffic %.1f GB/s), worst first:\n",
+  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s; a copy moving the same bytes; large copy %.1f GB/s "
+              "read+write), worst first:\n",
               g_ceilings.gemm_gflops, g_ceilings.traffic_gbps());
-  std::printf("%-22s %6s %10s %9s %8s %7s %7s %9s %12s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "%gemm", "%copy",
-              "roofline", "floor_us");
+  std::printf("%-22s %6s %10s %9s %8s %10s %7s %7s %9s %10s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "copy_GB/s",
+              "%gemm", "%copy", "roofline", "floor_us");
   for (const Row& r : rows) {
     const double roof = std::max(r.of_gemm, r.of_copy);
-    std::printf("%-22s %6lld %10.1f %9.2f %8.2f %6.1f%% %6.1f%% %8.1f%% %12.1f\n", r.op.c_str(),
-                static_cast<long long>(r.batch), r.us, r.gflops, r.gbps, 100 * r.of_gemm, 100 * r.of_copy, 100 * roof,
-                r.us * roof);
+    std::printf("%-22s %6lld %10.1f %9.2f %8.2f %10.1f %6.1f%% %6.1f%% %8.1f%% %10.1f\n", r.op.c_str(),
+                static_cast<long long>(r.batch), r.us, r.gflops, r.gbps, r.copy_ceiling, 100 * r.of_gemm,
+                100 * r.of_copy, 100 * roof, r.us * roof);
+  }
+  // The step's floor: every op of the step at its better ceiling, against the ops timed one by
+  // one and the whole sequence (step_ops) timed at once.
+  for (int64_t batch : {int64_t{32}, int64_t{256}}) {
+    double ops_us = 0, floor_us = 0, gemm_floor_us = 0, step_us = 0;
+    for (const Row& r : g_rows) {
+      if (r.batch != batch || r.op == "conv_backward_data") continue;
+      if (r.op == "step_ops") step_us = r.us;
+      else {
+        ops_us += r.us;
+        floor_us += r.us * std::max(r.of_gemm, r.of_copy);
+        gemm_floor_us += r.us * r.of_gemm;
+      }
+    }
+    if (step_us > 0 && floor_us > 0)
+      std::printf("batch %3lld: step ops one by one %.1f us, as one sequence %.1f us; floor %.1f us at the "
+                  "ceilings (%.1f us of it FLOPs at the sgemm peak): the sequence takes %.1fx the floor\n",
+                  static_cast<long long>(batch), ops_us, step_us, floor_us, gemm_floor_us, step_us / floor_us);
   }
 }
 

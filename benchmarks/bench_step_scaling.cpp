@@ -135,7 +135,7 @@ void BM_step(benchmark::State& state, Config c) {
   const double alone = c.replicas > 1 ? time_all_reduce_alone(strategy, count) : 0.0;
 
   state.counters["replicas"] = c.replicas;
-  state.counters["threads"] = c.threads;
+  state.counters["cpu_threads"] = c.threads;
   state.counters["global_batch"] = double(c.global_batch);
   state.counters["step_ms"] = step_s * 1e3;
   state.counters["samples_per_s"] = double(c.global_batch) / step_s;

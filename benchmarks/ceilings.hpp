@@ -122,4 +122,32 @@ inline const Ceilings& ceilings(int threads) {
   return it->second;
 }
 
+// The memory-traffic rate (bytes read + written per second, GB/s) of a plain parallel copy that
+// moves `traffic_bytes` in all (copies traffic_bytes / 2), measured warm and repeatedly, so its
+// buffers sit in whatever cache level that footprint fits: the copy ceiling for an op that moves
+// the same number of bytes. A batch-32 op's tensors fit in L2, where a copy runs several times
+// faster than the large memcpy of ceilings(). Cached per (threads, size); tens of ms each.
+inline double copy_traffic_gbps_at(int threads, double traffic_bytes) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, size_t>, double> cache;
+  const size_t num_bytes = std::max<size_t>(4096, static_cast<size_t>(traffic_bytes / 2) / 64 * 64);
+  std::lock_guard lock(mutex);
+  auto it = cache.find({threads, num_bytes});
+  if (it == cache.end()) {
+    // Repeat until about 64 MiB have been copied, so small copies are timed many times.
+    const int reps = static_cast<int>(std::clamp<size_t>((size_t{64} << 20) / num_bytes, 5, 5000));
+    AlignedFloats src = aligned_floats(num_bytes / sizeof(float) + 1), dst = aligned_floats(num_bytes / sizeof(float) + 1);
+    std::memset(src.get(), 1, num_bytes);
+    std::memset(dst.get(), 0, num_bytes);
+    auto* s = reinterpret_cast<const char*>(src.get());
+    auto* d = reinterpret_cast<char*>(dst.get());
+    for (int r = 0; r < 3; ++r) time_parallel_copy(threads, s, d, num_bytes);
+    const auto start = Clock::now();
+    for (int r = 0; r < reps; ++r) time_parallel_copy(threads, s, d, num_bytes);
+    const double seconds = seconds_since(start) / reps;
+    it = cache.emplace(std::make_pair(threads, num_bytes), 2.0 * double(num_bytes) / seconds * 1e-9).first;
+  }
+  return it->second;
+}
+
 }  // namespace mirror::bench

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# A quick run of every benchmark program (small sizes, a hundredth of a second each), for CI: it
+# proves they build, run, check their results (#wrong = 0) and write JSON that plot_scaling.py can
+# read. About half a minute on two cores. Usage: benchmarks/smoke.sh [BUILD_DIR (default build)]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/${1:-build}/benchmarks"
+out="$(mktemp -d)"
+trap 'rm -rf "$out"' EXIT
+quick=(--benchmark_min_time=0.01)
+
+"$bin/bench_ceilings" "${quick[@]}" --benchmark_filter='n:256/|bytes:1048576/'
+"$bin/bench_collectives" "${quick[@]}" --benchmark_filter='bytes:(4096|65536)/'
+"$bin/bench_kernels" "${quick[@]}" --benchmark_filter='batch:32/'
+"$bin/bench_step_scaling" "${quick[@]}" --benchmark_filter='^(weak|strong)/replicas:(1|2)/' \
+  --benchmark_out="$out/scaling.json" --benchmark_out_format=json
+python3 "$root/benchmarks/plot_scaling.py" "$out/scaling.json" "$out/scaling.svg"
+"$bin/bench_epoch" --train-samples 640 --epochs 1
+echo "benchmark smoke run: every program ran"
