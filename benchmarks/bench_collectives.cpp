@@ -3,10 +3,11 @@
 // from the closed form after one checked all-reduce).
 //
 // Ranks are the worker threads of a HostStrategy (the threads training runs on); each rank's
-// buffer is first touched by its own thread. Each timed batch is one Strategy::run() in which every
-// rank issues `inner` back-to-back all-reduces after a barrier, so the time is that of the
-// collective, not of waking the workers; rank 0 measures it, and since the host all-reduce ends in
-// a barrier, rank 0's end is everybody's end.
+// buffer is first touched by its own thread. A benchmark iteration is one Strategy::run() in which
+// every rank issues `per_iteration` back-to-back all-reduces after a barrier (enough for about a
+// millisecond), so the time is that of the collective, not of waking the workers; rank 0 measures
+// it, and since the host all-reduce ends in a barrier, rank 0's end is everybody's end. Google
+// Benchmark's Time column is per iteration; the time_us counter is per all-reduce.
 //
 // The NCCL variant (every visible GPU, one rank per GPU) is added here when the CUDA communicator
 // can be constructed from a benchmark (collectives/nccl_communicator.hpp in a CUDA build with a GPU
@@ -66,7 +67,9 @@ void BM_all_reduce(benchmark::State& state) {
   strategy.run(batch);  // warm-up
   for (auto _ : state) {
     strategy.run(batch);
-    state.SetIterationTime(batch_seconds / inner);
+    // An iteration is the whole batch, so Google Benchmark's iteration estimate stays right; the
+    // per-collective time is the time_us counter.
+    state.SetIterationTime(batch_seconds);
     total_seconds += batch_seconds;
     collectives += inner;
   }
@@ -87,14 +90,21 @@ void BM_all_reduce(benchmark::State& state) {
                                               benchmark::Counter::kIs1024);
   state.counters["count"] = double(count);
   state.counters["ranks"] = ranks;
+  state.counters["per_iteration"] = inner;
   const double time_s = collectives ? total_seconds / double(collectives) : 0.0;  // per all-reduce
-  const double algbw = time_s > 0 ? double(num_bytes) / time_s * 1e-9 : 0.0;
+  // One rank has nothing to move (the call returns at once), so it gets no bandwidth figures.
+  const double algbw = time_s > 0 && ranks > 1 ? double(num_bytes) / time_s * 1e-9 : 0.0;
   const double busbw = algbw * (ranks > 1 ? 2.0 * (ranks - 1) / ranks : 0.0);
   state.counters["time_us"] = time_s * 1e6;
   state.counters["algbw_GBps"] = algbw;
   state.counters["busbw_GBps"] = busbw;
-  // Bus bandwidth as a fraction of the memcpy rate with the same threads (see ceilings.hpp).
-  state.counters["busbw_of_memcpy"] = busbw / g_copy_gbps;
+  // Bus bandwidth as a fraction of the memcpy rate of a buffer of the same size with the same
+  // threads (so a small buffer is compared with a copy in the same cache level), and of the large
+  // memcpy of ceilings().
+  const double memcpy_gbps = copy_traffic_gbps_at(g_threads, 2.0 * double(num_bytes)) / 2.0;
+  state.counters["memcpy_GBps"] = memcpy_gbps;
+  state.counters["busbw_of_memcpy"] = busbw / memcpy_gbps;
+  state.counters["busbw_of_large_memcpy"] = busbw / g_copy_gbps;
   state.counters["wrong"] = double(wrong);
   if (wrong) {
     g_any_wrong = true;
