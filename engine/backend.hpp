@@ -41,6 +41,9 @@ struct SgdStep {
 
 // Where the loss op accumulates: stats[0] += sum of per-sample losses, stats[1] += correct count.
 inline constexpr int kStatCount = 2;
+// An epoch's running totals on the device: {loss sum, correct count, first step whose loss was not
+// finite (-1 while there is none)}. See accumulate_stats().
+inline constexpr int kTotalCount = 3;
 
 class Backend {
  public:
@@ -100,6 +103,12 @@ class Backend {
   virtual void sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs,
                                                const int32_t* labels, float scale, bool from_softmax_logits,
                                                float* dinput, float* stats) = 0;
+
+  // totals += step_stats (see kTotalCount). The first time step_stats[0] is not finite, totals[0]
+  // takes that value and totals[2] = step; totals then stay as they are, so an optimizer given
+  // `totals` as its stats skips every later step too. Lets the host read the totals only now and
+  // then instead of waiting for every step.
+  virtual void accumulate_stats(const float* step_stats, float* totals, int64_t step) = 0;
 
   // ---- optimizers: one pass over a flat parameter buffer ----
   // Skipped entirely (parameters and slots unchanged) when stats[0] is not finite, so a NaN loss

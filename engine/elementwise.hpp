@@ -70,6 +70,18 @@ MIRROR_HD inline void cross_entropy_row(const float* p, int32_t label, int64_t c
 
 MIRROR_HD inline bool step_allowed(const float* stats) { return isfinite(stats[0]); }
 
+// Backend::accumulate_stats on one thread: totals = {loss sum, correct, first bad step or -1}.
+MIRROR_HD inline void accumulate_stats(const float* step_stats, float* totals, float step) {
+  if (totals[2] >= 0.0f) return;  // stopped at an earlier non-finite loss
+  if (!isfinite(step_stats[0])) {
+    totals[0] = step_stats[0];
+    totals[2] = step;
+    return;
+  }
+  totals[0] += step_stats[0];
+  totals[1] += step_stats[1];
+}
+
 // Keras 3 Adam, one element: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); p -= alpha m / (sqrt(v) + eps).
 MIRROR_HD inline void adam(const AdamStep& s, float& p, float g, float& m, float& v) {
   m += (g - m) * (1.0f - s.beta1);

@@ -21,7 +21,8 @@ struct Sequential::ReplicaState {
   DeviceBuffer params;        // param_count_ floats
   DeviceBuffer grads;         // param_count_ gradients, then kStatCount loss statistics
   DeviceBuffer slots;         // optimizer slots: slot_count * param_count_ floats
-  DeviceBuffer eval_stats;    // kStatCount floats for evaluate()
+  DeviceBuffer eval_stats;    // kStatCount floats: one evaluation batch's global statistics
+  DeviceBuffer totals;        // kTotalCount floats: the running epoch (or evaluation)
   int64_t capacity_rows = 0;  // rows the activation buffers below can hold
   DeviceBuffer input;         // (capacity, input shape)
   DeviceBuffer labels;        // (capacity) int32
@@ -29,7 +30,7 @@ struct Sequential::ReplicaState {
   std::vector<float*> act;             // act[0] = input, act[i + 1] = layer i's output
   DeviceBuffer delta[2];               // ping-pong gradients of activations
   std::map<const ImageSet*, std::unique_ptr<ResidentImages>> resident;
-  float host_stats[kStatCount] = {0, 0};  // replica 0: the last step's global statistics
+  float host_totals[kTotalCount] = {0, 0, -1};  // replica 0: totals as last read
 
   // Views of layer l's parameters and gradients, in ParamSpec order.
   std::vector<std::vector<float*>> param_views, grad_views;

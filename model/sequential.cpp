@@ -110,6 +110,7 @@ void Sequential::initialize_parameters() {
     s.params = b.allocate(param_count_ * sizeof(float));
     s.grads = b.allocate((param_count_ + kStatCount) * sizeof(float));
     s.eval_stats = b.allocate(kStatCount * sizeof(float));
+    s.totals = b.allocate(kTotalCount * sizeof(float));
     b.fill(s.grads.as<float>(), param_count_ + kStatCount, 0.0f);
     if (slot_floats > 0) {
       s.slots = b.allocate(slot_floats * sizeof(float));

@@ -120,8 +120,11 @@ class Sequential {
   ResidentImages& resident(int replica, const ImageSet& data);
   void forward(int replica, int64_t rows);
   void backward(int replica, int64_t rows, bool fused_softmax);
-  void train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows);
-  void evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> indices);
+  void reset_totals();
+  void train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows,
+                  int64_t step, bool read_totals);
+  void evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t step,
+                     bool read_totals);
   void run_epoch(const ImageSet& train, const FitOptions& options, int epoch, EpochLog& log);
   void verify_replicas(int epoch, int64_t step);
 

@@ -23,6 +23,9 @@ double seconds_since(Clock::time_point start) {
 
 std::ostream& out_or_cout(std::ostream* out) { return out ? *out : std::cout; }
 
+// How often the training loop reads the device's running totals (progress and the NaN check).
+constexpr auto kReadInterval = std::chrono::milliseconds(100);
+
 std::vector<int32_t> identity_order(int64_t count) {
   std::vector<int32_t> order(static_cast<size_t>(count));
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
@@ -129,7 +132,18 @@ void Sequential::backward(int replica, int64_t rows, bool fused_softmax) {
   }
 }
 
-void Sequential::train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows) {
+void Sequential::reset_totals() {
+  strategy_->run([&](int r) {
+    ReplicaState& s = *replicas_[static_cast<size_t>(r)];
+    strategy_->backend(r).fill(s.totals.as<float>(), 2, 0.0f);
+    strategy_->backend(r).fill(s.totals.as<float>() + 2, 1, -1.0f);
+  });
+  replicas_.front()->host_totals[0] = replicas_.front()->host_totals[1] = 0.0f;
+  replicas_.front()->host_totals[2] = -1.0f;
+}
+
+void Sequential::train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows,
+                            int64_t step, bool read_totals) {
   ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
   const auto rows = static_cast<int64_t>(indices.size());
@@ -146,8 +160,12 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
     backward(replica, rows, fused);
   }
   strategy_->communicator().all_reduce_sum(replica, {s.grads.as<float>(), param_count_ + kStatCount}, "gradient all_reduce");
-  optimizer_->apply(b, iterations_, param_count_, s.params.as<float>(), s.grads.as<float>(), s.slots.as<float>(), stats);
-  if (replica == 0) b.download(stats, s.host_stats, sizeof(s.host_stats));
+  // Every replica keeps the same totals; once a loss is not finite they stop the optimizer for the
+  // rest of the epoch, without the host having to look at every step.
+  b.accumulate_stats(stats, s.totals.as<float>(), step);
+  optimizer_->apply(b, iterations_, param_count_, s.params.as<float>(), s.grads.as<float>(), s.slots.as<float>(),
+                    s.totals.as<float>());
+  if (replica == 0 && read_totals) b.download(s.totals.data(), s.host_totals, sizeof(s.host_totals));
 }
 
 void Sequential::verify_replicas(int epoch, int64_t step) {
@@ -165,28 +183,33 @@ void Sequential::run_epoch(const ImageSet& train, const FitOptions& o, int epoch
   const bool bar = o.verbose >= 1;
   if (bar) out << "Epoch " << epoch << '/' << o.epochs << '\n';
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
-  double loss_sum = 0, correct = 0;
+  const float* totals = replicas_.front()->host_totals;
   int64_t seen = 0;
+  reset_totals();
   const auto start = Clock::now();
+  auto last_read = start;
   for (int64_t step = 0; step < steps; ++step) {
     const auto batch = data::batch_indices(samples, o.batch_size, step);
     const auto rows = static_cast<int64_t>(batch.size());
     const auto shares = strategy_->split_batch(rows);
+    // The host reads the running totals only now and then (on a GPU each read waits for the step).
+    const bool read = step + 1 == steps || o.verify_replicas || Clock::now() - last_read >= kReadInterval;
     strategy_->run([&](int r) {
       const BatchShare& share = shares[static_cast<size_t>(r)];
-      train_step(r, train, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), rows);
+      train_step(r, train, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), rows,
+                 step, read);
     });
-    const float* stats = replicas_.front()->host_stats;
-    MIRROR_REQUIRE(std::isfinite(stats[0]), NumericalError, "the loss became ", stats[0], " at epoch ", epoch,
-                   ", step ", step + 1, "/", steps, "; that step's update was not applied, so the weights are those "
-                   "of the step before. Lower the learning rate or check the input data for NaN or huge values.");
     ++iterations_;
-    loss_sum += stats[0];
-    correct += stats[1];
     seen += rows;
+    if (!read) continue;
+    last_read = Clock::now();
+    MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the loss became ", totals[0], " at epoch ", epoch, ", step ",
+                   static_cast<int64_t>(totals[2]) + 1, "/", steps, "; no update was applied from that step on, so the "
+                   "weights are those of the step before. Lower the learning rate or check the input data.");
     if (o.verify_replicas) verify_replicas(epoch, step + 1);
-    if (bar) progress.update(step + 1, {{"loss", loss_sum / double(seen)}, {"accuracy", correct / double(seen)}});
+    if (bar) progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
   }
+  const double loss_sum = totals[0], correct = totals[1];
   log.epoch = epoch;
   log.loss = loss_sum / double(seen);
   log.accuracy = correct / double(seen);
@@ -221,7 +244,8 @@ History Sequential::fit(const ImageSet& train, const FitOptions& o) {
   return history;
 }
 
-void Sequential::evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> indices) {
+void Sequential::evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t step,
+                               bool read_totals) {
   ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
   const auto rows = static_cast<int64_t>(indices.size());
@@ -233,7 +257,8 @@ void Sequential::evaluate_step(int replica, const ImageSet& data, std::span<cons
                                       nullptr, s.eval_stats.as<float>());
   }
   strategy_->communicator().all_reduce_sum(replica, {s.eval_stats.as<float>(), kStatCount}, "evaluation all_reduce");
-  if (replica == 0) b.download(s.eval_stats.data(), s.host_stats, sizeof(s.host_stats));
+  b.accumulate_stats(s.eval_stats.as<float>(), s.totals.as<float>(), step);
+  if (replica == 0 && read_totals) b.download(s.totals.data(), s.host_totals, sizeof(s.host_totals));
 }
 
 EvaluateResult Sequential::evaluate(const ImageSet& data, const EvaluateOptions& o) {
@@ -247,21 +272,29 @@ EvaluateResult Sequential::evaluate(const ImageSet& data, const EvaluateOptions&
   const int64_t steps = data::batch_count(data.count, o.batch_size);
   std::ostream& out = out_or_cout(o.out);
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
-  double loss_sum = 0, correct = 0;
+  const float* totals = replicas_.front()->host_totals;
   int64_t seen = 0;
+  reset_totals();
   const auto start = Clock::now();
+  auto last_read = start;
   for (int64_t step = 0; step < steps; ++step) {
     const auto batch = data::batch_indices(order, o.batch_size, step);
     const auto shares = strategy_->split_batch(static_cast<int64_t>(batch.size()));
+    const bool read = step + 1 == steps || Clock::now() - last_read >= kReadInterval;
     strategy_->run([&](int r) {
       const BatchShare& share = shares[static_cast<size_t>(r)];
-      evaluate_step(r, data, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)));
+      evaluate_step(r, data, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), step,
+                    read);
     });
-    loss_sum += replicas_.front()->host_stats[0];
-    correct += replicas_.front()->host_stats[1];
     seen += static_cast<int64_t>(batch.size());
-    if (o.verbose >= 1) progress.update(step + 1, {{"loss", loss_sum / double(seen)}, {"accuracy", correct / double(seen)}});
+    if (!read) continue;
+    last_read = Clock::now();
+    MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
+                   static_cast<int64_t>(totals[2]) + 1, "/", steps, " of the evaluation set",
+                   ": its weights or the data hold NaN or huge values");
+    if (o.verbose >= 1) progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
   }
+  const double loss_sum = totals[0], correct = totals[1];
   EvaluateResult result{loss_sum / double(seen), correct / double(seen), seconds_since(start)};
   if (o.verbose >= 1) progress.finish({{"loss", result.loss}, {"accuracy", result.accuracy}});
   return result;

@@ -386,3 +386,28 @@ TEST(HostBackend, BindSetsThreadCountOfCallingThreadOnly) {
 
 }  // namespace
 }  // namespace mirror
+
+namespace mirror {
+namespace {
+
+TEST(HostTotals, AccumulateStatsStopsAtTheFirstNonFiniteLoss) {
+  auto backend = make_host_backend(1);
+  float totals[kTotalCount] = {0.0f, 0.0f, -1.0f};
+  const float good[kStatCount] = {2.5f, 3.0f}, bad[kStatCount] = {NAN, 1.0f};
+  backend->accumulate_stats(good, totals, 0);
+  backend->accumulate_stats(good, totals, 1);
+  EXPECT_EQ(totals[0], 5.0f);
+  EXPECT_EQ(totals[1], 6.0f);
+  EXPECT_EQ(totals[2], -1.0f);
+  backend->accumulate_stats(bad, totals, 2);
+  backend->accumulate_stats(good, totals, 3);  // ignored: the epoch already failed
+  EXPECT_TRUE(std::isnan(totals[0]));
+  EXPECT_EQ(totals[2], 2.0f);
+  // Given the totals, an optimizer skips every step from the bad one on.
+  float param = 1.0f, grad = 1.0f, m = 0.0f, v = 0.0f;
+  backend->adam_update(1, {0.1f, 0.9f, 0.999f, 1e-7f}, totals, &param, &grad, &m, &v);
+  EXPECT_EQ(param, 1.0f);
+}
+
+}  // namespace
+}  // namespace mirror

@@ -44,6 +44,7 @@ class CudaBackend final : public Backend {
   void activation_backward(Activation act, int64_t rows, int64_t cols, const float* y, float* dy) override;
   void sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs, const int32_t* labels,
                                        float scale, bool from_softmax_logits, float* dinput, float* stats) override;
+  void accumulate_stats(const float* step_stats, float* totals, int64_t step) override;
   void adam_update(size_t count, const AdamStep& step, const float* stats, float* params, const float* grads,
                    float* m, float* v) override;
   void sgd_update(size_t count, const SgdStep& step, const float* stats, float* params, const float* grads,

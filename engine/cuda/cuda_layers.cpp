@@ -129,6 +129,11 @@ void CudaBackend::sparse_categorical_crossentropy(int64_t rows, int64_t classes,
                                            dinput, stats);
 }
 
+void CudaBackend::accumulate_stats(const float* step_stats, float* totals, int64_t step) {
+  activate();
+  kernels::accumulate_stats(stream_.get(), step_stats, totals, step);
+}
+
 // ---- optimizers ----
 
 void CudaBackend::adam_update(size_t count, const AdamStep& step, const float* stats, float* params,

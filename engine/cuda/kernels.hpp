@@ -48,6 +48,8 @@ void max_pool_forward(cudaStream_t stream, const PoolGeometry& g, const float* x
 void max_pool_backward(cudaStream_t stream, const PoolGeometry& g, const float* x, const float* dy, float* dx);
 
 // ---- optimizer_kernels.cu ----
+// ew::accumulate_stats on one device thread (Backend::accumulate_stats).
+void accumulate_stats(cudaStream_t stream, const float* step_stats, float* totals, int64_t step);
 // One launch over the flat buffers; does nothing when !ew::step_allowed(stats), read on the device.
 void adam_update(cudaStream_t stream, size_t count, const AdamStep& step, const float* stats, float* params,
                  const float* grads, float* m, float* v);

@@ -22,7 +22,16 @@ __global__ void sgd_kernel(size_t count, SgdStep step, const float* stats, float
     ew::sgd(step, params[i], grads[i], momentum ? momentum + i : nullptr);
 }
 
+__global__ void accumulate_stats_kernel(const float* step_stats, float* totals, float step) {
+  ew::accumulate_stats(step_stats, totals, step);
+}
+
 }  // namespace
+
+void accumulate_stats(cudaStream_t stream, const float* step_stats, float* totals, int64_t step) {
+  accumulate_stats_kernel<<<1, 1, 0, stream>>>(step_stats, totals, static_cast<float>(step));
+  MIRROR_CUDA_LAUNCH_CHECK("accumulate_stats_kernel");
+}
 
 void adam_update(cudaStream_t stream, size_t count, const AdamStep& step, const float* stats, float* params,
                  const float* grads, float* m, float* v) {

@@ -157,6 +157,10 @@ void HostBackend::sparse_categorical_crossentropy(int64_t rows, int64_t classes,
   stats[1] += correct;
 }
 
+void HostBackend::accumulate_stats(const float* step_stats, float* totals, int64_t step) {
+  ew::accumulate_stats(step_stats, totals, static_cast<float>(step));
+}
+
 // ---- optimizers ----
 
 void HostBackend::adam_update(size_t count, const AdamStep& step, const float* stats, float* params,

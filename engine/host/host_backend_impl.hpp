@@ -115,6 +115,7 @@ class HostBackend final : public Backend {
                                        float scale, bool from_softmax_logits, float* dinput,
                                        float* stats) override;
 
+  void accumulate_stats(const float* step_stats, float* totals, int64_t step) override;
   void adam_update(size_t count, const AdamStep& step, const float* stats, float* params, const float* grads,
                    float* m, float* v) override;
   void sgd_update(size_t count, const SgdStep& step, const float* stats, float* params, const float* grads,
