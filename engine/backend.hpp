@@ -110,6 +110,20 @@ class Backend {
   // then instead of waiting for every step.
   virtual void accumulate_stats(const float* step_stats, float* totals, int64_t step) = 0;
 
+  // ---- fused ops: each has an unfused default, overridden where a backend does better ----
+  // y = relu(conv(x, w) + b).
+  virtual void conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+    conv2d_forward(g, x, w, b, y);
+    activation_forward(Activation::ReLU, g.batch * g.out_h() * g.out_w(), g.out_c, y);
+  }
+  // max_pool_backward for an input x that is a ReLU's output, times ReLU's derivative there:
+  // dx = (x > 0) * unpool(dy), so the layer that made x need not run its activation backward.
+  virtual void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
+                                      float* dx) {
+    max_pool_backward(g, x, y, dy, dx);
+    activation_backward(Activation::ReLU, g.batch * g.in_h * g.in_w, g.channels, x, dx);
+  }
+
   // ---- optimizers: one pass over a flat parameter buffer ----
   // Skipped entirely (parameters and slots unchanged) when stats[0] is not finite, so a NaN loss
   // never reaches the weights.

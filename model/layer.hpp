@@ -25,6 +25,16 @@ struct ParamSpec {
   int64_t fan_in = 0, fan_out = 0;  // for Glorot: limit = sqrt(6 / (fan_in + fan_out))
 };
 
+// How a layer's backward pass is fused with its neighbours'.
+struct BackwardFlags {
+  // dy already is dL/d(pre-activation): the loss took the gradient through this layer's softmax,
+  // or the next layer applied this layer's ReLU derivative.
+  bool activation_done = false;
+  // x is the output of a ReLU whose derivative this layer applies to dx (only when
+  // absorbs_input_relu()), so the layer before skips its activation backward.
+  bool input_is_relu = false;
+};
+
 // What a layer computes with, on one replica for one batch.
 struct LayerArgs {
   Backend& backend;
@@ -56,14 +66,16 @@ class Layer {
   virtual Activation activation() const { return Activation::Linear; }
   // True when the output is the input reinterpreted (Flatten): no op runs, buffers are shared.
   virtual bool is_reshape() const { return false; }
+  // True when backward can fold the derivative of a ReLU that produced its input into dx
+  // (max pooling: one pass instead of two).
+  virtual bool absorbs_input_relu() const { return false; }
 
   // y = layer(x). x: (rows, input_shape), y: (rows, output_shape).
   virtual void forward(const LayerArgs& args, const float* x, float* y) = 0;
-  // Given x and y from forward and dy = dL/dy (overwritten in place by the activation's
-  // backward unless `activation_done`, when dy already is dL/d(pre-activation)), writes the
-  // parameter gradients and, unless null, dx = dL/dx.
+  // Given x and y from forward and dy = dL/dy (overwritten in place by the activation's backward
+  // unless flags.activation_done), writes the parameter gradients and, unless null, dx = dL/dx.
   virtual void backward(const LayerArgs& args, const float* x, const float* y, float* dy, float* dx,
-                        bool activation_done) = 0;
+                        BackwardFlags flags) = 0;
 
  protected:
   explicit Layer(std::optional<Shape> declared_input = std::nullopt) : declared_input_(std::move(declared_input)) {}

@@ -119,15 +119,19 @@ void Sequential::backward(int replica, int64_t rows, bool fused_softmax) {
   ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
   int current = 0;  // s.delta[current] holds dL/d(output of layer l)
+  bool activation_done = fused_softmax;  // the loss's gradient already went through the softmax
   for (size_t l = layers_.size(); l-- > 0;) {
     if (layers_[l]->is_reshape()) continue;  // the gradient is the same memory, reinterpreted
     bool below_has_params = false;
     for (size_t k = 0; k < l; ++k) below_has_params |= !layer_params_[k].empty();
     float* dx = below_has_params ? s.delta[1 - current].as<float>() : nullptr;
+    // A max-pooling layer right after a ReLU layer applies the ReLU's derivative itself.
+    const bool input_is_relu = dx && l > 0 && layers_[l]->absorbs_input_relu() &&
+                               layers_[l - 1]->activation() == Activation::ReLU;
     const LayerArgs args{b, rows, s.param_views[l], s.grad_views[l]};
-    layers_[l]->backward(args, s.act[l], s.act[l + 1], s.delta[current].as<float>(), dx,
-                         fused_softmax && l + 1 == layers_.size());
+    layers_[l]->backward(args, s.act[l], s.act[l + 1], s.delta[current].as<float>(), dx, {activation_done, input_is_relu});
     if (!dx) break;
+    activation_done = input_is_relu;
     current = 1 - current;
   }
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -12,6 +13,9 @@
 #include <random>
 #include <span>
 #include <thread>
+
+#include "engine/random.hpp"
+#include "test_util.hpp"
 #include <vector>
 
 #include "engine/data/dataset.hpp"
@@ -407,6 +411,51 @@ TEST(HostTotals, AccumulateStatsStopsAtTheFirstNonFiniteLoss) {
   float param = 1.0f, grad = 1.0f, m = 0.0f, v = 0.0f;
   backend->adam_update(1, {0.1f, 0.9f, 0.999f, 1e-7f}, totals, &param, &grad, &m, &v);
   EXPECT_EQ(param, 1.0f);
+}
+
+}  // namespace
+}  // namespace mirror
+
+namespace mirror {
+namespace {
+
+std::vector<float> random_values(size_t count, uint64_t stream, float low = -1.0f, float high = 1.0f) {
+  std::vector<float> v(count);
+  for (size_t i = 0; i < count; ++i) v[i] = low + (high - low) * random::uniform(99, stream, i);
+  return v;
+}
+
+// The fused ops must equal their unfused definitions (Backend's default implementations).
+TEST(HostFusedOps, ConvReluEqualsConvThenRelu) {
+  auto backend = make_host_backend(2);
+  for (const ConvGeometry& g : {ConvGeometry{32, 28, 28, 1, 32, 3, 3, 1, 1}, ConvGeometry{3, 9, 7, 5, 6, 2, 3, 2, 1}}) {
+    const auto x = random_values(size_t(g.batch * g.in_h * g.in_w * g.in_c), 1);
+    const auto w = random_values(size_t(g.weight_count()), 2);
+    const auto b = random_values(size_t(g.out_c), 3);
+    const size_t out = size_t(g.batch * g.out_h() * g.out_w() * g.out_c);
+    std::vector<float> fused(out, NAN), plain(out, NAN);
+    backend->conv2d_relu_forward(g, x.data(), w.data(), b.data(), fused.data());
+    backend->Backend::conv2d_relu_forward(g, x.data(), w.data(), b.data(), plain.data());
+    EXPECT_TRUE(testing::all_close(fused, plain, 1e-6, 1e-6));
+    EXPECT_EQ(*std::min_element(fused.begin(), fused.end()), 0.0f);
+  }
+}
+
+TEST(HostFusedOps, MaxPoolReluBackwardEqualsUnpoolThenReluMask) {
+  auto backend = make_host_backend(2);
+  for (const PoolGeometry& g : {PoolGeometry{32, 26, 26, 32, 2, 2, 2, 2}, PoolGeometry{2, 7, 9, 3, 2, 2, 2, 2},
+                               PoolGeometry{2, 7, 7, 3, 3, 3, 2, 2}}) {
+    // A ReLU's output: about half zeros, so windows whose maximum is 0 occur.
+    auto x = random_values(size_t(g.batch * g.in_h * g.in_w * g.channels), 4, -1.0f, 1.0f);
+    for (float& v : x) v = v > 0 ? v : 0.0f;
+    const size_t out = size_t(g.batch * g.out_h() * g.out_w() * g.channels);
+    std::vector<float> y(out), fused(x.size(), NAN), plain(x.size(), NAN);
+    backend->max_pool_forward(g, x.data(), y.data());
+    const auto dy = random_values(out, 5);
+    backend->max_pool_relu_backward(g, x.data(), y.data(), dy.data(), fused.data());
+    backend->Backend::max_pool_relu_backward(g, x.data(), y.data(), dy.data(), plain.data());
+    EXPECT_EQ(fused, plain);
+  }
 }
 
 }  // namespace

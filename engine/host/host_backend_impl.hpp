@@ -53,14 +53,19 @@ struct WeightLayout {
 // each call points them at its arguments (x is dx and y is dy in the backward passes). Execution
 // arguments are built once; scratchpads are user-managed, so this object owns all the memory its
 // primitives use and two backends never share one.
+struct ConvForward {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+  WeightLayout weights;
+  dnnl::memory scratch;
+  std::vector<dnnl_exec_arg_t> args;
+};
+
 struct ConvPrimitives {
   dnnl::memory x, w, b, y;
 
-  dnnl::convolution_forward::primitive_desc forward_pd;
-  dnnl::convolution_forward forward;
-  WeightLayout forward_weights;
-  dnnl::memory forward_scratch;
-  std::vector<dnnl_exec_arg_t> forward_args;
+  ConvForward forward;
+  ConvForward forward_relu;  // with ReLU as a oneDNN post-op: one pass instead of two
 
   dnnl::convolution_backward_weights::primitive_desc backward_weights_pd;
   dnnl::convolution_backward_weights backward_weights;
@@ -95,6 +100,7 @@ class HostBackend final : public Backend {
                     int32_t* labels) override;
 
   void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
+  void conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
   void conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,
                                float* db) override;
   void conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) override;
@@ -102,6 +108,8 @@ class HostBackend final : public Backend {
   void max_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
   void max_pool_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
                          float* dx) override;
+  void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
+                              float* dx) override;
 
   void dense_forward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* b,
                      float* y) override;
@@ -124,6 +132,9 @@ class HostBackend final : public Backend {
  private:
   // The cached primitives for `g`, created on first use (host_convolution.cpp).
   ConvPrimitives& conv_primitives(const ConvGeometry& g);
+  // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
+  void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
+  void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
 
   Device device_;
   int threads_;

@@ -46,20 +46,32 @@ void set_handle(const memory& m, const void* data) {
   MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
 }
 
-void build_forward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
+void build_forward(ConvForward& f, ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
                    const memory::dims& strides, const memory::dims& padding, const dnnl::primitive_attr& attr) {
   const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
                                              c.x.get_desc(), weights_any, c.b.get_desc(), c.y.get_desc(), strides,
                                              padding, padding);
-  MIRROR_DNNL_TRY(c.forward_pd = dnnl::convolution_forward::primitive_desc(desc, attr, engine));
-  MIRROR_DNNL_TRY(c.forward = dnnl::convolution_forward(c.forward_pd));
-  const memory w = weights_for(c.forward_pd.weights_desc(), c.w, false, engine, c.forward_weights);
-  MIRROR_DNNL_TRY(c.forward_scratch = memory(c.forward_pd.scratchpad_desc(), engine));
-  c.forward_args = {{DNNL_ARG_SRC, c.x.get()},
-                    {DNNL_ARG_WEIGHTS, w.get()},
-                    {DNNL_ARG_BIAS, c.b.get()},
-                    {DNNL_ARG_DST, c.y.get()},
-                    {DNNL_ARG_SCRATCHPAD, c.forward_scratch.get()}};
+  MIRROR_DNNL_TRY(f.pd = dnnl::convolution_forward::primitive_desc(desc, attr, engine));
+  MIRROR_DNNL_TRY(f.primitive = dnnl::convolution_forward(f.pd));
+  const memory w = weights_for(f.pd.weights_desc(), c.w, false, engine, f.weights);
+  MIRROR_DNNL_TRY(f.scratch = memory(f.pd.scratchpad_desc(), engine));
+  f.args = {{DNNL_ARG_SRC, c.x.get()},
+            {DNNL_ARG_WEIGHTS, w.get()},
+            {DNNL_ARG_BIAS, c.b.get()},
+            {DNNL_ARG_DST, c.y.get()},
+            {DNNL_ARG_SCRATCHPAD, f.scratch.get()}};
+}
+
+// Primitive attributes: user-managed scratchpads, and ReLU as a post-op when asked. (A copy of a
+// dnnl::primitive_attr shares its handle, so each variant is built afresh.)
+dnnl::primitive_attr make_attr(bool relu) {
+  dnnl::primitive_attr fused;
+  MIRROR_DNNL_TRY(fused.set_scratchpad_mode(dnnl::scratchpad_mode::user));
+  if (!relu) return fused;
+  dnnl::post_ops ops;
+  MIRROR_DNNL_TRY(ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f));
+  MIRROR_DNNL_TRY(fused.set_post_ops(ops));
+  return fused;
 }
 
 void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
@@ -68,7 +80,7 @@ void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory:
                                                               weights_any, c.b.get_desc(), c.y.get_desc(),
                                                               strides, padding, padding);
   MIRROR_DNNL_TRY(c.backward_weights_pd =
-                      dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, engine, c.forward_pd));
+                      dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, engine, c.forward.pd));
   MIRROR_DNNL_TRY(c.backward_weights = dnnl::convolution_backward_weights(c.backward_weights_pd));
   const memory dw = weights_for(c.backward_weights_pd.diff_weights_desc(), c.w, true, engine, c.backward_diff_weights);
   MIRROR_DNNL_TRY(c.backward_weights_scratch = memory(c.backward_weights_pd.scratchpad_desc(), engine));
@@ -81,7 +93,7 @@ void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory:
   const dnnl::convolution_backward_data::desc data_desc(dnnl::algorithm::convolution_direct, c.x.get_desc(),
                                                         weights_any, c.y.get_desc(), strides, padding, padding);
   MIRROR_DNNL_TRY(c.backward_data_pd =
-                      dnnl::convolution_backward_data::primitive_desc(data_desc, attr, engine, c.forward_pd));
+                      dnnl::convolution_backward_data::primitive_desc(data_desc, attr, engine, c.forward.pd));
   MIRROR_DNNL_TRY(c.backward_data = dnnl::convolution_backward_data(c.backward_data_pd));
   const memory w = weights_for(c.backward_data_pd.weights_desc(), c.w, false, engine, c.backward_data_weights);
   MIRROR_DNNL_TRY(c.backward_data_scratch = memory(c.backward_data_pd.scratchpad_desc(), engine));
@@ -113,25 +125,34 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g) {
   // cheap next to the convolution since weights are small).
   const memory::dims strides{g.stride_h, g.stride_w}, padding{0, 0};
   const memory::desc weights_any(weights_dims, f32, tag::any);
-  dnnl::primitive_attr attr;
-  MIRROR_DNNL_TRY(attr.set_scratchpad_mode(dnnl::scratchpad_mode::user));
-  build_forward(*c, engine_, weights_any, strides, padding, attr);
-  build_backward(*c, engine_, weights_any, strides, padding, attr);
+  build_forward(c->forward, *c, engine_, weights_any, strides, padding, make_attr(false));
+  build_forward(c->forward_relu, *c, engine_, weights_any, strides, padding, make_attr(true));
+  build_backward(*c, engine_, weights_any, strides, padding, make_attr(false));
 
   conv_cache_.emplace_back(g, std::move(c));
   return *conv_cache_.back().second;
 }
 
-void HostBackend::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+void HostBackend::run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b,
+                                   float* y) {
   if (g.batch == 0) return;
   ConvPrimitives& c = conv_primitives(g);
+  const ConvForward& f = relu ? c.forward_relu : c.forward;
   set_handle(c.x, x);
   set_handle(c.w, w);
   set_handle(c.b, b);
   set_handle(c.y, y);
-  run_reorder(c.forward_weights, stream_);
-  execute(c.forward, stream_, c.forward_args);
+  run_reorder(f.weights, stream_);
+  execute(f.primitive, stream_, f.args);
   MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
+}
+
+void HostBackend::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  run_conv_forward(g, false, x, w, b, y);
+}
+
+void HostBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
+  run_conv_forward(g, true, x, w, b, y);
 }
 
 void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,

@@ -65,6 +65,58 @@ void unpool_pixel(const PoolGeometry& g, const float* x, const float* dy, float*
   }
 }
 
+// Non-overlapping windows (strides == pool size, the usual case): every dx element belongs to at
+// most one window, so it is written once, directly, with no zeroing pass and no accumulation.
+// With `relu_input`, x is a ReLU's output and the gradient is also masked by x > 0: the window's
+// maximum is then positive or the whole window gets zero.
+void unpool_pixel_direct(const PoolGeometry& g, const float* x, const float* dy, float* dx, int64_t c0, int64_t count,
+                         bool relu_input) {
+  const int64_t row_stride = g.in_w * g.channels;
+  float best[kChannelBlock], grad[kChannelBlock];
+  int32_t best_position[kChannelBlock];
+  for (int64_t c = 0; c < count; ++c) {
+    best[c] = x[c0 + c];
+    best_position[c] = 0;
+  }
+  int32_t position = 0;
+  for (int64_t i = 0; i < g.pool_h; ++i) {
+    for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
+      const float* in = x + i * row_stride + j * g.channels + c0;
+      for (int64_t c = 0; c < count; ++c) {
+        const bool greater = in[c] > best[c];
+        best[c] = greater ? in[c] : best[c];
+        best_position[c] = greater ? position : best_position[c];
+      }
+    }
+  }
+  for (int64_t c = 0; c < count; ++c) grad[c] = (!relu_input || best[c] > 0.0f) ? dy[c0 + c] : 0.0f;
+  position = 0;
+  for (int64_t i = 0; i < g.pool_h; ++i) {
+    for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
+      float* out = dx + i * row_stride + j * g.channels + c0;
+      for (int64_t c = 0; c < count; ++c) out[c] = best_position[c] == position ? grad[c] : 0.0f;
+    }
+  }
+}
+
+void unpool_image_direct(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), row_size = g.in_w * g.channels;
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    float* dx_row = dx + oh * g.pool_h * row_size;
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      const int64_t corner = ow * g.pool_w * g.channels;
+      const float* dy_pixel = dy + (oh * out_w + ow) * g.channels;
+      for (int64_t c0 = 0; c0 < g.channels; c0 += kChannelBlock)
+        unpool_pixel_direct(g, x + oh * g.pool_h * row_size + corner, dy_pixel, dx_row + corner, c0,
+                            std::min(kChannelBlock, g.channels - c0), relu_input);
+    }
+    // Columns to the right of the last window get no gradient.
+    for (int64_t i = 0; i < g.pool_h; ++i)
+      std::fill(dx_row + i * row_size + out_w * g.pool_w * g.channels, dx_row + (i + 1) * row_size, 0.0f);
+  }
+  std::fill(dx + out_h * g.pool_h * row_size, dx + g.in_h * row_size, 0.0f);  // rows below the last window
+}
+
 }  // namespace
 
 void HostBackend::max_pool_forward(const PoolGeometry& g, const float* x, float* y) {
@@ -82,10 +134,28 @@ void HostBackend::max_pool_forward(const PoolGeometry& g, const float* x, float*
   }
 }
 
+void HostBackend::max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
+                                         float* dx) {
+  if (g.stride_h == g.pool_h && g.stride_w == g.pool_w) {
+    unpool(g, x, dy, dx, true);
+  } else {
+    Backend::max_pool_relu_backward(g, x, y, dy, dx);
+  }
+}
+
+void HostBackend::unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input) {
+  check_geometry(g);
+  const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
+#pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
+  for (int64_t n = 0; n < g.batch; ++n)
+    unpool_image_direct(g, x + n * in_image, dy + n * out_image, dx + n * in_image, relu_input);
+}
+
 void HostBackend::max_pool_backward(const PoolGeometry& g, const float* x, const float* /*y*/, const float* dy,
                                     float* dx) {
   // The maximum is searched again in x rather than matched against y: same cost, and it cannot
   // miss when y was rounded or altered in between.
+  if (g.stride_h == g.pool_h && g.stride_w == g.pool_w) return unpool(g, x, dy, dx, false);
   check_geometry(g);
   const int64_t out_h = g.out_h(), out_w = g.out_w();
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = out_h * out_w * g.channels;

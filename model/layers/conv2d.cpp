@@ -38,13 +38,17 @@ class Conv2DLayer final : public Layer {
 
   void forward(const LayerArgs& a, const float* x, float* y) override {
     const ConvGeometry g = with_batch(a.rows);
-    a.backend.conv2d_forward(g, x, a.params[0], a.params[1], y);
-    a.backend.activation_forward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y);
+    if (activation_ == Activation::ReLU) {
+      a.backend.conv2d_relu_forward(g, x, a.params[0], a.params[1], y);
+    } else {
+      a.backend.conv2d_forward(g, x, a.params[0], a.params[1], y);
+      a.backend.activation_forward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y);
+    }
   }
 
-  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, bool activation_done) override {
+  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
     const ConvGeometry g = with_batch(a.rows);
-    if (!activation_done) a.backend.activation_backward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y, dy);
+    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y, dy);
     a.backend.conv2d_backward_weights(g, x, dy, a.grads[0], a.grads[1]);
     if (dx) a.backend.conv2d_backward_data(g, a.params[0], dy, dx);
   }

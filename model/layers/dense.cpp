@@ -35,8 +35,8 @@ class DenseLayer final : public Layer {
     a.backend.activation_forward(activation_, a.rows, units_, y);
   }
 
-  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, bool activation_done) override {
-    if (!activation_done) a.backend.activation_backward(activation_, a.rows, units_, y, dy);
+  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
+    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows, units_, y, dy);
     a.backend.dense_backward(a.rows, inputs_, units_, x, a.params[0], dy, dx, a.grads[0], a.grads[1]);
   }
 

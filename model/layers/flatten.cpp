@@ -20,7 +20,7 @@ class FlattenLayer final : public Layer {
 
   // Sequential aliases this layer's output and gradient to its input's, so there is nothing to do.
   void forward(const LayerArgs&, const float*, float*) override {}
-  void backward(const LayerArgs&, const float*, const float*, float*, float*, bool) override {}
+  void backward(const LayerArgs&, const float*, const float*, float*, float*, BackwardFlags) override {}
 };
 
 }  // namespace

@@ -29,8 +29,15 @@ class MaxPooling2DLayer final : public Layer {
     a.backend.max_pool_forward(with_batch(a.rows), x, y);
   }
 
-  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, bool) override {
-    if (dx) a.backend.max_pool_backward(with_batch(a.rows), x, y, dy, dx);
+  bool absorbs_input_relu() const override { return true; }
+
+  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
+    if (!dx) return;
+    if (flags.input_is_relu) {
+      a.backend.max_pool_relu_backward(with_batch(a.rows), x, y, dy, dx);
+    } else {
+      a.backend.max_pool_backward(with_batch(a.rows), x, y, dy, dx);
+    }
   }
 
  private:
