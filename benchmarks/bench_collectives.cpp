@@ -101,7 +101,7 @@ void BM_all_reduce(benchmark::State& state) {
   // Bus bandwidth as a fraction of the memcpy rate of a buffer of the same size with the same
   // threads (so a small buffer is compared with a copy in the same cache level), and of the large
   // memcpy of ceilings().
-  const double memcpy_gbps = copy_traffic_gbps_at(g_threads, 2.0 * double(num_bytes)) / 2.0;
+  const double memcpy_gbps = memcpy_gbps_at(g_threads, double(num_bytes));
   state.counters["memcpy_GBps"] = memcpy_gbps;
   state.counters["busbw_of_memcpy"] = busbw / memcpy_gbps;
   state.counters["busbw_of_large_memcpy"] = busbw / g_copy_gbps;

@@ -1,12 +1,13 @@
 // Every op of the reference model's training step, alone, through make_host_backend(threads), at
 // batch 32 and 256: time, GFLOP/s, GB/s (bytes read + written, counted once each) and their
 // fractions of the measured ceilings (ceilings.hpp): of_gemm against the sgemm peak, of_copy
-// against a plain copy that moves the same bytes (so it sits in the same cache level as the op's
-// tensors; of_large_copy is against the large memcpy). `roofline` is the larger of of_gemm and
+// against the memory ceiling at the op's footprint (the better of a copy and an in-place update
+// over as many bytes as the op's tensors, so it sits in the same cache level; of_large_copy is
+// against the large memcpy). `roofline` is the larger of of_gemm and
 // of_copy: the share of the op's time it would need at the better ceiling, 1.0 = at the ceiling.
-// The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back. A
-// table ranked by roofline fraction is printed last, then the step's floor (sum of every op's
-// time at its ceiling).
+// The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back, as
+// Sequential does. A table ranked by roofline fraction is printed last, then the step's floor (the
+// step's ops, each at its ceiling).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -68,6 +69,8 @@ struct Tensors {
     m = make(kReferenceParams, 0.0f);
     v = make(kReferenceParams, 0.0f);
     stats = make(kStatCount, 0.0f);
+    totals = make(kTotalCount, 0.0f);
+    totals.as<float>()[2] = -1.0f;  // no non-finite step yet
     indices.resize(static_cast<size_t>(batch));
     for (int64_t i = 0; i < batch; ++i) indices[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7901) % 60'000);
     resident = b.make_resident(images());
@@ -76,7 +79,7 @@ struct Tensors {
   ConvGeometry conv;
   PoolGeometry pool;
   DeviceBuffer x, conv_w, conv_b, conv_y, conv_dy, conv_dx, conv_dw, conv_db, pool_y, pool_dy, dense_w, dense_b, probs,
-      dprobs, dense_dw, dense_db, labels, params, grads, m, v, stats;
+      dprobs, dense_dw, dense_db, labels, params, grads, m, v, stats, totals;
   std::vector<int32_t> indices;
   std::unique_ptr<ResidentImages> resident;
 };
@@ -86,8 +89,8 @@ struct Op {
   std::function<void(Backend&, Tensors&)> run;
   std::function<double(int64_t batch)> flops;  // floating-point operations
   std::function<double(int64_t batch)> bytes;  // bytes read + bytes written
-  // Distinct bytes touched, where an op updates a tensor in place (default: `bytes`). The copy
-  // ceiling is that of a copy with the same footprint (source + destination).
+  // Distinct bytes touched, where an op updates a tensor in place (default: `bytes`); the memory
+  // ceiling is measured over this many bytes.
   std::function<double(int64_t batch)> footprint = nullptr;
   double footprint_of(int64_t batch) const { return footprint ? footprint(batch) : bytes(batch); }
 };
@@ -118,6 +121,12 @@ std::vector<Op> reference_ops() {
                    be.conv2d_forward(t.conv, t.x.as<float>(), t.conv_w.as<float>(), t.conv_b.as<float>(), t.conv_y.as<float>());
                  },
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
+  ops.push_back({"conv_relu_forward", [](Backend& be, Tensors& t) {
+                   be.conv2d_relu_forward(t.conv, t.x.as<float>(), t.conv_w.as<float>(), t.conv_b.as<float>(),
+                                          t.conv_y.as<float>());
+                 },
+                 [](int64_t b) { return conv_flops(b) + double(b) * kConvOut; },
+                 [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
   ops.push_back({"relu_forward", [](Backend& be, Tensors& t) {
                    be.activation_forward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>());
                  },
@@ -151,6 +160,12 @@ std::vector<Op> reference_ops() {
                  },
                  [](int64_t b) { return 3.0 * double(b) * kPoolOut; },
                  [](int64_t b) { return 4.0 * double(b) * (2 * kConvOut + 2 * kPoolOut); }});
+  ops.push_back({"maxpool_relu_backward", [](Backend& be, Tensors& t) {
+                   be.max_pool_relu_backward(t.pool, t.conv_y.as<float>(), t.pool_y.as<float>(), t.pool_dy.as<float>(),
+                                             t.conv_dy.as<float>());
+                 },
+                 [](int64_t b) { return 3.0 * double(b) * kPoolOut + double(b) * kConvOut; },
+                 [](int64_t b) { return 4.0 * double(b) * (2 * kConvOut + 2 * kPoolOut); }});
   ops.push_back({"relu_backward", [](Backend& be, Tensors& t) {
                    be.activation_backward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>(),
                                           t.conv_dy.as<float>());
@@ -168,6 +183,10 @@ std::vector<Op> reference_ops() {
                    be.conv2d_backward_data(t.conv, t.conv_w.as<float>(), t.conv_dy.as<float>(), t.conv_dx.as<float>());
                  },
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW); }});
+  ops.push_back({"accumulate_stats", [](Backend& be, Tensors& t) {
+                   be.accumulate_stats(t.stats.as<float>(), t.totals.as<float>(), 1);
+                 },
+                 [](int64_t) { return 2.0; }, [](int64_t) { return 4.0 * (kStatCount + 2 * kTotalCount); }});
   ops.push_back({"adam_update", [](Backend& be, Tensors& t) { run_adam(be, t); },
                  [](int64_t) { return 12.0 * double(kReferenceParams); },
                  [](int64_t) { return 28.0 * double(kReferenceParams); },  // read p g m v, write p m v
@@ -175,12 +194,23 @@ std::vector<Op> reference_ops() {
   return ops;
 }
 
-// One replica's step without the all-reduce: every op above except conv_backward_data, in the
-// order Sequential runs them.
+// The ops of one replica's step in the order Sequential runs them (model/training.cpp: the fused
+// conv+ReLU forward, and pooling's backward with ReLU's derivative folded in), without the
+// all-reduce. The other ops above are the unfused forms, and conv_backward_data, which the first
+// layer does not need.
+const char* const kStepOps[] = {"gather_batch",         "conv_relu_forward",     "maxpool_forward",
+                                "dense_forward",        "softmax_crossentropy",  "dense_backward",
+                                "maxpool_relu_backward", "conv_backward_weights", "accumulate_stats",
+                                "adam_update"};
+
+bool in_step(const std::string& name) {
+  return std::find(std::begin(kStepOps), std::end(kStepOps), name) != std::end(kStepOps);
+}
+
 Op step_op(const std::vector<Op>& ops) {
   std::vector<Op> step;
-  for (const Op& op : ops)
-    if (op.name != "conv_backward_data") step.push_back(op);
+  for (const char* name : kStepOps)
+    step.push_back(*std::find_if(ops.begin(), ops.end(), [&](const Op& op) { return op.name == name; }));
   Op whole{"step_ops", nullptr, nullptr, nullptr, nullptr};
   whole.run = [step](Backend& be, Tensors& t) {
     for (const Op& op : step) op.run(be, t);
@@ -217,7 +247,7 @@ void BM_op(benchmark::State& state, const Op& op) {
   for (auto _ : state) op.run(*g_backend, t);
   const double seconds = seconds_since(start) / double(std::max<int64_t>(1, state.iterations()));
   const double gflops = op.flops(batch) / seconds * 1e-9, gbps = op.bytes(batch) / seconds * 1e-9;
-  const double copy_ceiling = copy_traffic_gbps_at(g_ceilings.threads, op.footprint_of(batch));
+  const double copy_ceiling = memory_ceiling_gbps_at(g_ceilings.threads, op.footprint_of(batch));
   const double of_gemm = gflops / g_ceilings.gemm_gflops, of_copy = gbps / copy_ceiling;
   state.counters["GFLOPs"] = gflops;
   state.counters["GBps"] = gbps;
@@ -239,10 +269,10 @@ void print_table() {
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
     return std::max(a.of_gemm, a.of_copy) < std::max(b.of_gemm, b.of_copy);
   });
-  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s; a copy moving the same bytes; large copy %.1f GB/s "
+  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s; memory: copy or in-place update over the op's footprint; large copy %.1f GB/s "
               "read+write), worst first:\n",
               g_ceilings.gemm_gflops, g_ceilings.traffic_gbps());
-  std::printf("%-22s %6s %10s %9s %8s %10s %7s %7s %9s %10s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "copy_GB/s",
+  std::printf("%-22s %6s %10s %9s %8s %10s %7s %7s %9s %10s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "mem_GB/s",
               "%gemm", "%copy", "roofline", "floor_us");
   for (const Row& r : rows) {
     const double roof = std::max(r.of_gemm, r.of_copy);
@@ -255,7 +285,7 @@ void print_table() {
   for (int64_t batch : {int64_t{32}, int64_t{256}}) {
     double ops_us = 0, floor_us = 0, gemm_floor_us = 0, step_us = 0;
     for (const Row& r : g_rows) {
-      if (r.batch != batch || r.op == "conv_backward_data") continue;
+      if (r.batch != batch || (r.op != "step_ops" && !in_step(r.op))) continue;
       if (r.op == "step_ops") step_us = r.us;
       else {
         ops_us += r.us;

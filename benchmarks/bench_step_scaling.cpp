@@ -88,7 +88,7 @@ struct Result {
   Config config;
   double step_s, samples_per_s, allreduce_share, allreduce_alone;
 };
-std::vector<Result> g_results;  // the last run of each config
+std::vector<Result> g_results;  // every run (repetition) of every config
 
 // Seconds of one all-reduce of `count` floats on the strategy's replicas (mean of many, after a
 // warm-up), the way a training step issues it.
@@ -142,22 +142,38 @@ void BM_step(benchmark::State& state, Config c) {
   state.counters["allreduce_share"] = in_all_reduce / step_s;
   state.counters["allreduce_alone"] = alone / step_s;
   state.counters["allreduce_floats"] = double(count);
-  const Result result{c, step_s, double(c.global_batch) / step_s, in_all_reduce / step_s, alone / step_s};
-  auto it = std::find_if(g_results.begin(), g_results.end(), [&](const Result& r) {
-    return r.config.mode == c.mode && r.config.replicas == c.replicas && r.config.global_batch == c.global_batch;
-  });
-  if (it == g_results.end()) g_results.push_back(result);
-  else *it = result;
+  g_results.push_back({c, step_s, double(c.global_batch) / step_s, in_all_reduce / step_s, alone / step_s});
+}
+
+bool same_config(const Config& a, const Config& b) {
+  return a.mode == b.mode && a.replicas == b.replicas && a.threads == b.threads && a.global_batch == b.global_batch;
+}
+
+// The run with the median step time among the repetitions of `c` (Google Benchmark also runs a
+// benchmark once or more to size it; those runs count as repetitions here).
+const Result* median_result(const Config& c) {
+  std::vector<const Result*> runs;
+  for (const Result& r : g_results)
+    if (same_config(r.config, c)) runs.push_back(&r);
+  if (runs.empty()) return nullptr;
+  std::sort(runs.begin(), runs.end(), [](const Result* a, const Result* b) { return a->step_s < b->step_s; });
+  return runs[runs.size() / 2];
 }
 
 void print_table() {
-  if (g_results.empty()) return;
+  std::vector<Result> medians;
+  for (const Result& r : g_results) {
+    const bool seen = std::any_of(medians.begin(), medians.end(), [&](const Result& m) { return same_config(m.config, r.config); });
+    if (!seen) medians.push_back(*median_result(r.config));
+  }
+  if (medians.empty()) return;
+  std::printf("\nMedian over the runs of each configuration:");
   std::printf("\n%-11s %8s %7s %12s %9s %13s %8s %10s %12s %12s\n", "mode", "replicas", "threads", "global_batch",
               "step_ms", "samples/s", "speedup", "efficiency", "allreduce%", "alone%");
-  for (const Result& r : g_results) {
+  for (const Result& r : medians) {
     // Speedup against the 1-replica run of the same mode (and, for same_cores, the same batch).
     const Result* base = nullptr;
-    for (const Result& b : g_results)
+    for (const Result& b : medians)
       if (b.config.mode == r.config.mode && b.config.replicas == 1 &&
           (r.config.mode != "same_cores" || b.config.global_batch == r.config.global_batch))
         base = &b;
@@ -174,7 +190,7 @@ void register_benchmarks(int threads) {
   std::vector<Config> configs;
   for (int replicas : {1, 2, 4}) configs.push_back({"weak", replicas, replicas, 32 * int64_t{replicas}});
   for (int replicas : {1, 2, 4}) configs.push_back({"strong", replicas, replicas, 128});
-  for (int64_t batch : {32, 128})
+  for (int64_t batch : {32, 256})
     for (int replicas : {1, 2}) configs.push_back({"same_cores", replicas, threads, batch});
   for (const Config& c : configs) {
     const std::string name = c.mode + "/replicas:" + std::to_string(c.replicas) + "/threads:" + std::to_string(c.threads) +

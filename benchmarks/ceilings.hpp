@@ -122,32 +122,73 @@ inline const Ceilings& ceilings(int threads) {
   return it->second;
 }
 
-// The memory-traffic rate (bytes read + written per second, GB/s) of a plain parallel copy that
-// moves `traffic_bytes` in all (copies traffic_bytes / 2), measured warm and repeatedly, so its
-// buffers sit in whatever cache level that footprint fits: the copy ceiling for an op that moves
-// the same number of bytes. A batch-32 op's tensors fit in L2, where a copy runs several times
-// faster than the large memcpy of ceilings(). Cached per (threads, size); tens of ms each.
-inline double copy_traffic_gbps_at(int threads, double traffic_bytes) {
+// Rates at a given size, measured warm and repeatedly (until about 64 MiB have moved), so their
+// buffers sit in whatever cache level that size fits: a batch-32 op's tensors fit in L2, where
+// memory runs several times faster than the large memcpy of ceilings(). Cached per (threads,
+// size); tens of milliseconds each. Thread-safe.
+namespace detail {
+template <typename Pass>
+double best_pass_seconds(size_t num_bytes, Pass pass) {
+  const int reps = static_cast<int>(std::clamp<size_t>((size_t{64} << 20) / num_bytes, 5, 5000));
+  for (int r = 0; r < 3; ++r) pass();
+  // The mean of a block of passes (a single small pass is below the clock's resolution), best of 3.
+  double best = 1e30;
+  for (int block = 0; block < 3; ++block) {
+    const auto start = Clock::now();
+    for (int r = 0; r < reps; ++r) pass();
+    best = std::min(best, seconds_since(start) / reps);
+  }
+  return best;
+}
+
+inline double cached(std::map<std::pair<int, size_t>, double>& cache, int threads, size_t num_bytes,
+                     double (*measure)(int, size_t)) {
   static std::mutex mutex;
-  static std::map<std::pair<int, size_t>, double> cache;
-  const size_t num_bytes = std::max<size_t>(4096, static_cast<size_t>(traffic_bytes / 2) / 64 * 64);
   std::lock_guard lock(mutex);
   auto it = cache.find({threads, num_bytes});
-  if (it == cache.end()) {
-    // Repeat until about 64 MiB have been copied, so small copies are timed many times.
-    const int reps = static_cast<int>(std::clamp<size_t>((size_t{64} << 20) / num_bytes, 5, 5000));
-    AlignedFloats src = aligned_floats(num_bytes / sizeof(float) + 1), dst = aligned_floats(num_bytes / sizeof(float) + 1);
-    std::memset(src.get(), 1, num_bytes);
-    std::memset(dst.get(), 0, num_bytes);
+  if (it == cache.end()) it = cache.emplace(std::make_pair(threads, num_bytes), measure(threads, num_bytes)).first;
+  return it->second;
+}
+
+inline size_t round_size(double num_bytes) {
+  return std::max<size_t>(4096, static_cast<size_t>(num_bytes) / 64 * 64);
+}
+}  // namespace detail
+
+// memcpy rate (bytes copied per second, GB/s) of copying `num_bytes` with `threads` threads.
+inline double memcpy_gbps_at(int threads, double num_bytes) {
+  static std::map<std::pair<int, size_t>, double> cache;
+  return detail::cached(cache, threads, detail::round_size(num_bytes), [](int t, size_t n) {
+    AlignedFloats src = aligned_floats(n / sizeof(float) + 1), dst = aligned_floats(n / sizeof(float) + 1);
+    std::memset(src.get(), 1, n);
+    std::memset(dst.get(), 0, n);
     auto* s = reinterpret_cast<const char*>(src.get());
     auto* d = reinterpret_cast<char*>(dst.get());
-    for (int r = 0; r < 3; ++r) time_parallel_copy(threads, s, d, num_bytes);
-    const auto start = Clock::now();
-    for (int r = 0; r < reps; ++r) time_parallel_copy(threads, s, d, num_bytes);
-    const double seconds = seconds_since(start) / reps;
-    it = cache.emplace(std::make_pair(threads, num_bytes), 2.0 * double(num_bytes) / seconds * 1e-9).first;
-  }
-  return it->second;
+    return double(n) / detail::best_pass_seconds(n, [&] { time_parallel_copy(t, s, d, n); }) * 1e-9;
+  });
+}
+
+// Memory traffic (read + written, GB/s) of updating `num_bytes` of floats in place (x = x * a + b),
+// `threads` threads each on its own part: what an element-wise in-place op such as ReLU can reach.
+inline double inplace_traffic_gbps_at(int threads, double num_bytes) {
+  static std::map<std::pair<int, size_t>, double> cache;
+  return detail::cached(cache, threads, detail::round_size(num_bytes), [](int t, size_t n) {
+    const auto count = static_cast<int64_t>(n / sizeof(float));
+    AlignedFloats data = aligned_floats(size_t(count) + 1);
+    float* x = data.get();
+    for (int64_t i = 0; i < count; ++i) x[i] = 1.0f;
+    const auto pass = [&] {
+#pragma omp parallel for num_threads(t) schedule(static)
+      for (int64_t i = 0; i < count; ++i) x[i] = x[i] * 0.5f + 0.5f;  // stays 1.0: no denormals
+    };
+    return 2.0 * double(n) / detail::best_pass_seconds(n, pass) * 1e-9;
+  });
+}
+
+// The memory ceiling (GB/s of bytes read + written) of an op whose tensors take `footprint_bytes`:
+// the better of a copy over that footprint (source + destination) and an in-place update of it.
+inline double memory_ceiling_gbps_at(int threads, double footprint_bytes) {
+  return std::max(2.0 * memcpy_gbps_at(threads, footprint_bytes / 2), inplace_traffic_gbps_at(threads, footprint_bytes));
 }
 
 }  // namespace mirror::bench

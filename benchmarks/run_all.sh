@@ -24,11 +24,13 @@ run() {  # run NAME ARGS...: NAME.json and NAME.txt in $out
   "$bin/$name" "$@" --benchmark_out="$out/$name.json" --benchmark_out_format=json | tee "$out/$name.txt"
 }
 
+{ git -C "$root" rev-parse HEAD; git -C "$root" status --short -- . ':!benchmarks'; } > "$out/commit.txt"
 run bench_ceilings
 run bench_kernels --benchmark_min_time=0.5
 run bench_collectives --benchmark_min_time=0.2
-run bench_step_scaling --benchmark_repetitions=3 --benchmark_report_aggregates_only=false
+run bench_step_scaling --benchmark_repetitions=5 --benchmark_enable_random_interleaving=true
 python3 "$root/benchmarks/plot_scaling.py" "$out/bench_step_scaling.json" "$out/step_scaling.svg" \
   | tee "$out/step_scaling_plot.txt"
 run bench_epoch
-git -C "$root" rev-parse HEAD > "$out/commit.txt"
+# What was measured: the commit, and any uncommitted change in the tree that was built.
+{ git -C "$root" rev-parse HEAD; git -C "$root" status --short -- . ':!benchmarks'; } > "$out/commit.txt"
