@@ -14,26 +14,26 @@ HostCommunicator::HostCommunicator(int size)
   MIRROR_REQUIRE(size >= 1, InvalidArgument, "a communicator needs at least one rank, got ", size);
 }
 
+void HostCommunicator::throw_aborted() {
+  std::lock_guard lock(abort_mutex_);
+  throw CollectiveError(abort_reason_);
+}
+
 void HostCommunicator::arrive_and_wait(int rank, const char* op, int64_t seq) {
-  std::unique_lock lock(mutex_);
-  if (aborted_) throw CollectiveError(abort_reason_);
-  const uint64_t generation = generation_;
-  if (++waiting_ == size_) {
-    waiting_ = 0;
-    ++generation_;
-    arrived_.notify_all();
+  if (aborted_.load()) throw_aborted();
+  // Read before arriving: the generation cannot advance until this rank has arrived.
+  const uint64_t generation = generation_.current();
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == size_) {
+    arrived_.store(0, std::memory_order_relaxed);
+    generation_.advance();
     return;
   }
-  const bool done = arrived_.wait_for(lock, timeout(), [&] { return generation_ != generation || aborted_; });
-  if (aborted_) throw CollectiveError(abort_reason_);
-  if (!done) {
-    const int arrived = waiting_;
-    aborted_ = true;
-    abort_reason_ = str(op, " #", seq, " timed out after ", timeout().count(), " ms on rank ", rank, ": ", arrived,
-                        " of ", size_, " ranks arrived (a replica is stuck or issued collectives in another order)");
-    arrived_.notify_all();
-    throw CollectiveError(abort_reason_);
-  }
+  const bool met = generation_.wait(generation, [&] { return aborted_.load(); }, Generation::Clock::now() + timeout());
+  if (met) return;
+  if (aborted_.load()) throw_aborted();
+  abort(str(op, " #", seq, " timed out after ", timeout().count(), " ms on rank ", rank, ": ", arrived_.load(), " of ",
+            size_, " ranks arrived (a replica is stuck or issued collectives in another order)"));
+  throw_aborted();
 }
 
 void HostCommunicator::check_same_count(const char* op, int64_t seq) {
@@ -83,11 +83,13 @@ void HostCommunicator::barrier(int rank) {
 }
 
 void HostCommunicator::abort(const std::string& reason) {
-  std::lock_guard lock(mutex_);
-  if (aborted_) return;
-  aborted_ = true;
-  abort_reason_ = reason;
-  arrived_.notify_all();
+  {
+    std::lock_guard lock(abort_mutex_);
+    if (aborted_.load()) return;
+    abort_reason_ = reason;
+    aborted_.store(true);
+  }
+  generation_.wake_all();
 }
 
 }  // namespace mirror

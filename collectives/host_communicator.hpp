@@ -3,13 +3,14 @@
 // with bitwise-identical values whatever the thread timing.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "collectives/communicator.hpp"
+#include "engine/sync.hpp"
 
 namespace mirror {
 
@@ -29,14 +30,14 @@ class HostCommunicator final : public Communicator {
   // Waits until all ranks reach this point; `op` and `seq` name the collective in errors.
   void arrive_and_wait(int rank, const char* op, int64_t seq);
   void check_same_count(const char* op, int64_t seq);
+  [[noreturn]] void throw_aborted();
 
   const int size_;
-  std::mutex mutex_;
-  std::condition_variable arrived_;
-  int waiting_ = 0;
-  uint64_t generation_ = 0;
-  bool aborted_ = false;
-  std::string abort_reason_;
+  std::atomic<int> arrived_{0};      // ranks at the current meeting point
+  Generation generation_;            // advanced by the last rank to arrive
+  std::atomic<bool> aborted_{false};
+  std::mutex abort_mutex_;
+  std::string abort_reason_;         // guarded by abort_mutex_; set once
   std::vector<float*> buffers_;        // per rank, published for the current collective
   std::vector<size_t> counts_;         // per rank
   std::vector<int64_t> sequence_;      // per rank: collectives issued so far

@@ -12,11 +12,8 @@ ReplicaWorkers::ReplicaWorkers(int count, std::function<void(int)> init, std::fu
 }
 
 ReplicaWorkers::~ReplicaWorkers() {
-  {
-    std::lock_guard lock(mutex_);
-    stopping_ = true;
-  }
-  work_ready_.notify_all();
+  stopping_.store(true);
+  started_.advance();
   for (auto& t : threads_) t.join();
 }
 
@@ -29,40 +26,32 @@ void ReplicaWorkers::loop(int index) {
   }
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int)>* job = nullptr;
-    {
-      std::unique_lock lock(mutex_);
-      work_ready_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-      job = job_;
-    }
+    started_.wait(seen, [] { return false; }, Generation::Clock::time_point::max());
+    seen = started_.current();
+    if (stopping_.load()) return;
     std::exception_ptr error = init_error;
     if (!error) {
       try {
-        (*job)(index);
+        (*job_)(index);
       } catch (...) {
         error = std::current_exception();
       }
     }
     if (error && on_failure_) on_failure_();
-    std::lock_guard lock(mutex_);
     errors_[static_cast<size_t>(index)] = error;
-    if (--remaining_ == 0) work_done_.notify_all();
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) finished_.advance();
   }
 }
 
 void ReplicaWorkers::run(const std::function<void(int)>& job) {
-  {
-    std::unique_lock lock(mutex_);
-    job_ = &job;
-    remaining_ = count();
-    for (auto& e : errors_) e = nullptr;
-    ++generation_;
-    work_ready_.notify_all();
-    work_done_.wait(lock, [&] { return remaining_ == 0; });
-    job_ = nullptr;
-  }
+  for (auto& e : errors_) e = nullptr;
+  job_ = &job;
+  remaining_.store(count());
+  const uint64_t finished = finished_.current();
+  started_.advance();
+  finished_.wait(finished, [] { return false; }, Generation::Clock::time_point::max());
+  job_ = nullptr;
+
   std::exception_ptr first, root;
   for (auto& e : errors_) {
     if (!e) continue;

@@ -2,13 +2,14 @@
 // waits for all of them; no step ever creates a thread.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "engine/sync.hpp"
 
 namespace mirror {
 
@@ -33,13 +34,12 @@ class ReplicaWorkers {
 
   std::function<void(int)> init_;
   std::function<void()> on_failure_;
-  std::mutex mutex_;
-  std::condition_variable work_ready_, work_done_;
-  const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int remaining_ = 0;
-  bool stopping_ = false;
-  std::vector<std::exception_ptr> errors_;
+  const std::function<void(int)>* job_ = nullptr;  // published by started_.advance()
+  Generation started_;                // advanced when a job (or the stop) is posted
+  Generation finished_;               // advanced by the last thread to finish a job
+  std::atomic<int> remaining_{0};
+  std::atomic<bool> stopping_{false};
+  std::vector<std::exception_ptr> errors_;  // one slot per thread, written by that thread
   std::vector<std::thread> threads_;
 };
 
