@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iostream>
 #include <memory>
@@ -121,12 +122,21 @@ class Sequential {
   void forward(int replica, int64_t rows);
   void backward(int replica, int64_t rows, bool fused_softmax);
   void reset_totals();
+  // `iteration` counts optimizer steps since compile(); `step` counts this epoch's batches.
   void train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows,
-                  int64_t step, bool read_totals);
+                  int64_t iteration, int64_t step, bool read_totals);
   void evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t step,
                      bool read_totals);
   void run_epoch(const ImageSet& train, const FitOptions& options, int epoch, EpochLog& log);
   void verify_replicas(int epoch, int64_t step);
+  // One step's work on one replica: (replica, its share of the batch, global rows, step, read the totals).
+  using ReplicaStep = std::function<void(int, std::span<const int32_t>, int64_t, int64_t, bool)>;
+  // Called on the host after the totals were read: (step, samples so far).
+  using AfterRead = std::function<void(int64_t, int64_t)>;
+  // Runs `steps` batches of `order` on every replica, reading the device's totals at least every
+  // 100 ms and after the last step (or after every step). Returns the number of samples.
+  int64_t run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, bool read_every_step,
+                      const ReplicaStep& replica_step, const AfterRead& after_read);
 
   std::string name_;
   std::vector<LayerPtr> layers_;

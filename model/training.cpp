@@ -147,7 +147,7 @@ void Sequential::reset_totals() {
 }
 
 void Sequential::train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows,
-                            int64_t step, bool read_totals) {
+                            int64_t iteration, int64_t step, bool read_totals) {
   ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
   const auto rows = static_cast<int64_t>(indices.size());
@@ -167,9 +167,32 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer for the
   // rest of the epoch, without the host having to look at every step.
   b.accumulate_stats(stats, s.totals.as<float>(), step);
-  optimizer_->apply(b, iterations_, param_count_, s.params.as<float>(), s.grads.as<float>(), s.slots.as<float>(),
+  optimizer_->apply(b, iteration, param_count_, s.params.as<float>(), s.grads.as<float>(), s.slots.as<float>(),
                     s.totals.as<float>());
   if (replica == 0 && read_totals) b.download(s.totals.data(), s.host_totals, sizeof(s.host_totals));
+}
+
+int64_t Sequential::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, bool read_every_step,
+                                const ReplicaStep& replica_step, const AfterRead& after_read) {
+  reset_totals();
+  int64_t seen = 0;
+  auto last_read = Clock::now();
+  for (int64_t step = 0; step < steps; ++step) {
+    const auto batch = data::batch_indices(order, batch_size, step);
+    const auto rows = static_cast<int64_t>(batch.size());
+    const auto shares = strategy_->split_batch(rows);
+    // The host reads the running totals only now and then (on a GPU each read waits for the step).
+    const bool read = read_every_step || step + 1 == steps || Clock::now() - last_read >= kReadInterval;
+    strategy_->run([&](int r) {
+      const BatchShare& share = shares[static_cast<size_t>(r)];
+      replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), rows, step, read);
+    });
+    seen += rows;
+    if (!read) continue;
+    last_read = Clock::now();
+    after_read(step, seen);
+  }
+  return seen;
 }
 
 void Sequential::verify_replicas(int epoch, int64_t step) {
@@ -188,31 +211,21 @@ void Sequential::run_epoch(const ImageSet& train, const FitOptions& o, int epoch
   if (bar) out << "Epoch " << epoch << '/' << o.epochs << '\n';
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
   const float* totals = replicas_.front()->host_totals;
-  int64_t seen = 0;
-  reset_totals();
   const auto start = Clock::now();
-  auto last_read = start;
-  for (int64_t step = 0; step < steps; ++step) {
-    const auto batch = data::batch_indices(samples, o.batch_size, step);
-    const auto rows = static_cast<int64_t>(batch.size());
-    const auto shares = strategy_->split_batch(rows);
-    // The host reads the running totals only now and then (on a GPU each read waits for the step).
-    const bool read = step + 1 == steps || o.verify_replicas || Clock::now() - last_read >= kReadInterval;
-    strategy_->run([&](int r) {
-      const BatchShare& share = shares[static_cast<size_t>(r)];
-      train_step(r, train, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), rows,
-                 step, read);
-    });
-    ++iterations_;
-    seen += rows;
-    if (!read) continue;
-    last_read = Clock::now();
-    MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the loss became ", totals[0], " at epoch ", epoch, ", step ",
-                   static_cast<int64_t>(totals[2]) + 1, "/", steps, "; no update was applied from that step on, so the "
-                   "weights are those of the step before. Lower the learning rate or check the input data.");
-    if (o.verify_replicas) verify_replicas(epoch, step + 1);
-    if (bar) progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
-  }
+  const int64_t first_iteration = iterations_;
+  iterations_ += steps;  // every step of the epoch is either applied or, after a NaN, skipped as fit stops
+  const int64_t seen = run_batches(
+      samples, o.batch_size, steps, o.verify_replicas,
+      [&](int r, std::span<const int32_t> share, int64_t rows, int64_t step, bool read) {
+        train_step(r, train, share, rows, first_iteration + step, step, read);
+      },
+      [&](int64_t step, int64_t seen) {
+        MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the loss became ", totals[0], " at epoch ", epoch, ", step ",
+                       static_cast<int64_t>(totals[2]) + 1, "/", steps, "; no update was applied from that step on, so "
+                       "the weights are those of the step before. Lower the learning rate or check the input data.");
+        if (o.verify_replicas) verify_replicas(epoch, step + 1);
+        if (bar) progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
+      });
   const double loss_sum = totals[0], correct = totals[1];
   log.epoch = epoch;
   log.loss = loss_sum / double(seen);
@@ -277,27 +290,19 @@ EvaluateResult Sequential::evaluate(const ImageSet& data, const EvaluateOptions&
   std::ostream& out = out_or_cout(o.out);
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
   const float* totals = replicas_.front()->host_totals;
-  int64_t seen = 0;
-  reset_totals();
   const auto start = Clock::now();
-  auto last_read = start;
-  for (int64_t step = 0; step < steps; ++step) {
-    const auto batch = data::batch_indices(order, o.batch_size, step);
-    const auto shares = strategy_->split_batch(static_cast<int64_t>(batch.size()));
-    const bool read = step + 1 == steps || Clock::now() - last_read >= kReadInterval;
-    strategy_->run([&](int r) {
-      const BatchShare& share = shares[static_cast<size_t>(r)];
-      evaluate_step(r, data, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), step,
-                    read);
-    });
-    seen += static_cast<int64_t>(batch.size());
-    if (!read) continue;
-    last_read = Clock::now();
-    MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
-                   static_cast<int64_t>(totals[2]) + 1, "/", steps, " of the evaluation set",
-                   ": its weights or the data hold NaN or huge values");
-    if (o.verbose >= 1) progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
-  }
+  const int64_t seen = run_batches(
+      order, o.batch_size, steps, false,
+      [&](int r, std::span<const int32_t> share, int64_t, int64_t step, bool read) {
+        evaluate_step(r, data, share, step, read);
+      },
+      [&](int64_t step, int64_t seen) {
+        MIRROR_REQUIRE(totals[2] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
+                       static_cast<int64_t>(totals[2]) + 1, "/", steps,
+                       " of the evaluation set: its weights or the data hold NaN or huge values");
+        if (o.verbose >= 1)
+          progress.update(step + 1, {{"loss", totals[0] / double(seen)}, {"accuracy", totals[1] / double(seen)}});
+      });
   const double loss_sum = totals[0], correct = totals[1];
   EvaluateResult result{loss_sum / double(seen), correct / double(seen), seconds_since(start)};
   if (o.verbose >= 1) progress.finish({{"loss", result.loss}, {"accuracy", result.accuracy}});

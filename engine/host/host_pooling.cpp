@@ -33,14 +33,12 @@ void pool_pixel(const PoolGeometry& g, const float* x, float* y) {
   }
 }
 
-// One output pixel's gradient: for channels [c0, c0 + count), dy[c] goes to the first maximum of
-// the window in row-major order (a strict comparison keeps the first), added into dx because
-// windows may overlap. Two branch-free passes over the window (find, then add where the window
-// position matches) vectorise along the channels, where a scatter would not.
-void unpool_pixel(const PoolGeometry& g, const float* x, const float* dy, float* dx, int64_t c0, int64_t count) {
+// For channels [c0, c0 + count) of the window whose top-left input pixel is `x`: the maximum and
+// its position in row-major window order (a strict comparison keeps the first). Branch-free, so it
+// vectorises along the channels.
+void find_window_max(const PoolGeometry& g, const float* x, int64_t c0, int64_t count, float* best,
+                     int32_t* best_position) {
   const int64_t row_stride = g.in_w * g.channels;
-  float best[kChannelBlock];
-  int32_t best_position[kChannelBlock];
   for (int64_t c = 0; c < count; ++c) {
     best[c] = x[c0 + c];
     best_position[c] = 0;
@@ -56,7 +54,18 @@ void unpool_pixel(const PoolGeometry& g, const float* x, const float* dy, float*
       }
     }
   }
-  position = 0;
+}
+
+// One output pixel's gradient: for channels [c0, c0 + count), dy[c] goes to the first maximum of
+// the window in row-major order (a strict comparison keeps the first), added into dx because
+// windows may overlap. Two branch-free passes over the window (find, then add where the window
+// position matches) vectorise along the channels, where a scatter would not.
+void unpool_pixel(const PoolGeometry& g, const float* x, const float* dy, float* dx, int64_t c0, int64_t count) {
+  const int64_t row_stride = g.in_w * g.channels;
+  float best[kChannelBlock];
+  int32_t best_position[kChannelBlock];
+  find_window_max(g, x, c0, count, best, best_position);
+  int32_t position = 0;
   for (int64_t i = 0; i < g.pool_h; ++i) {
     for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
       float* out = dx + i * row_stride + j * g.channels + c0;
@@ -87,23 +96,9 @@ void unpool_pixel_direct(const PoolGeometry& g, const float* x, const float* dy,
   const int64_t row_stride = g.in_w * g.channels;
   float best[kChannelBlock], grad[kChannelBlock];
   int32_t best_position[kChannelBlock];
-  for (int64_t c = 0; c < count; ++c) {
-    best[c] = x[c0 + c];
-    best_position[c] = 0;
-  }
-  int32_t position = 0;
-  for (int64_t i = 0; i < g.pool_h; ++i) {
-    for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
-      const float* in = x + i * row_stride + j * g.channels + c0;
-      for (int64_t c = 0; c < count; ++c) {
-        const bool greater = in[c] > best[c];
-        best[c] = greater ? in[c] : best[c];
-        best_position[c] = greater ? position : best_position[c];
-      }
-    }
-  }
+  find_window_max(g, x, c0, count, best, best_position);
   for (int64_t c = 0; c < count; ++c) grad[c] = (!relu_input || best[c] > 0.0f) ? dy[c0 + c] : 0.0f;
-  position = 0;
+  int32_t position = 0;
   for (int64_t i = 0; i < g.pool_h; ++i) {
     for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
       float* out = dx + i * row_stride + j * g.channels + c0;
