@@ -9,9 +9,8 @@
 // it, and since the host all-reduce ends in a barrier, rank 0's end is everybody's end. Google
 // Benchmark's Time column is per iteration; the time_us counter is per all-reduce.
 //
-// The NCCL variant (every visible GPU, one rank per GPU) is added here when the CUDA communicator
-// can be constructed from a benchmark (collectives/nccl_communicator.hpp in a CUDA build with a GPU
-// present); this build measures the host communicator only.
+// This program measures the host communicator only. The NCCL all-reduce over every visible GPU,
+// reported the same way, is BM_GpuAllReduce in bench_gpu.cpp (CUDA builds; skipped without a GPU).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -30,6 +29,14 @@ namespace {
 int g_threads = 2;         // --threads: cores shared by the ranks
 double g_copy_gbps = 0.0;  // memcpy ceiling with g_threads threads
 bool g_any_wrong = false;  // makes the exit status 1, so CI notices a wrong result
+
+struct Row {
+  int ranks;
+  size_t num_bytes;
+  double time_us, algbw, busbw, memcpy_gbps;
+  int64_t wrong;
+};
+std::vector<Row> g_rows;  // the last run of each (ranks, size)
 
 // Element i of rank r starts as (r + 1) + (i % 7): never zero, and different along the buffer so a
 // slice written to the wrong place is caught. After one all-reduce over n ranks every element is
@@ -106,9 +113,27 @@ void BM_all_reduce(benchmark::State& state) {
   state.counters["busbw_of_memcpy"] = busbw / memcpy_gbps;
   state.counters["busbw_of_large_memcpy"] = busbw / g_copy_gbps;
   state.counters["wrong"] = double(wrong);
+  const Row row{ranks, num_bytes, time_s * 1e6, algbw, busbw, memcpy_gbps, wrong};
+  auto it = std::find_if(g_rows.begin(), g_rows.end(),
+                         [&](const Row& r) { return r.ranks == ranks && r.num_bytes == num_bytes; });
+  if (it == g_rows.end()) g_rows.push_back(row);
+  else *it = row;
   if (wrong) {
     g_any_wrong = true;
     state.SkipWithError("all-reduce gave wrong values (see the wrong counter)");
+  }
+}
+
+// nccl-tests' table: one line per (ranks, size).
+void print_table() {
+  if (g_rows.empty()) return;
+  std::printf("\n%5s %12s %10s %12s %9s %9s %11s %8s %7s\n", "ranks", "size(B)", "count", "time(us)", "algbw",
+              "busbw", "memcpy", "bus/cpy", "#wrong");
+  std::printf("%5s %12s %10s %12s %9s %9s %11s %8s %7s\n", "", "", "(float)", "", "(GB/s)", "(GB/s)", "(GB/s)", "", "");
+  for (const Row& r : g_rows) {
+    std::printf("%5d %12zu %10zu %12.1f %9.2f %9.2f %11.2f %7.0f%% %7lld\n", r.ranks, r.num_bytes,
+                r.num_bytes / sizeof(float), r.time_us, r.algbw, r.busbw, r.memcpy_gbps,
+                r.memcpy_gbps > 0 ? 100 * r.busbw / r.memcpy_gbps : 0.0, static_cast<long long>(r.wrong));
   }
 }
 
@@ -138,6 +163,7 @@ int main(int argc, char** argv) {
   g_copy_gbps = announce_ceilings(g_threads).copy_gbps;
   register_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
+  print_table();
   benchmark::Shutdown();
   return g_any_wrong ? 1 : 0;
 }

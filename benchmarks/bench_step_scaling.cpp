@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "benchmarks/bench_util.hpp"
@@ -86,6 +87,7 @@ struct Config {
 
 struct Result {
   Config config;
+  int64_t iterations;
   double step_s, samples_per_s, allreduce_share, allreduce_alone;
 };
 std::vector<Result> g_results;  // every run (repetition) of every config
@@ -142,19 +144,23 @@ void BM_step(benchmark::State& state, Config c) {
   state.counters["allreduce_share"] = in_all_reduce / step_s;
   state.counters["allreduce_alone"] = alone / step_s;
   state.counters["allreduce_floats"] = double(count);
-  g_results.push_back({c, step_s, double(c.global_batch) / step_s, in_all_reduce / step_s, alone / step_s});
+  g_results.push_back({c, static_cast<int64_t>(state.iterations()), step_s, double(c.global_batch) / step_s,
+                       in_all_reduce / step_s, alone / step_s});
 }
 
 bool same_config(const Config& a, const Config& b) {
   return a.mode == b.mode && a.replicas == b.replicas && a.threads == b.threads && a.global_batch == b.global_batch;
 }
 
-// The run with the median step time among the repetitions of `c` (Google Benchmark also runs a
-// benchmark once or more to size it; those runs count as repetitions here).
+// The run with the median step time among the repetitions of `c`. Google Benchmark first runs a
+// benchmark with fewer iterations to size it; only the runs with the most iterations count.
 const Result* median_result(const Config& c) {
+  int64_t most = 0;
+  for (const Result& r : g_results)
+    if (same_config(r.config, c)) most = std::max(most, r.iterations);
   std::vector<const Result*> runs;
   for (const Result& r : g_results)
-    if (same_config(r.config, c)) runs.push_back(&r);
+    if (same_config(r.config, c) && r.iterations == most) runs.push_back(&r);
   if (runs.empty()) return nullptr;
   std::sort(runs.begin(), runs.end(), [](const Result* a, const Result* b) { return a->step_s < b->step_s; });
   return runs[runs.size() / 2];
@@ -167,6 +173,13 @@ void print_table() {
     if (!seen) medians.push_back(*median_result(r.config));
   }
   if (medians.empty()) return;
+  std::stable_sort(medians.begin(), medians.end(), [](const Result& a, const Result& b) {
+    const auto key = [](const Result& r) {
+      return std::make_tuple(r.config.mode == "weak" ? 0 : r.config.mode == "strong" ? 1 : 2, r.config.global_batch,
+                             r.config.replicas);
+    };
+    return key(a) < key(b);
+  });
   std::printf("\nMedian over the runs of each configuration:");
   std::printf("\n%-11s %8s %7s %12s %9s %13s %8s %10s %12s %12s\n", "mode", "replicas", "threads", "global_batch",
               "step_ms", "samples/s", "speedup", "efficiency", "allreduce%", "alone%");

@@ -5,7 +5,8 @@
 # Usage: benchmarks/run_all.sh [BUILD_DIR (default build)] [OUT_DIR (default benchmarks/results)]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/${1:-build}/benchmarks"
+build="$root/${1:-build}"
+bin="$build/benchmarks"
 out="${2:-$root/benchmarks/results}"
 mkdir -p "$out"
 
@@ -24,6 +25,7 @@ run() {  # run NAME ARGS...: NAME.json and NAME.txt in $out
   "$bin/$name" "$@" --benchmark_out="$out/$name.json" --benchmark_out_format=json | tee "$out/$name.txt"
 }
 
+meson compile -C "$build" >/dev/null  # measure what the tree holds now
 { git -C "$root" rev-parse HEAD; git -C "$root" status --short -- . ':!benchmarks'; } > "$out/commit.txt"
 run bench_ceilings
 run bench_kernels --benchmark_min_time=0.5

@@ -16,4 +16,7 @@ quick=(--benchmark_min_time=0.01)
   --benchmark_out="$out/scaling.json" --benchmark_out_format=json
 python3 "$root/benchmarks/plot_scaling.py" "$out/scaling.json" "$out/scaling.svg"
 "$bin/bench_epoch" --train-samples 640 --epochs 1
+if [[ -x "$bin/bench_gpu" ]]; then  # CUDA builds; each case skips, saying why, without a GPU
+  "$bin/bench_gpu" "${quick[@]}"
+fi
 echo "benchmark smoke run: every program ran"
