@@ -79,13 +79,19 @@ def svg(series, cores, context):
         pts = " ".join(f"{x(r):.1f},{y(min(r, cores)):.1f}" for r in range(1, max_r + 1))
         out.append(f'<polyline points="{pts}" fill="none" stroke="#999" stroke-dasharray="2 3"/>')
         legend.append((f"{cores} cores", "#999", "2 3"))
-    for mode, pts in series.items():
+    top_at = {}  # replicas -> the highest speedup of any series there
+    for pts in series.values():
+        for r, s, _ in pts:
+            top_at[r] = max(top_at.get(r, 0.0), s)
+    for mode, pts in sorted(series.items()):
         colour = COLOURS[mode]
         out.append(f'<polyline points="{" ".join(f"{x(r):.1f},{y(s):.1f}" for r, s, _ in pts)}" fill="none" '
                    f'stroke="{colour}" stroke-width="2"/>')
         for r, s, _ in pts:
             out.append(f'<circle cx="{x(r):.1f}" cy="{y(s):.1f}" r="4" fill="{colour}"/>')
-            out.append(f'<text x="{x(r) + 6:.1f}" y="{y(s) - 6:.1f}" fill="{colour}">{s:.2f}</text>')
+            if r > 1:  # every series is 1.00 at one replica; the top one is labelled above, others below
+                dy = -8 if s >= top_at[r] else 16
+                out.append(f'<text x="{x(r) + 6:.1f}" y="{y(s) + dy:.1f}" fill="{colour}">{s:.2f}</text>')
         legend.append((f"{mode} scaling", colour, ""))
     for i, (label, colour, dash) in enumerate(legend):
         ly = top + 10 + 20 * i
