@@ -118,7 +118,8 @@ std::vector<Op> reference_ops() {
                  [](int64_t b) { return double(b) * kIn; },  // one divide per pixel
                  [](int64_t b) { return double(b) * (kIn * (1 + 4) + 4 + 4 + 4); }});
   ops.push_back({"conv_forward", [](Backend& be, Tensors& t) {
-                   be.conv2d_forward(t.conv, t.x.as<float>(), t.conv_w.as<float>(), t.conv_b.as<float>(), t.conv_y.as<float>());
+                   be.conv2d_forward(t.conv, t.x.as<float>(), t.conv_w.as<float>(), t.conv_b.as<float>(),
+                                     t.conv_y.as<float>());
                  },
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
   ops.push_back({"conv_relu_forward", [](Backend& be, Tensors& t) {
@@ -269,11 +270,11 @@ void print_table() {
   std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
     return std::max(a.of_gemm, a.of_copy) < std::max(b.of_gemm, b.of_copy);
   });
-  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s; memory: copy or in-place update over the op's footprint; large copy %.1f GB/s "
-              "read+write), worst first:\n",
+  std::printf("\nOps against the ceilings (sgemm %.1f GFLOP/s; memory: copy or in-place update over the op's "
+              "footprint; large copy %.1f GB/s read+write), worst first:\n",
               g_ceilings.gemm_gflops, g_ceilings.traffic_gbps());
   std::printf("%-22s %6s %10s %9s %8s %10s %7s %7s %9s %10s\n", "op", "batch", "time_us", "GFLOP/s", "GB/s", "mem_GB/s",
-              "%gemm", "%copy", "roofline", "floor_us");
+              "%gemm", "%mem", "roofline", "floor_us");
   for (const Row& r : rows) {
     const double roof = std::max(r.of_gemm, r.of_copy);
     std::printf("%-22s %6lld %10.1f %9.2f %8.2f %10.1f %6.1f%% %6.1f%% %8.1f%% %10.1f\n", r.op.c_str(),

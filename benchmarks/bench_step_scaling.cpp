@@ -169,7 +169,8 @@ const Result* median_result(const Config& c) {
 void print_table() {
   std::vector<Result> medians;
   for (const Result& r : g_results) {
-    const bool seen = std::any_of(medians.begin(), medians.end(), [&](const Result& m) { return same_config(m.config, r.config); });
+    const bool seen =
+        std::any_of(medians.begin(), medians.end(), [&](const Result& m) { return same_config(m.config, r.config); });
     if (!seen) medians.push_back(*median_result(r.config));
   }
   if (medians.empty()) return;
