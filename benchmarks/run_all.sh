@@ -5,9 +5,10 @@
 # Usage: benchmarks/run_all.sh [BUILD_DIR (default build)] [OUT_DIR (default benchmarks/results)]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-build="$root/${1:-build}"
+cd "$root"  # paths below are relative, so the recorded JSON names no machine's folders
+build="${1:-build}"
 bin="$build/benchmarks"
-out="${2:-$root/benchmarks/results}"
+out="${2:-benchmarks/results}"
 mkdir -p "$out"
 
 wait_for_quiet() {

@@ -146,9 +146,12 @@ def main():
     rows = summarise(records, frameworks)
     print_table(rows, args)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    # Paths are recorded relative to the repository, so a saved result names no machine's folders.
+    settings = {k: os.path.relpath(v, ROOT) if isinstance(v, str) and os.path.isabs(v) else v
+                for k, v in vars(args).items()}
     with open(args.out, "w") as f:
-        json.dump(dict(settings=vars(args), summary=rows, records=records), f, indent=1)
-    print(f"\nAll records: {args.out}")
+        json.dump(dict(settings=settings, summary=rows, records=records), f, indent=1)
+    print(f"\nAll records: {os.path.relpath(args.out, ROOT)}")
 
 
 if __name__ == "__main__":
