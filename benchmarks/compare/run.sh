@@ -26,8 +26,16 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-# ---- the Python environment, pinned ----
+# ---- what a fresh machine lacks: Mirror's build prerequisites, Python's venv module ----
+scripts/setup.sh "$build_dir"
 python=${PYTHON:-python3}
+if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q python3-venv
+fi
+
+# ---- the Python environment, pinned ----
 venv="$root/.venv-compare"
 stamp="$venv/.requirements.sha256"
 want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
@@ -42,7 +50,6 @@ fi
 train_cnn="$root/$build_dir/examples/train_cnn"
 if [[ ! -x "$train_cnn" ]]; then
   echo "Building $train_cnn..."
-  [[ -d "$build_dir" ]] || meson setup "$build_dir"
   meson compile -C "$build_dir" examples/train_cnn
 fi
 
