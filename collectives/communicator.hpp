@@ -23,6 +23,16 @@ class Communicator {
 
   // data = sum over ranks of data, in place. Every rank ends with bitwise-identical values.
   virtual void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") = 0;
+  // Starts all_reduce_sum and may return before it is done, so that a bucket of gradients is
+  // reduced while backward still computes the next. The reduction is ordered after the work the
+  // caller queued on its replica's stream before this call; `data` must not be touched until
+  // wait_all(rank) returns. The default (host) does it at once.
+  virtual void all_reduce_sum_async(int rank, std::span<float> data, const char* what = "all_reduce") {
+    all_reduce_sum(rank, data, what);
+  }
+  // Orders the caller's stream after every all_reduce_sum_async of `rank` and raises their errors.
+  virtual void wait_all(int /*rank*/) {}
+
   // data = root's data on every rank.
   virtual void broadcast(int rank, std::span<float> data, int root = 0) = 0;
   virtual void barrier(int rank) = 0;

@@ -61,6 +61,12 @@ void Sequential::build(const Shape& input) {
   }
   param_count_ = offset;
   stats_offset_ = offset;
+  // Backward runs from the last layer down, and parameters are laid out from the last layer up, so
+  // after layer l every gradient below the first parameter of a lower layer is final.
+  ready_after_.assign(layers_.size(), param_count_);
+  for (size_t l = 0; l < layers_.size(); ++l)
+    for (size_t k = 0; k < l; ++k)
+      if (!layer_params_[k].empty()) ready_after_[l] = std::min(ready_after_[l], layer_params_[k].front().offset);
   built_ = true;
 }
 

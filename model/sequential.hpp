@@ -39,6 +39,9 @@ struct FitOptions {
   const ImageSet* validation_data = nullptr;  // evaluated after each epoch when set
   int64_t steps_per_epoch = 0;      // 0 = every batch of the data set
   bool verify_replicas = false;     // debug: check after every step that all replicas hold identical parameters
+  // Gradients are all-reduced in buckets of this size, each started as soon as backward has
+  // produced it (last layers first), as in PyTorch's DDP (its default: 25 MB).
+  size_t gradient_bucket_bytes = size_t{25} << 20;
 };
 
 struct EpochLog {
@@ -120,7 +123,11 @@ class Sequential {
   void release_resident(const ImageSet& data);
   ResidentImages& resident(int replica, const ImageSet& data);
   void forward(int replica, int64_t rows);
-  void backward(int replica, int64_t rows, bool fused_softmax);
+  // Runs backward; after each layer, starts the all-reduce of every gradient bucket now complete.
+  void backward(int replica, int64_t rows, bool fused_softmax, size_t& next_bucket);
+  // Starts the all-reduce of the buckets in [next_bucket, ready) (the last one may be short when
+  // `ready` is the end of the buffer) and advances next_bucket.
+  void reduce_ready_buckets(int replica, size_t ready, size_t& next_bucket);
   void reset_totals();
   // `iteration` counts optimizer steps since compile(); `step` counts this epoch's batches.
   void train_step(int replica, const ImageSet& data, std::span<const int32_t> indices, int64_t global_rows,
@@ -147,6 +154,8 @@ class Sequential {
   std::vector<std::vector<ParamSlot>> layer_params_;  // per layer, per ParamSpec
   size_t param_count_ = 0;      // padded length of the flat parameter buffer
   size_t stats_offset_ = 0;     // where the step's loss statistics follow the gradients
+  std::vector<size_t> ready_after_;  // per layer: gradients [0, ready_after_[l]) are final after layer l's backward
+  size_t bucket_floats_ = 0;         // gradient bucket size of the current fit()
   int64_t iterations_ = 0;      // optimizer steps applied so far
   uint64_t seed_ = 0;           // weight initialisation seed (used when the model is built late)
   std::vector<std::unique_ptr<ReplicaState>> replicas_;

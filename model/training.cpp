@@ -115,7 +115,18 @@ void Sequential::forward(int replica, int64_t rows) {
   }
 }
 
-void Sequential::backward(int replica, int64_t rows, bool fused_softmax) {
+void Sequential::reduce_ready_buckets(int replica, size_t ready, size_t& next_bucket) {
+  ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
+  const size_t end = param_count_ + kStatCount;
+  while (next_bucket < end && (next_bucket + bucket_floats_ <= ready || ready == end)) {
+    const size_t count = std::min(bucket_floats_, end - next_bucket);
+    strategy_->communicator().all_reduce_sum_async(replica, {s.grads.as<float>() + next_bucket, count},
+                                                   "gradient all_reduce");
+    next_bucket += count;
+  }
+}
+
+void Sequential::backward(int replica, int64_t rows, bool fused_softmax, size_t& next_bucket) {
   ReplicaState& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
   int current = 0;  // s.delta[current] holds dL/d(output of layer l)
@@ -130,6 +141,7 @@ void Sequential::backward(int replica, int64_t rows, bool fused_softmax) {
                                layers_[l - 1]->activation() == Activation::ReLU;
     const LayerArgs args{b, rows, s.param_views[l], s.grad_views[l]};
     layers_[l]->backward(args, s.act[l], s.act[l + 1], s.delta[current].as<float>(), dx, {activation_done, input_is_relu});
+    reduce_ready_buckets(replica, ready_after_[l], next_bucket);
     if (!dx) break;
     activation_done = input_is_relu;
     current = 1 - current;
@@ -152,6 +164,7 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
   Backend& b = strategy_->backend(replica);
   const auto rows = static_cast<int64_t>(indices.size());
   float* stats = s.stats(stats_offset_);
+  size_t next_bucket = 0;  // gradients [0, next_bucket) have their all-reduce started
   if (rows == 0) {
     b.fill(s.grads.as<float>(), param_count_ + kStatCount, 0.0f);  // an empty share adds nothing
   } else {
@@ -161,9 +174,12 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
     const bool fused = layers_.back()->activation() == Activation::Softmax;
     b.sparse_categorical_crossentropy(rows, output_shape()[0], s.act.back(), s.labels.as<int32_t>(),
                                       1.0f / static_cast<float>(global_rows), fused, s.delta[0].as<float>(), stats);
-    backward(replica, rows, fused);
+    backward(replica, rows, fused, next_bucket);
   }
-  strategy_->communicator().all_reduce_sum(replica, {s.grads.as<float>(), param_count_ + kStatCount}, "gradient all_reduce");
+  // The rest (all of it for an empty share): the last bucket holds the loss statistics, so every
+  // replica's optimizer sees the global loss. Every replica issues the same buckets in the same order.
+  reduce_ready_buckets(replica, param_count_ + kStatCount, next_bucket);
+  strategy_->communicator().wait_all(replica);
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer for the
   // rest of the epoch, without the host having to look at every step.
   b.accumulate_stats(stats, s.totals.as<float>(), step);
@@ -250,8 +266,10 @@ History Sequential::fit(const ImageSet& train, const FitOptions& o) {
   MIRROR_REQUIRE(o.steps_per_epoch >= 0, InvalidArgument, "steps_per_epoch must be >= 0 (0 = all), got ", o.steps_per_epoch);
   check_data(train, "training set");
   if (o.validation_data) check_data(*o.validation_data, "validation set");
+  MIRROR_REQUIRE(o.gradient_bucket_bytes >= sizeof(float), InvalidArgument,
+                 "gradient_bucket_bytes must hold at least one float, got ", o.gradient_bucket_bytes);
+  bucket_floats_ = o.gradient_bucket_bytes / sizeof(float);
   reserve_batch(o.batch_size, train.count);
-
   ScopeExit release{[&] { release_resident(train); }};
   History history;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
