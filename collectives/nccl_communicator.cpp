@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <thread>
+#include <utility>
 
 #include "engine/cuda/cuda_backend.hpp"
 #include "engine/cuda/cuda_handles.hpp"
@@ -51,6 +52,8 @@ NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
     Rank& rank = *ranks_[r];
     cuda::DeviceGuard guard(rank.device);
     MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.done, cudaEventDisableTiming));
+    MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.ready, cudaEventDisableTiming));
+    MIRROR_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.comm_stream, cudaStreamNonBlocking));
     rank.barrier_value = backends[r]->allocate(sizeof(float));
     backends[r]->fill(rank.barrier_value.as<float>(), 1, 0.0f);
   }
@@ -70,28 +73,66 @@ NcclCommunicator::~NcclCommunicator() {
       rank->comm = nullptr;
     }
     if (rank->done) cudaEventDestroy(rank->done);
+    if (rank->ready) cudaEventDestroy(rank->ready);
+    if (rank->comm_stream) cudaStreamDestroy(rank->comm_stream);
   }
 }
 
 template <typename Enqueue>
-void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue) {
+void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue, bool async) {
   MIRROR_REQUIRE(rank_index >= 0 && rank_index < size(), InvalidArgument, op, ": rank ", rank_index,
                  " is outside [0, ", size(), ")");
   Rank& rank = *ranks_[static_cast<size_t>(rank_index)];
+  // A blocking collective on the backend stream must not overtake async ones on the
+  // communication stream: NCCL needs every rank's collectives on a communicator in one order.
+  if (!async && rank.pending_op) wait_all(rank_index);
   const uint64_t sequence = ++rank.sequence;
   {
     std::lock_guard lock(rank.mutex);
     if (aborted_ || !rank.comm) fail(rank_index, op, sequence, "the communicator was aborted");
     cuda::DeviceGuard guard(rank.device);
-    const ncclResult_t status = enqueue(rank.comm, rank.stream);
+    cudaStream_t stream = rank.stream;
+    if (async) {
+      MIRROR_CUDA_CHECK(cudaEventRecord(rank.ready, rank.stream));
+      MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.comm_stream, rank.ready, 0));
+      stream = rank.comm_stream;
+    }
+    const ncclResult_t status = enqueue(rank.comm, stream);
     if (status != ncclSuccess) {
       const char* detail = ncclGetLastError(rank.comm);
       fail(rank_index, op, sequence,
            str(ncclGetErrorString(status), detail && *detail ? str(": ", detail) : std::string()));
     }
-    MIRROR_CUDA_CHECK(cudaEventRecord(rank.done, rank.stream));
+    MIRROR_CUDA_CHECK(cudaEventRecord(rank.done, stream));
+  }
+  if (async) {
+    rank.pending_op = op;
+    rank.pending_sequence = sequence;
+    return;
   }
   wait(rank_index, op, sequence);
+}
+
+void NcclCommunicator::all_reduce_sum_async(int rank, std::span<float> data, const char* what) {
+  if (data.empty()) return;
+  run(rank, what, [&](ncclComm_t comm, cudaStream_t stream) {
+    return ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat, ncclSum, comm, stream);
+  }, /*async=*/true);
+}
+
+void NcclCommunicator::wait_all(int rank_index) {
+  MIRROR_REQUIRE(rank_index >= 0 && rank_index < size(), InvalidArgument, "wait_all: rank ", rank_index,
+                 " is outside [0, ", size(), ")");
+  Rank& rank = *ranks_[static_cast<size_t>(rank_index)];
+  if (!rank.pending_op) return;
+  const char* op = std::exchange(rank.pending_op, nullptr);
+  {
+    cuda::DeviceGuard guard(rank.device);
+    // `done` was last recorded after the last async collective: the backend stream continues
+    // only after all of them.
+    MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.stream, rank.done, 0));
+  }
+  wait(rank_index, op, rank.pending_sequence);
 }
 
 void NcclCommunicator::wait(int rank_index, const char* op, uint64_t sequence) {

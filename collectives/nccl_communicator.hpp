@@ -42,6 +42,11 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return static_cast<int>(ranks_.size()); }
   // `data` is device memory of rank's backend.
   void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") override;
+  // Queued on the rank's communication stream after the work already on its backend stream
+  // (an event orders them), so it overlaps what the caller queues next; wait_all joins the
+  // streams again and waits on the host, with the deadline, for every such collective.
+  void all_reduce_sum_async(int rank, std::span<float> data, const char* what = "all_reduce") override;
+  void wait_all(int rank) override;
   void broadcast(int rank, std::span<float> data, int root = 0) override;
   // An all-reduce of one float: returns once every rank has reached it.
   void barrier(int rank) override;
@@ -53,14 +58,20 @@ class NcclCommunicator final : public Communicator {
     cudaStream_t stream = nullptr;
     ncclComm_t comm = nullptr;  // null once aborted or destroyed
     cudaEvent_t done = nullptr;
+    cudaStream_t comm_stream = nullptr;  // all_reduce_sum_async's collectives
+    cudaEvent_t ready = nullptr;         // the backend stream's work before an async collective
+    const char* pending_op = nullptr;    // the last async collective not yet waited for
+    uint64_t pending_sequence = 0;
     uint64_t sequence = 0;      // collectives issued by this rank so far
     DeviceBuffer barrier_value;
     std::mutex mutex;           // guards comm against abort() from another thread
   };
 
   // Checks rank and abort state, takes the next sequence number and queues `enqueue(comm, stream)`.
+  // With `async`, queues on the communication stream and returns; otherwise on the backend stream
+  // and waits.
   template <typename Enqueue>
-  void run(int rank, const char* op, Enqueue enqueue);
+  void run(int rank, const char* op, Enqueue enqueue, bool async = false);
   // Polls until rank's last collective is done; throws CollectiveError on error, abort or timeout.
   void wait(int rank, const char* op, uint64_t sequence);
   // ncclCommGetAsyncError of rank's communicator (ncclSuccess once it is gone).
