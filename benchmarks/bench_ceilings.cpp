@@ -41,15 +41,9 @@ void BM_sgemm(benchmark::State& state) {
 void BM_memcpy(benchmark::State& state) {
   const auto num_bytes = static_cast<size_t>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
-  AlignedFloats src = aligned_floats(num_bytes / sizeof(float)), dst = aligned_floats(num_bytes / sizeof(float));
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t i = 0; i < int64_t(num_bytes / sizeof(float)); ++i) {
-    src[size_t(i)] = float(i & 255);
-    dst[size_t(i)] = 0.0f;
-  }
-  auto* s = reinterpret_cast<const char*>(src.get());
-  auto* d = reinterpret_cast<char*>(dst.get());
-  time_parallel_copy(threads, s, d, num_bytes);
+  const CopyBuffers buffers = make_copy_buffers(threads, num_bytes);
+  const char* s = buffers.from();
+  char* d = buffers.to();
   double best = 1e30;
   for (auto _ : state) {
     const double seconds = time_parallel_copy(threads, s, d, num_bytes);

@@ -68,28 +68,7 @@ inline const Ceilings& announce_ceilings(int threads) {
   return c;
 }
 
-// `count` h x w x 1 images with labels in [0, classes); a few pixels depend on the label, so
-// training on them behaves like training on real data (the loss goes down, nothing overflows).
-inline ImageSet synthetic_images(int64_t count, int64_t h = 28, int64_t w = 28, int32_t classes = 10) {
-  ImageSet set;
-  set.count = count;
-  set.height = h;
-  set.width = w;
-  set.channels = 1;
-  set.pixels.resize(static_cast<size_t>(count * h * w));
-  set.labels.resize(static_cast<size_t>(count));
-  uint64_t state = 0x9E3779B97F4A7C15ull;
-  for (int64_t i = 0; i < count; ++i) {
-    const auto label = static_cast<int32_t>(i % classes);
-    set.labels[static_cast<size_t>(i)] = label;
-    for (int64_t p = 0; p < h * w; ++p) {
-      state = state * 6364136223846793005ull + 1442695040888963407ull;  // LCG noise
-      const auto noise = static_cast<uint8_t>(state >> 57);             // [0, 128)
-      set.pixels[static_cast<size_t>(i * h * w + p)] = static_cast<uint8_t>(noise + ((p % classes) == label ? 127 : 0));
-    }
-  }
-  return set;
-}
+using data::synthetic_images;
 
 // The reference job's model: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(10,
 // softmax), 54,410 parameters.

@@ -80,17 +80,29 @@ inline double time_parallel_copy(int threads, const char* src, char* dst, size_t
 
 // Best memcpy rate (bytes copied per second, in GB/s = 1e9 B/s) over `reps` copies of a buffer
 // far larger than the caches. A copy moves twice that through memory (read + write).
-inline double measure_copy_gbps(int threads, size_t num_bytes, int reps) {
-  AlignedFloats src = aligned_floats(num_bytes / sizeof(float)), dst = aligned_floats(num_bytes / sizeof(float));
-  // First touch by the threads that will copy, then one warm-up copy.
+// Source and destination of a timed copy, first touched by the threads that will copy them and
+// copied once to warm up.
+struct CopyBuffers {
+  AlignedFloats src, dst;
+  const char* from() const { return reinterpret_cast<const char*>(src.get()); }
+  char* to() const { return reinterpret_cast<char*>(dst.get()); }
+};
+
+inline CopyBuffers make_copy_buffers(int threads, size_t num_bytes) {
+  CopyBuffers b{aligned_floats(num_bytes / sizeof(float)), aligned_floats(num_bytes / sizeof(float))};
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t i = 0; i < int64_t(num_bytes / sizeof(float)); ++i) {
-    src[size_t(i)] = float(i & 255);
-    dst[size_t(i)] = 0.0f;
+    b.src[size_t(i)] = float(i & 255);
+    b.dst[size_t(i)] = 0.0f;
   }
-  auto* s = reinterpret_cast<const char*>(src.get());
-  auto* d = reinterpret_cast<char*>(dst.get());
-  time_parallel_copy(threads, s, d, num_bytes);
+  time_parallel_copy(threads, b.from(), b.to(), num_bytes);
+  return b;
+}
+
+inline double measure_copy_gbps(int threads, size_t num_bytes, int reps) {
+  const CopyBuffers buffers = make_copy_buffers(threads, num_bytes);
+  const char* s = buffers.from();
+  char* d = buffers.to();
   double best = 1e30;
   for (int r = 0; r < reps; ++r) best = std::min(best, time_parallel_copy(threads, s, d, num_bytes));
   return double(num_bytes) / best * 1e-9;
