@@ -18,9 +18,9 @@ class Optimizer {
   // Extra buffers of the parameters' size that the optimizer keeps (Adam: m and v).
   virtual int slot_count() const = 0;
   // Applies update number `iteration` (0-based) to `count` parameters. `slots` holds slot_count()
-  // consecutive buffers of `count` floats. Skipped when stats[0] (the step's loss) is not finite.
+  // consecutive buffers of `count` floats. Skipped when guard[0] (the running loss total) is not finite.
   virtual void apply(Backend& backend, int64_t iteration, size_t count, float* params, const float* grads,
-                     float* slots, const float* stats) const = 0;
+                     float* slots, const float* guard) const = 0;
 };
 
 using OptimizerPtr = std::shared_ptr<Optimizer>;

@@ -20,14 +20,14 @@ class AdamOptimizer final : public Optimizer {
   int slot_count() const override { return 2; }
 
   void apply(Backend& backend, int64_t iteration, size_t count, float* params, const float* grads, float* slots,
-             const float* stats) const override {
+             const float* guard) const override {
     // Keras 3: alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t), t = iteration + 1 (in double, so
     // the correction stays exact over long runs).
     const double t = static_cast<double>(iteration + 1);
     const double alpha = o_.learning_rate * std::sqrt(1.0 - std::pow(double{o_.beta_2}, t)) /
                          (1.0 - std::pow(double{o_.beta_1}, t));
     const AdamStep step{static_cast<float>(alpha), o_.beta_1, o_.beta_2, o_.epsilon};
-    backend.adam_update(count, step, stats, params, grads, slots, slots + count);
+    backend.adam_update(count, step, guard, params, grads, slots, slots + count);
   }
 
  private:
@@ -45,8 +45,8 @@ class SGDOptimizer final : public Optimizer {
   int slot_count() const override { return o_.momentum > 0 ? 1 : 0; }
 
   void apply(Backend& backend, int64_t, size_t count, float* params, const float* grads, float* slots,
-             const float* stats) const override {
-    backend.sgd_update(count, {o_.learning_rate, o_.momentum}, stats, params, grads, o_.momentum > 0 ? slots : nullptr);
+             const float* guard) const override {
+    backend.sgd_update(count, {o_.learning_rate, o_.momentum}, guard, params, grads, o_.momentum > 0 ? slots : nullptr);
   }
 
  private:

@@ -1,56 +1,67 @@
-// Conv2D: convolution + bias + activation on the replica's backend.
+// Conv2D: convolution + optional bias + activation on the replica's backend.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/activation_util.hpp"
 
 namespace mirror {
 namespace {
 
 class Conv2DLayer final : public Layer {
  public:
-  Conv2DLayer(int64_t filters, std::array<int64_t, 2> kernel, Activation act, std::optional<Shape> input,
-              std::array<int64_t, 2> strides)
-      : Layer(std::move(input)), filters_(filters), kernel_(kernel), strides_(strides), activation_(act) {
+  Conv2DLayer(int64_t filters, layers::Size2 kernel, const layers::Conv2DOptions& o)
+      : Layer(o.input_shape, o.name), filters_(filters), kernel_(kernel), options_(o) {
     MIRROR_REQUIRE(filters > 0, InvalidArgument, "Conv2D needs filters > 0, got ", filters);
     MIRROR_REQUIRE(kernel[0] > 0 && kernel[1] > 0, InvalidArgument, "Conv2D kernel size must be positive");
-    MIRROR_REQUIRE(strides[0] > 0 && strides[1] > 0, InvalidArgument, "Conv2D strides must be positive");
+    MIRROR_REQUIRE(o.strides[0] > 0 && o.strides[1] > 0, InvalidArgument, "Conv2D strides must be positive");
   }
 
   std::string type() const override { return "Conv2D"; }
   std::string default_name() const override { return "conv2d"; }
-  Activation activation() const override { return activation_; }
+  Activation activation() const override { return options_.activation; }
 
-  Shape build(const Shape& in) override {
-    MIRROR_REQUIRE(in.rank() == 3, InvalidArgument, "layer '", name(), "' (Conv2D) expects inputs of shape (height, width, channels), got ", in);
-    MIRROR_REQUIRE(in[0] >= kernel_[0] && in[1] >= kernel_[1], InvalidArgument, "layer '", name(), "' (Conv2D): a ",
-                   kernel_[0], "x", kernel_[1], " kernel does not fit an input of ", in);
-    geometry_ = {0, in[0], in[1], in[2], filters_, kernel_[0], kernel_[1], strides_[0], strides_[1]};
-    const Shape out{geometry_.out_h(), geometry_.out_w(), filters_};
-    set_shapes(in, out);
-    return out;
-  }
-
-  std::vector<ParamSpec> param_specs() const override {
+  std::vector<VariableSpec> variables() const override {
     const int64_t taps = kernel_[0] * kernel_[1];
-    return {{"kernel", Shape{kernel_[0], kernel_[1], geometry_.in_c, filters_}, Initializer::GlorotUniform,
-             taps * geometry_.in_c, taps * filters_},
-            {"bias", Shape{filters_}, Initializer::Zeros, 0, 0}};
+    std::vector<VariableSpec> v{{"kernel", Shape{kernel_[0], kernel_[1], geometry_.in_c, filters_},
+                                 options_.kernel_initializer, true, taps * geometry_.in_c, taps * filters_}};
+    if (options_.use_bias) v.push_back({"bias", Shape{filters_}, Initializer::Zeros, true, 0, 0});
+    return v;
   }
 
-  void forward(const LayerArgs& a, const float* x, float* y) override {
-    const ConvGeometry g = with_batch(a.rows);
-    if (activation_ == Activation::ReLU) {
-      a.backend.conv2d_relu_forward(g, x, a.params[0], a.params[1], y);
-    } else {
-      a.backend.conv2d_forward(g, x, a.params[0], a.params[1], y);
-      a.backend.activation_forward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y);
+  size_t scratch_floats(int64_t rows) const override {
+    return static_cast<size_t>(rows) * layer_util::activation_scratch(options_.activation, output_shape().count());
+  }
+
+  void forward(const ForwardArgs& a) override {
+    const ConvGeometry g = with_batch(a.ctx.rows);
+    const float* bias = options_.use_bias ? a.vars[1] : nullptr;
+    if (options_.activation == Activation::ReLU) {
+      a.ctx.backend.conv2d_relu_forward(g, a.inputs[0], a.vars[0], bias, a.output);
+      return;
     }
+    float* pre = layer_util::pre_activation(options_.activation, a.output, a.scratch);
+    a.ctx.backend.conv2d_forward(g, a.inputs[0], a.vars[0], bias, pre);
+    layer_util::activation_forward(a.ctx, options_.activation, a.ctx.rows * g.out_h() * g.out_w(), filters_, pre, a.output);
   }
 
-  void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
-    const ConvGeometry g = with_batch(a.rows);
-    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y, dy);
-    a.backend.conv2d_backward_weights(g, x, dy, a.grads[0], a.grads[1]);
-    if (dx) a.backend.conv2d_backward_data(g, a.params[0], dy, dx);
+  void backward(const BackwardArgs& a) override {
+    const ConvGeometry g = with_batch(a.ctx.rows);
+    layer_util::activation_backward(a, options_.activation, a.ctx.rows * g.out_h() * g.out_w(), filters_);
+    a.ctx.backend.conv2d_backward_weights(g, a.inputs[0], a.dy, a.grads[0], options_.use_bias ? a.grads[1] : nullptr);
+    if (a.dx[0]) a.ctx.backend.conv2d_backward_data(g, a.vars[0], a.dy, a.dx[0]);
+  }
+
+ protected:
+  Shape compute_output_shape(std::span<const Shape> inputs) override {
+    const Shape& in = inputs[0];
+    MIRROR_REQUIRE(in.rank() == 3, InvalidArgument, "layer '", name(), "' (Conv2D) expects inputs of shape (height, width, channels), got ", in);
+    const PadPair ph = padding_for(options_.padding, in[0], kernel_[0], options_.strides[0]);
+    const PadPair pw = padding_for(options_.padding, in[1], kernel_[1], options_.strides[1]);
+    MIRROR_REQUIRE(in[0] + ph.before + ph.after >= kernel_[0] && in[1] + pw.before + pw.after >= kernel_[1], InvalidArgument,
+                   "layer '", name(), "' (Conv2D): a ", kernel_[0], "x", kernel_[1], " kernel does not fit an input of ", in,
+                   " with \"valid\" padding");
+    geometry_ = {0, in[0], in[1], in[2], filters_, kernel_[0], kernel_[1], options_.strides[0], options_.strides[1],
+                 ph.before, pw.before, ph.after, pw.after};
+    return Shape{geometry_.out_h(), geometry_.out_w(), filters_};
   }
 
  private:
@@ -61,16 +72,20 @@ class Conv2DLayer final : public Layer {
   }
 
   int64_t filters_;
-  std::array<int64_t, 2> kernel_, strides_;
-  Activation activation_;
+  layers::Size2 kernel_;
+  layers::Conv2DOptions options_;
   ConvGeometry geometry_;
 };
 
 }  // namespace
 
-LayerPtr layers::Conv2D(int64_t filters, std::array<int64_t, 2> kernel_size, Activation activation,
-                        std::optional<Shape> input_shape, std::array<int64_t, 2> strides) {
-  return std::make_shared<Conv2DLayer>(filters, kernel_size, activation, std::move(input_shape), strides);
+LayerPtr layers::Conv2D(int64_t filters, Size2 kernel_size, const Conv2DOptions& options) {
+  return std::make_shared<Conv2DLayer>(filters, kernel_size, options);
+}
+
+LayerPtr layers::Conv2D(int64_t filters, Size2 kernel_size, mirror::Activation activation, std::optional<Shape> input_shape,
+                        Size2 strides) {
+  return Conv2D(filters, kernel_size, {.strides = strides, .activation = activation, .input_shape = std::move(input_shape)});
 }
 
 }  // namespace mirror

@@ -1,0 +1,140 @@
+// Model: graph, naming, compile, weights (see model.hpp). The loops are the Trainer's.
+#include "model/model.hpp"
+
+#include <map>
+#include <set>
+
+#include "engine/error.hpp"
+#include "model/plan.hpp"
+#include "model/runtime.hpp"
+#include "model/trainer.hpp"
+
+namespace mirror {
+
+double EpochLog::get(const std::string& name) const {
+  for (const auto& [key, value] : values)
+    if (key == name) return value;
+  throw InvalidArgument(str("epoch ", epoch, " has no value named '", name, "'"));
+}
+
+Model::Model(std::string name) : name_(std::move(name)) {}
+
+Model::Model(const Tensor& input, const Tensor& output, std::string name) : name_(std::move(name)) {
+  set_graph(input, output);
+}
+
+Model::~Model() = default;
+
+void Model::set_graph(const Tensor& input, const Tensor& output) {
+  MIRROR_REQUIRE(input.valid() && output.valid(), InvalidArgument, "a model needs an input and an output tensor");
+  const std::vector<LayerPtr> layers = ordered_layers(input, output);
+  std::map<std::string, int> used;
+  std::set<std::string> names;
+  for (const LayerPtr& layer : layers) {
+    if (layer->name().empty()) {
+      const int n = used[layer->default_name()]++;
+      layer->set_name(n ? str(layer->default_name(), "_", n) : layer->default_name());
+    }
+    MIRROR_REQUIRE(names.insert(layer->name()).second, InvalidArgument, "two layers of the model are named '",
+                   layer->name(), "': layer names must be unique (they name the variables in saved files)");
+  }
+  input_ = input;
+  output_ = output;
+}
+
+void Model::build_from_data(const Shape&) {}
+
+void Model::require_built(const char* what) const {
+  MIRROR_REQUIRE(built(), InvalidArgument, "the model is not built yet, so it has no ", what,
+                 ": give the first layer an input_shape or call fit()");
+}
+
+Shape Model::input_shape() const {
+  require_built("input shape");
+  return input_.shape();
+}
+
+Shape Model::output_shape() const {
+  require_built("output shape");
+  return output_.shape();
+}
+
+std::vector<LayerPtr> Model::layers() const { return built() ? ordered_layers(input_, output_) : std::vector<LayerPtr>{}; }
+
+void Model::compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss, std::vector<Metric> metrics, uint64_t seed) {
+  MIRROR_REQUIRE(optimizer != nullptr, InvalidArgument, "compile() needs an optimizer, e.g. optimizers::Adam()");
+  std::vector<float> kept;
+  const bool keep = runtime_ != nullptr;
+  if (keep) kept = runtime_->get_weights(0);
+  runtime_.reset();  // before the strategy it lives on may change
+  strategy_ = &strategy;
+  optimizer_ = std::move(optimizer);
+  loss_ = std::move(loss);
+  metrics_ = std::move(metrics);
+  seed_ = seed;
+  if (!built()) build_declared();
+  if (built()) make_runtime(keep ? &kept : nullptr);
+}
+
+void Model::make_runtime(const std::vector<float>* weights) {
+  const Shape out = output_.shape();
+  loss_.check_output(out);
+  std::vector<Metric> resolved;
+  std::set<std::string> names{"loss"};
+  for (const Metric& m : metrics_) {
+    resolved.push_back(m.resolved_for(out[0]));
+    MIRROR_REQUIRE(names.insert(m.name()).second, InvalidArgument, "metric '", m.name(), "' is given twice");
+  }
+  runtime_ = std::make_unique<ModelRuntime>(make_plan(input_, output_, loss_), *strategy_, optimizer_, loss_,
+                                            std::move(resolved), seed_);
+  if (weights) runtime_->set_weights(*weights);
+}
+
+ModelRuntime& Model::runtime(const ImageSet* data, const char* what) {
+  MIRROR_REQUIRE(strategy_ != nullptr, InvalidArgument, "call compile() before ", what, "()");
+  if (!built() && data) build_from_data(data->sample_shape());
+  require_built("variables");
+  if (!runtime_) make_runtime(nullptr);
+  return *runtime_;
+}
+
+History Model::fit(const ImageSet& train, const FitOptions& options) {
+  return Trainer(runtime(&train, "fit")).fit(train, options);
+}
+
+EvaluateResult Model::evaluate(const ImageSet& data, const EvaluateOptions& options) {
+  return Trainer(runtime(&data, "evaluate")).evaluate(data, options);
+}
+
+std::vector<float> Model::predict(const ImageSet& data, int64_t batch_size) {
+  return Trainer(runtime(&data, "predict")).predict(data, batch_size);
+}
+
+std::vector<float> Model::get_weights(int replica) { return runtime(nullptr, "get_weights").get_weights(replica); }
+
+void Model::set_weights(std::span<const float> weights) { runtime(nullptr, "set_weights").set_weights(weights); }
+
+bool Model::replicas_identical() { return runtime(nullptr, "replicas_identical").replicas_identical(); }
+
+std::vector<VariableInfo> Model::variables() const {
+  std::vector<VariableInfo> result;
+  for (const LayerPtr& layer : layers()) {
+    if (!layer->built()) continue;  // an unbuilt Sequential has no variables yet
+    for (const VariableSpec& v : layer->variables()) result.push_back({layer->name() + "/" + v.name, v.shape, v.trainable});
+  }
+  return result;
+}
+
+int64_t Model::count_params() const {
+  int64_t n = 0;
+  for (const VariableInfo& v : variables()) n += v.shape.count();
+  return n;
+}
+
+int64_t Model::count_trainable_params() const {
+  int64_t n = 0;
+  for (const VariableInfo& v : variables()) n += v.trainable ? v.shape.count() : 0;
+  return n;
+}
+
+}  // namespace mirror

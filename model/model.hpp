@@ -1,0 +1,160 @@
+// Model: a graph of layers from one input to one output, trained through a Strategy with Keras's
+// API and defaults. Build it with the functional API (graph.hpp) or as a Sequential stack.
+//
+//   Tensor x = Input(Shape{28, 28, 1});
+//   Tensor y = layers::Conv2D(32, {3, 3}, Activation::ReLU)(x);
+//   y = layers::Dense(10, Activation::Softmax)(layers::Flatten()(layers::MaxPooling2D()(y)));
+//   Model model(x, y);
+//   model.compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()});
+//   History history = model.fit(data.train, {.epochs = 2, .batch_size = 32});
+//
+// Each replica of the strategy holds its own copy of every variable and optimizer slot in flat
+// buffers; the strategy must outlive the model.
+#pragma once
+
+#include <cstdint>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/data/dataset.hpp"
+#include "model/graph.hpp"
+#include "model/losses.hpp"
+#include "model/optimizer.hpp"
+#include "strategy/strategy.hpp"
+
+namespace mirror {
+
+class ModelRuntime;
+
+struct FitOptions {
+  int epochs = 1;
+  int64_t batch_size = 32;          // global batch, split across the replicas
+  bool shuffle = true;              // a new seeded permutation every epoch
+  uint64_t seed = 0;                // shuffling (and dropout) seed
+  int verbose = 1;                  // 0 silent; 1 progress bar (in place on a terminal); 2 one line per epoch
+  std::ostream* out = nullptr;      // progress output (nullptr = std::cout)
+  const ImageSet* validation_data = nullptr;  // evaluated after each epoch when set
+  int64_t steps_per_epoch = 0;      // 0 = every batch of the data set
+  bool verify_replicas = false;     // debug: check after every step that all replicas hold identical variables
+  // Gradients are all-reduced in buckets of this size, each started as soon as backward has
+  // produced it (last layers first), as in PyTorch's DDP (its default: 25 MB).
+  size_t gradient_bucket_bytes = size_t{25} << 20;
+};
+
+// Named values in the order Keras reports them: "loss", then each metric by name (then "val_...").
+using MetricValues = std::vector<std::pair<std::string, double>>;
+
+struct EpochLog {
+  int epoch = 0;                    // 1-based
+  double loss = 0, accuracy = 0;    // means over the epoch's samples ("accuracy": 0 when not compiled with it)
+  double seconds = 0, samples_per_second = 0;
+  std::optional<double> val_loss, val_accuracy;
+  MetricValues values;              // every metric by its Keras name, with the val_ ones
+  // The value named `name` ("loss", "accuracy", "val_loss", ...); throws InvalidArgument if absent.
+  double get(const std::string& name) const;
+};
+
+struct History {
+  std::vector<EpochLog> epochs;
+};
+
+struct EvaluateOptions {
+  int64_t batch_size = 32;
+  int verbose = 1;
+  std::ostream* out = nullptr;
+};
+
+struct EvaluateResult {
+  double loss = 0, accuracy = 0;
+  double seconds = 0;
+  MetricValues values;  // "loss" and every metric by name
+};
+
+// A variable as get_weights() orders them: Keras's path ("conv2d/kernel"), shape, trainable or not.
+struct VariableInfo {
+  std::string path;
+  Shape shape;
+  bool trainable = true;
+};
+
+class Model {
+ public:
+  Model(const Tensor& input, const Tensor& output, std::string name = "functional");
+  virtual ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Binds the model to `strategy`, creates every replica's variables from `seed` on replica 0 and
+  // broadcasts them. Compiling again (another optimizer, loss or strategy) keeps the weights, as
+  // Keras does; the optimizer starts afresh. A model whose input shape is unknown until it sees
+  // data (a Sequential without input_shape) creates its variables at the first fit().
+  void compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss = {}, std::vector<Metric> metrics = {},
+               uint64_t seed = 0);
+
+  // Trains on `train`. Throws InvalidArgument for a batch size or epoch count that makes no sense,
+  // DataError for labels the loss cannot take or images of the wrong shape (in the training or the
+  // validation set, before any step), and NumericalError when the loss becomes NaN or infinite
+  // (naming the epoch and step; that step's update is not applied, so the variables are those of
+  // the last good step).
+  History fit(const ImageSet& train, const FitOptions& options = {});
+  // The loss and every metric over `data`, in inference mode.
+  EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});
+  // The model's outputs for every sample of `data` (labels are not read): count * output size
+  // floats, row-major.
+  std::vector<float> predict(const ImageSet& data, int64_t batch_size = 32);
+
+  // Keras-style table of layers, output shapes and parameter counts.
+  void summary(std::ostream& out = std::cout) const;
+  int64_t count_params() const;            // every variable's elements, trainable or not (Keras)
+  int64_t count_trainable_params() const;
+
+  // Replica `replica`'s variables in Keras's get_weights() order, flattened.
+  std::vector<float> get_weights(int replica = 0);
+  // Sets every replica's variables (same order as get_weights()).
+  void set_weights(std::span<const float> weights);
+  // get_weights()'s order: each variable's path, shape and kind.
+  std::vector<VariableInfo> variables() const;
+  // True when every replica holds bitwise-identical variables.
+  bool replicas_identical();
+
+  // The layers in the order their nodes run (an input has none).
+  virtual std::vector<LayerPtr> layers() const;
+  bool built() const { return input_.valid(); }
+  Shape input_shape() const;
+  Shape output_shape() const;
+  const std::string& name() const { return name_; }
+
+ protected:
+  explicit Model(std::string name);
+  // Fixes the graph (a Sequential does so once it knows its input shape). Names unnamed layers
+  // Keras's way: conv2d, conv2d_1, ... in the order they run.
+  void set_graph(const Tensor& input, const Tensor& output);
+  // Builds the graph when the input shape is known without data (compile calls it).
+  virtual void build_declared() {}
+  // Called with a data set's sample shape before fit / evaluate / predict on an unbuilt model.
+  virtual void build_from_data(const Shape& sample_shape);
+  // Whether summary() prints a Sequential's table (no input row, no "Connected to" column).
+  virtual bool is_sequential() const { return false; }
+  void require_built(const char* what) const;
+
+ private:
+  // Creates the runtime once the model is built and compiled (keeping `weights` when given).
+  void make_runtime(const std::vector<float>* weights);
+  ModelRuntime& runtime(const ImageSet* data, const char* what);
+
+  std::string name_;
+  Tensor input_, output_;
+  Strategy* strategy_ = nullptr;
+  OptimizerPtr optimizer_;
+  Loss loss_;
+  std::vector<Metric> metrics_;
+  uint64_t seed_ = 0;
+  std::unique_ptr<ModelRuntime> runtime_;
+};
+
+}  // namespace mirror

@@ -1,0 +1,45 @@
+// GradientReducer: sums every replica's flat gradient buffer across the replicas in buckets, each
+// bucket's all-reduce started as soon as backward has finished writing it, so the reduction of
+// the last layers' gradients overlaps the backward pass of the first ones (PyTorch DDP's reducer).
+// The model lays its gradients out so that backward completes the buffer front to back and says
+// how far it has got; the reducer decides where buckets start and end and issues the collectives.
+//
+// Who waits for what: mark_ready() only starts all-reduces (on GPUs they run on a communication
+// stream, ordered after the work already on the replica's stream); finish() orders the replica's
+// stream after all of them, so the optimizer queued next sees the sums. Each replica calls these
+// from its own worker thread; replicas never share state here.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <vector>
+
+#include "strategy/replica_context.hpp"
+
+namespace mirror {
+
+class GradientReducer {
+ public:
+  // Buffers of `count` floats on every replica, reduced in buckets of `bucket_floats` (> 0).
+  GradientReducer(size_t count, size_t bucket_floats, int num_replicas);
+
+  size_t count() const { return count_; }
+  size_t bucket_floats() const { return bucket_floats_; }
+
+  // Starts a new step on replica `ctx.replica()`.
+  void begin(const ReplicaContext& ctx);
+  // Gradients [0, ready) of `grads` are final: starts the all-reduce of every bucket they complete.
+  void mark_ready(const ReplicaContext& ctx, float* grads, size_t ready);
+  // Starts every bucket not yet started, all-reduces `extra` (e.g. the step's loss and metric sums)
+  // with them, and waits for all of them.
+  void finish(const ReplicaContext& ctx, float* grads, std::span<float> extra);
+
+ private:
+  void start_buckets(const ReplicaContext& ctx, float* grads, size_t ready);
+
+  size_t count_;
+  size_t bucket_floats_;
+  std::vector<size_t> next_;  // per replica: gradients [0, next_) have their all-reduce started
+};
+
+}  // namespace mirror
