@@ -1,14 +1,17 @@
 // Counter-based random numbers (Philox4x32-10, Salmon et al. 2011): a value depends only on
 // (seed, stream, index), never on the order in which values are drawn, so the same seed gives the
-// same weights and shuffles whatever the device or replica count.
+// same weights and shuffles whatever the device or replica count. The draws are MIRROR_HD so a
+// CUDA kernel (dropout) gets exactly the host's numbers.
 #pragma once
 
 #include <array>
 #include <cstdint>
 
+#include "engine/hd.hpp"
+
 namespace mirror::random {
 
-inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_hi, uint64_t counter_lo) {
+MIRROR_HD inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_hi, uint64_t counter_lo) {
   uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
   uint32_t c0 = static_cast<uint32_t>(counter_lo), c1 = static_cast<uint32_t>(counter_lo >> 32);
   uint32_t c2 = static_cast<uint32_t>(counter_hi), c3 = static_cast<uint32_t>(counter_hi >> 32);
@@ -28,17 +31,18 @@ inline std::array<uint32_t, 4> philox4x32(uint64_t key, uint64_t counter_hi, uin
 }
 
 // 64 random bits for element `index` of stream `stream`.
-inline uint64_t bits64(uint64_t seed, uint64_t stream, uint64_t index) {
+MIRROR_HD inline uint64_t bits64(uint64_t seed, uint64_t stream, uint64_t index) {
   const auto r = philox4x32(seed, stream, index);
   return (uint64_t{r[0]} << 32) | r[1];
 }
 
 // Uniform float in [0, 1) with 24 random bits.
-inline float uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+MIRROR_HD inline float uniform(uint64_t seed, uint64_t stream, uint64_t index) {
   return static_cast<float>(bits64(seed, stream, index) >> 40) * (1.0f / 16777216.0f);
 }
 
 // Uniform integer in [0, bound) (Lemire's multiply-shift; bias below 2^-32 for bound < 2^32).
+// Host only: unsigned __int128 has no device counterpart.
 inline uint64_t below(uint64_t seed, uint64_t stream, uint64_t index, uint64_t bound) {
   return static_cast<uint64_t>((static_cast<unsigned __int128>(bits64(seed, stream, index)) * bound) >> 64);
 }

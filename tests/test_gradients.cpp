@@ -194,8 +194,8 @@ TEST_F(Gradients, Relu) {
   for (float& v : z) v += v > 0 ? 0.05f : -0.05f;  // away from the kink at 0
   const Floats r = random_floats(z.size(), rng_);
   Floats y = z, dz = r;
-  backend_->activation_forward(Activation::ReLU, 5, 8, y.data());
-  backend_->activation_backward(Activation::ReLU, 5, 8, y.data(), dz.data());
+  backend_->activation_forward(Activation::ReLU, 5, 8, y.data(), y.data());
+  backend_->activation_backward(Activation::ReLU, 5, 8, nullptr, y.data(), dz.data(), dz.data());
   const Doubles rd = to_doubles(r);
   const Loss loss = [&](const Doubles& v) {
     double sum = 0;
@@ -209,8 +209,8 @@ TEST_F(Gradients, SoftmaxBackward) {
   const int64_t rows = 4, cols = 6;
   const Floats z = random_floats(rows * cols, rng_, -3.0f, 3.0f), r = random_floats(z.size(), rng_);
   Floats y = z, dz = r;
-  backend_->activation_forward(Activation::Softmax, rows, cols, y.data());
-  backend_->activation_backward(Activation::Softmax, rows, cols, y.data(), dz.data());
+  backend_->activation_forward(Activation::Softmax, rows, cols, y.data(), y.data());
+  backend_->activation_backward(Activation::Softmax, rows, cols, nullptr, y.data(), dz.data(), dz.data());
   const Doubles rd = to_doubles(r);
   const Loss loss = [&](const Doubles& v) { return dot(rd, softmax_reference(v, rows, cols)); };
   expect_gradient("softmax dz", dz, finite_difference(loss, to_doubles(z), 1e-5));
@@ -222,8 +222,7 @@ TEST_F(Gradients, CrossEntropyWithRespectToProbabilities) {
   const Floats p = random_floats(rows * classes, rng_, 0.05f, 0.95f);
   const std::vector<int32_t> labels = {0, 3, 1, 1, 2};
   Floats d(p.size(), kNaN), stats = {0.0f, 0.0f};
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, false, d.data(),
-                                            stats.data());
+  backend_->loss({}, rows, classes, p.data(), labels.data(), scale, d.data(), stats.data());
   const Loss loss = [&](const Doubles& v) { return cross_entropy_reference(v, labels, classes, scale); };
   expect_gradient("dloss/dprobs", d, finite_difference(loss, to_doubles(p), 1e-6));
 }
@@ -234,9 +233,9 @@ TEST_F(Gradients, CrossEntropyThroughSoftmax) {
   const Floats z = random_floats(rows * classes, rng_, -3.0f, 3.0f);
   const std::vector<int32_t> labels = {2, 0, 3, 1, 1};
   Floats p = z, d(z.size(), kNaN), stats = {0.0f, 0.0f};
-  backend_->activation_forward(Activation::Softmax, rows, classes, p.data());
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, true, d.data(),
-                                            stats.data());
+  backend_->activation_forward(Activation::Softmax, rows, classes, p.data(), p.data());
+  backend_->loss({.gradient_through_activation = true}, rows, classes, p.data(), labels.data(), scale, d.data(),
+                 stats.data());
   const Loss loss = [&](const Doubles& v) {
     return cross_entropy_reference(softmax_reference(v, rows, classes), labels, classes, scale);
   };

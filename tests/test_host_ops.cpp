@@ -194,11 +194,11 @@ TEST_F(HostOps, DenseMatchesReference) {
 TEST_F(HostOps, ActivationsMatchReference) {
   const int64_t rows = 5, cols = 7;
   const Floats z = random_floats(rows * cols, rng_, -4.0f, 4.0f), dy = random_floats(rows * cols, rng_);
-  Floats y = z;
-  backend_->activation_forward(Activation::Linear, rows, cols, y.data());
+  Floats y(z.size(), kNaN);
+  backend_->activation_forward(Activation::Linear, rows, cols, z.data(), y.data());
   EXPECT_EQ(y, z);
-  Floats d = dy;
-  backend_->activation_backward(Activation::Linear, rows, cols, y.data(), d.data());
+  Floats d(dy.size(), kNaN);
+  backend_->activation_backward(Activation::Linear, rows, cols, nullptr, y.data(), dy.data(), d.data());
   EXPECT_EQ(d, dy);
 
   Doubles relu_ref(z.size()), relu_grad_ref(z.size());
@@ -206,8 +206,9 @@ TEST_F(HostOps, ActivationsMatchReference) {
     relu_ref[i] = z[i] > 0 ? z[i] : 0.0;
     relu_grad_ref[i] = z[i] > 0 ? dy[i] : 0.0;
   }
-  backend_->activation_forward(Activation::ReLU, rows, cols, y.data());
-  backend_->activation_backward(Activation::ReLU, rows, cols, y.data(), d.data());
+  d = dy;
+  backend_->activation_forward(Activation::ReLU, rows, cols, y.data(), y.data());  // in place
+  backend_->activation_backward(Activation::ReLU, rows, cols, nullptr, y.data(), d.data(), d.data());
   expect_close("relu y", y, relu_ref, 0.0, 0.0);
   expect_close("relu dz", d, relu_grad_ref, 0.0, 0.0);
 
@@ -219,10 +220,10 @@ TEST_F(HostOps, ActivationsMatchReference) {
     for (int64_t j = 0; j < cols; ++j) dot += soft_ref[r * cols + j] * dy[r * cols + j];
     for (int64_t j = 0; j < cols; ++j) soft_grad_ref[r * cols + j] = soft_ref[r * cols + j] * (dy[r * cols + j] - dot);
   }
-  y = z;
-  d = dy;
-  backend_->activation_forward(Activation::Softmax, rows, cols, y.data());
-  backend_->activation_backward(Activation::Softmax, rows, cols, y.data(), d.data());
+  y.assign(z.size(), kNaN);
+  d.assign(dy.size(), kNaN);
+  backend_->activation_forward(Activation::Softmax, rows, cols, z.data(), y.data());
+  backend_->activation_backward(Activation::Softmax, rows, cols, nullptr, y.data(), dy.data(), d.data());
   expect_close("softmax y", y, soft_ref, 1e-7, 1e-5);
   expect_close("softmax dz", d, soft_grad_ref, 1e-7, 1e-5);
 }
@@ -234,10 +235,12 @@ TEST_F(HostOps, CrossEntropyAccumulatesLossAndAccuracy) {
   const std::vector<int32_t> labels = {0, 1, 0, 1};
   const float scale = 0.25f;
   const double loss_ref = -std::log(double{0.7f}) - std::log(double{0.3f}) - std::log(1e-7) - std::log(double{0.4f});
+  const MetricSpec accuracy{.kind = MetricKind::SparseCategoricalAccuracy};
   for (bool logits : {false, true}) {
     Floats stats = {1.5f, 2.0f}, d(p.size(), kNaN);
-    backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, logits, d.data(),
-                                              stats.data());
+    const LossSpec spec{.gradient_through_activation = logits};
+    backend_->loss(spec, rows, classes, p.data(), labels.data(), scale, d.data(), stats.data());
+    backend_->metric(accuracy, rows, classes, p.data(), labels.data(), stats.data() + 1);
     EXPECT_NEAR(stats[0], 1.5 + loss_ref, 1e-5 * loss_ref);
     EXPECT_EQ(stats[1], 2.0f + 1.0f);  // row 0 right; row 3's first maximum is class 0, not 1
     Doubles d_ref(p.size(), 0.0);
@@ -250,13 +253,10 @@ TEST_F(HostOps, CrossEntropyAccumulatesLossAndAccuracy) {
     expect_close(logits ? "dlogits" : "dprobs", d, d_ref, 1e-7, 1e-6);
   }
   Floats stats = {0.0f, 0.0f};
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, false, nullptr,
-                                            stats.data());
+  backend_->loss({}, rows, classes, p.data(), labels.data(), scale, nullptr, stats.data());
   EXPECT_NEAR(stats[0], loss_ref, 1e-5 * loss_ref);
   const std::vector<int32_t> bad_labels = {0, 3, 0, 1};
-  EXPECT_THROW(backend_->sparse_categorical_crossentropy(rows, classes, p.data(), bad_labels.data(), scale, false,
-                                                         nullptr, stats.data()),
-               DataError);
+  EXPECT_THROW(backend_->loss({}, rows, classes, p.data(), bad_labels.data(), scale, nullptr, stats.data()), DataError);
 }
 
 TEST_F(HostOps, GatherBatchScalesPixels) {
@@ -286,12 +286,26 @@ TEST_F(HostOps, ZeroRowsDoNothing) {
   const int32_t labels[1] = {0};
   backend_->dense_forward(0, 4, 4, p, p, p, p);
   backend_->dense_backward(0, 4, 4, p, p, p, p, p, p);
-  backend_->activation_forward(Activation::Softmax, 0, 4, p);
-  backend_->activation_backward(Activation::Softmax, 0, 4, p, p);
-  backend_->activation_forward(Activation::ReLU, 0, 4, p);
-  backend_->sparse_categorical_crossentropy(0, 4, p, labels, 1.0f, true, p, stats.data());
+  backend_->activation_forward(Activation::Softmax, 0, 4, p, p);
+  backend_->activation_backward(Activation::Softmax, 0, 4, p, p, p, p);
+  backend_->activation_forward(Activation::ReLU, 0, 4, p, p);
+  backend_->activation_forward(Activation::GELU, 0, 4, p, p);
+  backend_->activation_backward(Activation::SiLU, 0, 4, p, p, p, p);
+  backend_->loss({.gradient_through_activation = true}, 0, 4, p, labels, 1.0f, p, stats.data());
+  backend_->metric({}, 0, 4, p, labels, stats.data());
   backend_->conv2d_forward({0, 5, 5, 1, 2, 3, 3, 1, 1}, p, p, p, p);
+  backend_->conv2d_forward({0, 5, 5, 1, 2, 3, 3, 2, 2, 1, 1, 1, 1}, p, p, nullptr, p);
   backend_->max_pool_forward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->avg_pool_forward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->avg_pool_backward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->global_avg_pool_forward(0, 16, 4, p, p);
+  backend_->global_avg_pool_backward(0, 16, 4, p, p);
+  backend_->batch_norm_forward(0, 4, p, p, p, p, p, p);
+  backend_->batch_norm_backward_data(0, 4, p, p, p, p, p, p, 1.0, p);
+  backend_->dropout_forward({}, 0, 4, p, p);
+  backend_->dropout_backward({}, 0, 4, p, p);
+  backend_->add(0, p, p, p);
+  backend_->copy_columns(0, 4, p, 4, p, 4, true);
   EXPECT_EQ(std::memcmp(buffer.data(), before.data(), buffer.size() * sizeof(float)), 0);
   EXPECT_EQ(stats, (Floats{3.0f, 4.0f}));
 }
@@ -396,21 +410,34 @@ namespace {
 
 TEST(HostTotals, AccumulateStatsStopsAtTheFirstNonFiniteLoss) {
   auto backend = make_host_backend(1);
-  float totals[kTotalCount] = {0.0f, 0.0f, -1.0f};
-  const float good[kStatCount] = {2.5f, 3.0f}, bad[kStatCount] = {NAN, 1.0f};
-  backend->accumulate_stats(good, totals, 0);
-  backend->accumulate_stats(good, totals, 1);
+  float totals[3] = {0.0f, 0.0f, -1.0f};
+  const float good[2] = {2.5f, 3.0f}, bad[2] = {NAN, 1.0f};
+  backend->accumulate_stats(2, good, totals, 0);
+  backend->accumulate_stats(2, good, totals, 1);
   EXPECT_EQ(totals[0], 5.0f);
   EXPECT_EQ(totals[1], 6.0f);
   EXPECT_EQ(totals[2], -1.0f);
-  backend->accumulate_stats(bad, totals, 2);
-  backend->accumulate_stats(good, totals, 3);  // ignored: the epoch already failed
+  backend->accumulate_stats(2, bad, totals, 2);
+  backend->accumulate_stats(2, good, totals, 3);  // ignored: the epoch already failed
   EXPECT_TRUE(std::isnan(totals[0]));
   EXPECT_EQ(totals[2], 2.0f);
   // Given the totals, an optimizer skips every step from the bad one on.
   float param = 1.0f, grad = 1.0f, m = 0.0f, v = 0.0f;
   backend->adam_update(1, {0.1f, 0.9f, 0.999f, 1e-7f}, totals, &param, &grad, &m, &v);
   EXPECT_EQ(param, 1.0f);
+}
+
+TEST(HostTotals, AccumulateStatsTakesAnyWidth) {
+  auto backend = make_host_backend(1);
+  // Four stats (a loss and three metrics): the bad-step marker sits right after them.
+  float totals[5] = {0.0f, 0.0f, 0.0f, 0.0f, -1.0f};
+  const float good[4] = {1.0f, 2.0f, 3.0f, 4.0f}, bad[4] = {INFINITY, 1.0f, 1.0f, 1.0f};
+  backend->accumulate_stats(4, good, totals, 0);
+  backend->accumulate_stats(4, good, totals, 1);
+  EXPECT_EQ((std::vector<float>(totals, totals + 5)), (std::vector<float>{2.0f, 4.0f, 6.0f, 8.0f, -1.0f}));
+  backend->accumulate_stats(4, bad, totals, 7);
+  backend->accumulate_stats(4, good, totals, 8);
+  EXPECT_EQ((std::vector<float>(totals, totals + 5)), (std::vector<float>{INFINITY, 4.0f, 6.0f, 8.0f, 7.0f}));
 }
 
 }  // namespace
