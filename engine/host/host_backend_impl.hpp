@@ -164,6 +164,7 @@ class HostBackend final : public Backend {
  private:
   // The cached primitives for `g` with or without a bias, created on first use (host_convolution.cpp).
   ConvPrimitives& conv_primitives(const ConvGeometry& g, bool has_bias);
+  float* pointwise_scratch(size_t count);
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
   void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
@@ -178,6 +179,8 @@ class HostBackend final : public Backend {
   // A handful of geometries per model, so a linear search beats hashing. Keyed by the geometry
   // (padding included) and ConvPrimitives::has_bias.
   std::vector<std::pair<ConvGeometry, std::unique_ptr<ConvPrimitives>>> conv_cache_;
+  // The subsampled input (or gradient) of a strided 1x1 convolution; grows, then is reused.
+  std::vector<float> pointwise_scratch_;
   // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
   std::vector<double> reduce_scratch_;
 };

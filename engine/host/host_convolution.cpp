@@ -2,6 +2,7 @@
 // with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own advice: describe once per geometry, create once, cache,
 // execute many times. Execution goes through the C API with argument arrays built at creation, so
 // a call allocates nothing.
+#include <algorithm>
 #include <string>
 
 #include "engine/host/host_backend_impl.hpp"
@@ -116,7 +117,46 @@ void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory:
                           {DNNL_ARG_SCRATCHPAD, c.backward_data_scratch.get()}};
 }
 
+// oneDNN 2.6 runs a strided 1x1 convolution through its "reduce to unit stride" path, which
+// writes past its buffers for some channel counts (4 -> 6 channels, stride 2, 8x8: found by
+// valgrind). A strided 1x1 convolution without padding is a unit-stride one over the subsampled
+// input, so the host runs it that way and never takes that path.
+bool strided_pointwise(const ConvGeometry& g) {
+  return g.kernel_h == 1 && g.kernel_w == 1 && (g.stride_h > 1 || g.stride_w > 1) && !g.padded();
+}
+
+// The same convolution on the subsampled input: (batch, out_h, out_w, in_c), stride 1.
+ConvGeometry unit_stride(const ConvGeometry& g) {
+  ConvGeometry u = g;
+  u.in_h = g.out_h();
+  u.in_w = g.out_w();
+  u.stride_h = u.stride_w = 1;
+  return u;
+}
+
+// xs[n, i, j, :] = x[n, i * stride_h, j * stride_w, :], or the reverse into a zeroed x (scatter).
+void resample(const ConvGeometry& g, const float* from, float* to, bool scatter) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), c = g.in_c;
+  if (scatter) std::fill(to, to + g.batch * g.in_h * g.in_w * c, 0.0f);
+  for (int64_t n = 0; n < g.batch; ++n)
+    for (int64_t i = 0; i < out_h; ++i)
+      for (int64_t j = 0; j < out_w; ++j) {
+        const int64_t full = ((n * g.in_h + i * g.stride_h) * g.in_w + j * g.stride_w) * c;
+        const int64_t sub = ((n * out_h + i) * out_w + j) * c;
+        if (scatter) {
+          std::copy(from + sub, from + sub + c, to + full);
+        } else {
+          std::copy(from + full, from + full + c, to + sub);
+        }
+      }
+}
+
 }  // namespace
+
+float* HostBackend::pointwise_scratch(size_t count) {
+  if (pointwise_scratch_.size() < count) pointwise_scratch_.resize(count);
+  return pointwise_scratch_.data();
+}
 
 ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bias) {
   for (auto& [geometry, primitives] : conv_cache_)
@@ -147,9 +187,16 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bia
   return *conv_cache_.back().second;
 }
 
-void HostBackend::run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b,
+void HostBackend::run_conv_forward(const ConvGeometry& given, bool relu, const float* x, const float* w, const float* b,
                                    float* y) {
-  if (g.batch == 0) return;
+  if (given.batch == 0) return;
+  ConvGeometry g = given;
+  if (strided_pointwise(given)) {
+    g = unit_stride(given);
+    float* xs = pointwise_scratch(static_cast<size_t>(g.batch * g.in_h * g.in_w * g.in_c));
+    resample(given, x, xs, false);
+    x = xs;
+  }
   ConvPrimitives& c = conv_primitives(g, b != nullptr);
   const ConvForward& f = relu ? c.forward_relu : c.forward;
   set_handle(c.x, x);
@@ -169,9 +216,16 @@ void HostBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, con
   run_conv_forward(g, true, x, w, b, y);
 }
 
-void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,
+void HostBackend::conv2d_backward_weights(const ConvGeometry& given, const float* x, const float* dy, float* dw,
                                           float* db) {
-  if (g.batch == 0) return;
+  if (given.batch == 0) return;
+  ConvGeometry g = given;
+  if (strided_pointwise(given)) {
+    g = unit_stride(given);
+    float* xs = pointwise_scratch(static_cast<size_t>(g.batch * g.in_h * g.in_w * g.in_c));
+    resample(given, x, xs, false);
+    x = xs;
+  }
   ConvPrimitives& c = conv_primitives(g, db != nullptr);
   set_handle(c.x, x);
   set_handle(c.y, dy);
@@ -182,8 +236,16 @@ void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x,
   MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
 }
 
-void HostBackend::conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) {
-  if (g.batch == 0) return;
+void HostBackend::conv2d_backward_data(const ConvGeometry& given, const float* w, const float* dy, float* dx) {
+  if (given.batch == 0) return;
+  if (strided_pointwise(given)) {
+    const ConvGeometry g = unit_stride(given);
+    float* dxs = pointwise_scratch(static_cast<size_t>(g.batch * g.in_h * g.in_w * g.in_c));
+    conv2d_backward_data(g, w, dy, dxs);
+    resample(given, dxs, dx, true);
+    return;
+  }
+  const ConvGeometry& g = given;
   // Backward-data has no bias: any cached set for this geometry serves (forward made one already).
   ConvPrimitives* found = nullptr;
   for (auto& [geometry, primitives] : conv_cache_)
