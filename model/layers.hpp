@@ -84,6 +84,10 @@ LayerPtr Add(std::string name = "");
 // Joins two or more inputs along the last axis (the other dimensions must agree).
 LayerPtr Concatenate(std::string name = "");
 
+// Zeros around the image: ((top, bottom), (left, right)) pixels (Keras's ZeroPadding2D).
+LayerPtr ZeroPadding2D(std::array<PadPair, 2> padding, std::string name = "");
+LayerPtr ZeroPadding2D(int64_t padding = 1, std::string name = "");
+
 // Flattens (H, W, C) to (H*W*C) in NHWC order, Keras's order, so Dense kernels are interchangeable.
 LayerPtr Flatten(std::optional<Shape> input_shape = std::nullopt);
 // The same data under another per-sample shape; one dimension may be -1 (inferred).

@@ -49,7 +49,7 @@ Tensor residual_block(const Tensor& x, int64_t filters, int64_t stride, bool syn
 // for a step of h to cross.
 std::unique_ptr<Model> small_resnet(bool synchronized, float dropout = 0.0f, Activation act = Activation::ReLU) {
   const Tensor x = Input(Shape{8, 8, 1});
-  Tensor y = layers::Conv2D(4, {3, 3}, {.padding = Padding::Same})(x);
+  Tensor y = layers::Conv2D(4, {3, 3})(layers::ZeroPadding2D(1)(x));  // Keras's "same", spelled out
   y = residual_block(y, 4, 1, synchronized, act);
   y = residual_block(y, 6, 2, synchronized, act == Activation::ReLU ? act : Activation::Tanh);
   y = layers::GlobalAveragePooling2D()(y);
@@ -218,6 +218,22 @@ TEST(Graph, BatchNormUsesBatchMomentsInTrainingAndMovingOnesInInference) {
   const auto all = model->predict(data, 40);
   const auto single = model->predict(data.head(1), 1);
   for (size_t j = 0; j < 5; ++j) EXPECT_NEAR(single[j], all[j], 1e-6);
+}
+
+TEST(Graph, ApplicationsHaveKerasParameterCounts) {
+  // keras.applications.ResNet50(weights=None).summary(): 25,636,712 total, 53,120 non-trainable.
+  const auto resnet50 = applications::ResNet50();
+  EXPECT_EQ(resnet50->count_params(), 25636712);
+  EXPECT_EQ(resnet50->count_params() - resnet50->count_trainable_params(), 53120);
+  EXPECT_EQ(resnet50->output_shape(), (Shape{1000}));
+  const auto vars = resnet50->variables();
+  EXPECT_EQ(vars.front().path, "conv1_conv/kernel");
+  EXPECT_EQ(vars.back().path, "predictions/bias");
+  // ResNet-20: 16-32-64 channels, 3 blocks per stage, projection shortcuts without bias.
+  const auto resnet20 = applications::CifarResNet(20, Shape{28, 28, 1}, 10);
+  EXPECT_EQ(resnet20->output_shape(), (Shape{10}));
+  EXPECT_EQ(resnet20->layers().size(), 72u);  // 3 stem + 9 blocks x 7 + 2 projections x 2 + 2 head
+  EXPECT_THROW(applications::CifarResNet(21), InvalidArgument);
 }
 
 TEST(GraphErrors, BadGraphsAreRefusedWithAMessage) {
