@@ -18,7 +18,7 @@ using namespace mirror;
 namespace {
 
 struct Flags {
-  std::string data = data::kDefaultFashionMnistDir;
+  std::string data = data::default_data_dir().string();
   int epochs = 2;
   int64_t batch_size = 32;
   std::string strategy = "auto";
@@ -36,7 +36,8 @@ struct Flags {
 };
 
 const char* kUsage = R"(usage: train_cnn [flags]
-  --data DIR             MNIST-format IDX files (default /usr/share/datasets/fashion-mnist)
+  --data DIR             MNIST-format IDX files (default $MIRROR_DATA_DIR, else
+                         /usr/share/datasets/fashion-mnist)
   --epochs N             (default 2)
   --batch-size N         global batch size (default 32)
   --strategy S           auto | host | one-device | mirrored (default auto)

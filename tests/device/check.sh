@@ -11,7 +11,8 @@
 #   CHECK_UNTIL=build tests/device/check.sh     # stop after building
 #
 # Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default 450), GPU_ARCHITECTURES
-# (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out).
+# (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out),
+# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -133,6 +134,10 @@ export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CMAKE_PREFIX_PATH="$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PKG_CONFIG_PATH="$prefix/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export PATH="$prefix/usr/bin:$PATH"
+# Every step that reads the data set (tests, train_cnn, benchmarks) finds the unpacked copy here.
+if [[ -z ${MIRROR_DATA_DIR:-} && -d $prefix/usr/share/datasets/fashion-mnist ]]; then
+  export MIRROR_DATA_DIR="$prefix/usr/share/datasets/fashion-mnist"
+fi
 
 # ---- 2. CUDA toolkit and libraries ----
 # Writes DIR/env.sh (CUDA_PATH, PATH, CPATH, LIBRARY_PATH, LD_LIBRARY_PATH) and DIR/lib, links
@@ -221,13 +226,11 @@ if grep -q "no GPU: " "$build/meson-logs/testlog.txt" 2>/dev/null; then
 fi
 
 # ---- 5. training the reference CNN ----
-data=/usr/share/datasets/fashion-mnist
-[[ -d $prefix$data ]] && data=$prefix$data
 train() {  # name flags...
   local name=$1 metrics="$out/$1.json"
   shift
   rm -f "$metrics"
-  if step "$name" 120 "$build/examples/train_cnn" --data "$data" --epochs 1 --verbose 2 --require-gpu \
+  if step "$name" 120 "$build/examples/train_cnn" --epochs 1 --verbose 2 --require-gpu \
       --metrics-json "$metrics" "$@" && [[ -f $metrics ]]; then
     local summary
     summary=$(python3 - "$metrics" <<'PY'
