@@ -8,6 +8,7 @@
 #include "engine/error.hpp"
 #include "engine/gpu_runtime.hpp"
 #include "engine/shape.hpp"
+#include "engine/verbosity.hpp"
 #include "model/layers.hpp"
 #include "model/losses.hpp"
 #include "model/optimizer.hpp"
