@@ -5,12 +5,14 @@
 // to the activations, and the parameters stay in Keras's layout everywhere else.
 //
 // Descriptors and the algorithms of each direction are chosen once per geometry (cudnnFind, the
-// fastest result, deterministic ones first for the backward passes) and cached with the workspace
-// size they need; the workspace and scratch buffers grow only while new geometries appear.
+// fastest result, deterministic ones first for the backward passes; exact FMA math unless TF32 is
+// allowed) and cached with the workspace size they need; the workspace and scratch buffers grow
+// only while new geometries appear. At verbosity 2 each choice is logged once.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/buffer.hpp"
@@ -39,6 +41,13 @@ class CudnnConvolutions {
  private:
   struct Plan;
   Plan& plan_for(const ConvGeometry& g);
+  // Runs `find` (a cudnnFind call). Throws DeviceError when it fails.
+  template <typename Find>
+  void search(const char* direction, const ConvGeometry& g, Find find);
+  // Keeps the usable result of a search, sets its math type on `conv`, logs it at verbosity 2.
+  template <typename Perf>
+  void choose(const char* direction, const ConvGeometry& g, cudnnConvolutionDescriptor_t conv, const Perf* results,
+              int returned, bool prefer_deterministic, std::optional<Perf>& chosen);
   void* workspace(size_t num_bytes);
   float* weight_scratch(size_t count);
 
