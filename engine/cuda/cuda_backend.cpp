@@ -38,7 +38,8 @@ CudaBackend::CudaBackend(const Device& device) : device_(device), pool_(DeviceMe
   MIRROR_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   MIRROR_CUBLAS_CHECK(cublasSetPointerMode(cublas_.get(), CUBLAS_POINTER_MODE_HOST));
   convolutions_ = std::make_unique<CudnnConvolutions>(
-      cudnn_.get(), stream_.get(), [this](size_t num_bytes) { return allocate(num_bytes); }, allow_tf32);
+      cudnn_.get(), stream_.get(), [this](size_t num_bytes) { return allocate(num_bytes); },
+      [this] { pool_.empty_cache(); }, allow_tf32);
   for (auto& event : staging_copied_) event = Event::create();
 }
 

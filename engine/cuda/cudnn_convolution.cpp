@@ -82,6 +82,17 @@ std::string describe(const ConvGeometry& g) {
                                    : "; exact float32 (FMA) was required: MIRROR_ALLOW_TF32=1 admits TF32 ones"));
 }
 
+// cudnnFind allocates its trial buffers with cudaMalloc, outside Mirror's pool. cuDNN 9 names the
+// device and host cases apart; 8 had one code for both.
+bool out_of_memory(cudnnStatus_t status) {
+#if CUDNN_MAJOR >= 9
+  return status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+         status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+#else
+  return status == CUDNN_STATUS_ALLOC_FAILED;
+#endif
+}
+
 const char* algorithm_name(cudnnConvolutionFwdAlgo_t algo) {
   static constexpr const char* kNames[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT",
                                            "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
@@ -124,8 +135,13 @@ struct CudnnConvolutions::Plan {
   std::optional<cudnnConvolutionBwdDataAlgoPerf_t> data;
 };
 
-CudnnConvolutions::CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32)
-    : handle_(handle), stream_(stream), allocate_(std::move(allocate)), allow_tf32_(allow_tf32) {}
+CudnnConvolutions::CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate,
+                                     FreeCache free_cache, bool allow_tf32)
+    : handle_(handle),
+      stream_(stream),
+      allocate_(std::move(allocate)),
+      free_cache_(std::move(free_cache)),
+      allow_tf32_(allow_tf32) {}
 
 CudnnConvolutions::~CudnnConvolutions() = default;
 
@@ -159,13 +175,22 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan_for(const ConvGeometry& g) {
 
 template <typename Find>
 void CudnnConvolutions::search(const char* direction, const ConvGeometry& g, Find find) {
-  const cudnnStatus_t status = find();
+  cudnnStatus_t status = find();
+  if (out_of_memory(status)) {
+    workspace_ = DeviceBuffer();  // back to the pool (in stream order), which frees it with the rest
+    free_cache_();
+    cudaGetLastError();  // the failed cudaMalloc inside cuDNN left its error behind
+    status = find();
+  }
   // A trial that failed inside the search (an algorithm whose workspace did not fit) may leave its
   // error as the thread's last CUDA error; the next launch check would blame it on Mirror's kernel.
   cudaGetLastError();
   if (status != CUDNN_STATUS_SUCCESS)
     throw DeviceError(str("cuDNN's ", direction, " algorithm search failed for ", describe(g), ": ",
-                          cudnnGetErrorString(status), " (", static_cast<int>(status), ")"));
+                          cudnnGetErrorString(status), " (", static_cast<int>(status), ")",
+                          out_of_memory(status) ? "; even after freeing Mirror's cached GPU memory: use a smaller "
+                                                  "batch size or fewer replicas per GPU"
+                                                : ""));
 }
 
 template <typename Perf>

@@ -24,9 +24,13 @@ namespace mirror::cuda {
 class CudnnConvolutions {
  public:
   using Allocate = std::function<DeviceBuffer(size_t num_bytes)>;
+  using FreeCache = std::function<void()>;
 
   // All work is queued on the stream `handle` is bound to; buffers come from `allocate`.
-  CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32);
+  // `free_cache` gives the allocator's cached memory back to the driver: cudnnFind allocates its
+  // trial buffers itself, so when it runs out of memory the cache is freed and the search retried.
+  CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, FreeCache free_cache,
+                    bool allow_tf32);
   ~CudnnConvolutions();
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
@@ -41,7 +45,8 @@ class CudnnConvolutions {
  private:
   struct Plan;
   Plan& plan_for(const ConvGeometry& g);
-  // Runs `find` (a cudnnFind call). Throws DeviceError when it fails.
+  // Runs `find` (a cudnnFind call); on out-of-memory frees this object's workspace and the
+  // allocator's cache and runs it once more. Throws DeviceError when it still fails.
   template <typename Find>
   void search(const char* direction, const ConvGeometry& g, Find find);
   // Keeps the usable result of a search, sets its math type on `conv`, logs it at verbosity 2.
@@ -54,6 +59,7 @@ class CudnnConvolutions {
   cudnnHandle_t handle_;
   cudaStream_t stream_;
   Allocate allocate_;
+  FreeCache free_cache_;
   bool allow_tf32_;
   std::vector<std::unique_ptr<Plan>> plans_;
   DeviceBuffer workspace_;
