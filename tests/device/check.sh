@@ -157,19 +157,70 @@ if [[ -z ${MIRROR_DATA_DIR:-} && -d $prefix/usr/share/datasets/fashion-mnist ]];
 fi
 
 # ---- 2. CUDA toolkit and libraries ----
+# nvcc: on PATH, in /usr/local/cuda, in the newest /usr/local/cuda-X.Y, or from pip (CUDA 13's
+# nvidia-cuda-nvcc wheel puts it in nvidia/cu13/bin; nvidia/cuda_nvcc/bin is the older layout).
+find_nvcc() {  # wheel folders (Python's nvidia package)...
+  local candidates=("$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc) candidate wheel
+  mapfile -t -O "${#candidates[@]}" candidates < <(printf '%s\n' /usr/local/cuda-*/bin/nvcc | sort -V -r)
+  for wheel in "$@"; do
+    mapfile -t -O "${#candidates[@]}" candidates < <(printf '%s\n' "$wheel"/cu[0-9]*/bin/nvcc | sort -V -r)
+    candidates+=("$wheel/cuda_nvcc/bin/nvcc")
+  done
+  for candidate in "${candidates[@]}"; do
+    if [[ -n $candidate && -x $candidate ]]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# "NAME MAJOR" per library linked in DIR: the CUDA major version it was made for, "?" when it
+# cannot tell. cudart's and cuBLAS's own major versions are CUDA's (the file name says it); cuDNN
+# reports the CUDA runtime it was built with; NCCL's version string ends in +cudaX.Y.
+library_cuda_majors() {  # DIR
+  python3 - "$1" <<'PY'
+import ctypes, mmap, os, re, sys
+folder = sys.argv[1]
+def real(name):
+    return os.path.realpath(os.path.join(folder, f"lib{name}.so"))
+def from_file_name(name):
+    m = re.search(r"\.so\.(\d+)", os.path.basename(real(name)))
+    return m and m.group(1)
+def cudnn():
+    return str(ctypes.CDLL(real("cudnn")).cudnnGetCudartVersion() // 1000)
+def nccl():
+    with open(real("nccl"), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        found = re.search(rb"NCCL version [0-9.]+[^+\x00]*\+cuda(\d+)\.", m)
+        return found and found.group(1).decode()
+for name, ask in [("cudart", from_file_name), ("cublas", from_file_name), ("cublasLt", from_file_name),
+                  ("cudnn", lambda _: cudnn()), ("nccl", lambda _: nccl())]:
+    if not os.path.exists(os.path.join(folder, f"lib{name}.so")):
+        continue
+    try:
+        major = ask(name)
+    except Exception:
+        major = None
+    print(name, major or "?")
+PY
+}
+
 # Writes DIR/env.sh (CUDA_PATH, PATH, CPATH, LIBRARY_PATH, LD_LIBRARY_PATH) and DIR/lib, links
-# libX.so -> the versioned library, since pip's wheels ship only libX.so.N.
+# libX.so -> the versioned library, since pip's wheels ship only libX.so.N. Refuses libraries made
+# for another CUDA major version than nvcc's: they fail at link or run time, far from the cause.
 find_cuda() {
   local dir=$1 nvcc cuda_home lib hdr f
   rm -rf "$dir" && mkdir -p "$dir/lib"
-  nvcc=$(command -v nvcc || true)
-  [[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
-  [[ -n $nvcc ]] || { echo "no nvcc: put the CUDA toolkit's bin folder on PATH"; return 1; }
+  local wheels=()
+  mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
+  nvcc=$(find_nvcc "${wheels[@]}") || {
+    echo "no nvcc on PATH, in /usr/local/cuda*/bin or in pip's nvidia-cuda-nvcc: install the CUDA toolkit," \
+      "or put its bin folder on PATH"
+    return 1
+  }
   cuda_home=$(cd "$(dirname "$(readlink -f "$nvcc")")/.." && pwd)
   local roots=("$cuda_home/lib64" "$cuda_home/lib" "$cuda_home/targets/x86_64-linux/lib" /usr/lib/x86_64-linux-gnu)
   local include_roots=("$cuda_home/include" "$cuda_home/targets/x86_64-linux/include" /usr/include)
-  local wheels=()
-  mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
   (( ${#wheels[@]} )) || wheels=(/nonexistent)  # find with no folder would search the working tree
   local libdirs=() incdirs=() missing=()
   for lib in cudart cublas cublasLt cudnn nccl; do
@@ -188,6 +239,21 @@ find_cuda() {
     # /usr/include as -I (CPATH) would break libstdc++'s #include_next: it is searched anyway.
     [[ $(dirname "$f") == /usr/include || " ${incdirs[*]} " == *" $(dirname "$f") "* ]] || incdirs+=("$(dirname "$f")")
   done
+  local toolkit_major name major mixed=()
+  toolkit_major=$("$nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\)\..*/\1/p' | head -n 1)
+  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 2 | head -n 1))"
+  while read -r name major; do
+    if [[ $major == "?" ]]; then echo "lib$name: CUDA version unknown, not checked"; else echo "lib$name is for CUDA $major"; fi
+    [[ $major == "?" || $major == "$toolkit_major" ]] ||
+      mixed+=("lib$name ($(readlink -f "$dir/lib/lib$name.so")) is for CUDA $major")
+  done < <(library_cuda_majors "$dir/lib")
+  if (( ${#mixed[@]} )); then
+    echo "refusing a mix of CUDA major versions: nvcc ($nvcc) is CUDA $toolkit_major, but"
+    printf '  %s\n' "${mixed[@]}"
+    echo "Fix: use the libraries for CUDA $toolkit_major (the toolkit's, or pip's nvidia-*-cu$toolkit_major" \
+      "wheels), or put an nvcc of their CUDA version first on PATH"
+    return 1
+  fi
   local IFS=:
   {
     echo "export CUDA_PATH='$cuda_home'"
@@ -196,12 +262,11 @@ find_cuda() {
     echo "export LIBRARY_PATH='$dir/lib:${libdirs[*]}':\"\$LIBRARY_PATH\""
     echo "export LD_LIBRARY_PATH='${libdirs[*]}':\"\$LD_LIBRARY_PATH\""
   } >"$dir/env.sh"
-  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 2 | head -n 1))"
   command -v c++ >/dev/null || { echo "no C++ compiler (c++) on PATH: nvcc needs one"; return 1; }
   if (( ${#missing[@]} )); then echo "not found: ${missing[*]}"; return 1; fi
 }
-step_fn cuda-libraries find_cuda "$root/.deps/cuda"
-[[ -f $root/.deps/cuda/env.sh ]] && source "$root/.deps/cuda/env.sh"
+if ! step_fn cuda-libraries find_cuda "$root/.deps/cuda"; then finish; fi
+source "$root/.deps/cuda/env.sh"
 
 # ---- 3. Meson ----
 meson_cmd=()
