@@ -8,6 +8,7 @@
 #include "engine/error.hpp"
 #include "engine/gpu_runtime.hpp"
 #include "engine/shape.hpp"
+#include "engine/verbosity.hpp"
 #include "model/applications.hpp"
 #include "model/graph.hpp"
 #include "model/layers.hpp"

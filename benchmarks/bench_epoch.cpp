@@ -3,7 +3,7 @@
 // 32, shuffled every epoch, then evaluate on the 10,000 test images. Reports epoch seconds,
 // training samples/s (fit's own figure, as Keras prints it), evaluation samples/s and the test
 // accuracy, for the host strategy with one replica on every core and with one replica per core.
-// Flags: --data DIR (default Debian's fashion-mnist), --epochs N (default 2), --train-samples N
+// Flags: --data DIR (default $MIRROR_DATA_DIR, else Debian's fashion-mnist), --epochs N (default 2), --train-samples N
 // (default all; a smaller number for a quick run), --threads N.
 #include <benchmark/benchmark.h>
 
@@ -52,7 +52,7 @@ void BM_epoch(benchmark::State& state) {
 int main(int argc, char** argv) {
   using namespace mirror::bench;
   const int threads = take_threads_flag(argc, argv);
-  const std::string dir = take_flag(argc, argv, "--data", mirror::data::kDefaultFashionMnistDir);
+  const std::string dir = take_flag(argc, argv, "--data", mirror::data::default_data_dir().string());
   g_epochs = std::max(1, take_int_flag(argc, argv, "--epochs", 2));
   const int train_samples = take_int_flag(argc, argv, "--train-samples", 0);
   benchmark::Initialize(&argc, argv);

@@ -19,13 +19,52 @@ using Clock = std::chrono::steady_clock;
 // Spin (yielding) this long before sleeping between polls: most collectives finish sooner.
 constexpr auto kSpinTime = std::chrono::microseconds(200);
 constexpr auto kPollInterval = std::chrono::microseconds(50);
+// How long abort_comms() waits for rank threads to come out of NCCL once their abort flags are up.
+constexpr auto kAbortWait = std::chrono::seconds(10);
+
+// ncclCommAbort with `device` current, restoring the caller's device.
+void abort_on_device(ncclComm_t comm, int device) noexcept {
+  int previous = 0;
+  const bool restore = cudaGetDevice(&previous) == cudaSuccess;
+  cudaSetDevice(device);
+  ncclCommAbort(comm);
+  if (restore) cudaSetDevice(previous);
+}
 
 }  // namespace
 
+// The rank's own thread holds one of these around each NCCL call on its communicator. Not granted
+// once abort_comms() has closed the rank, or once an abort has begun: taking kInNccl and then
+// reading aborted_ (both sequentially consistent) pairs with abort() storing aborted_ and then
+// reading the ranks' access, so either the caller sees the abort or the aborter sees the caller.
+class NcclCommunicator::NcclAccess {
+ public:
+  NcclAccess(Rank& rank, const std::atomic<bool>& aborted) : access_(rank.access) {
+    Access expected = Access::kIdle;
+    granted_ = access_.compare_exchange_strong(expected, Access::kInNccl);
+    if (granted_ && aborted.load()) release();
+  }
+  ~NcclAccess() { release(); }
+  NcclAccess(const NcclAccess&) = delete;
+  NcclAccess& operator=(const NcclAccess&) = delete;
+
+  bool granted() const { return granted_; }
+
+ private:
+  void release() {
+    if (granted_) access_.store(Access::kIdle);
+    granted_ = false;
+  }
+
+  std::atomic<Access>& access_;
+  bool granted_ = false;
+};
+
 ncclResult_t NcclCommunicator::async_error(Rank& rank) {
-  std::lock_guard lock(rank.mutex);
+  NcclAccess access(rank, aborted_);
+  if (!access.granted()) return ncclSuccess;  // aborted: wait() reports that itself
   ncclResult_t async = ncclSuccess;
-  if (rank.comm && ncclCommGetAsyncError(rank.comm, &async) != ncclSuccess) return ncclSuccess;
+  if (ncclCommGetAsyncError(rank.comm, &async) != ncclSuccess) return ncclSuccess;
   return async;
 }
 
@@ -60,18 +99,13 @@ NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  // No rank thread calls into NCCL any more (every collective was waited for or failed): an abort
+  // that had to leave a communicator alive for such a thread can finish now.
+  if (aborted_) abort_comms();
   for (auto& rank : ranks_) {
-    std::lock_guard lock(rank->mutex);
     cudaSetDevice(rank->device);
-    if (rank->comm) {
-      // Every collective was waited for, so nothing of NCCL's is pending on the streams.
-      if (aborted_) {
-        ncclCommAbort(rank->comm);
-      } else {
-        ncclCommDestroy(rank->comm);
-      }
-      rank->comm = nullptr;
-    }
+    if (!aborted_ && rank->comm) ncclCommDestroy(rank->comm);
+    rank->comm = nullptr;
     if (rank->done) cudaEventDestroy(rank->done);
     if (rank->ready) cudaEventDestroy(rank->ready);
     if (rank->comm_stream) cudaStreamDestroy(rank->comm_stream);
@@ -87,9 +121,8 @@ void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue, bool
   // communication stream: NCCL needs every rank's collectives on a communicator in one order.
   if (!async && rank.pending_op) wait_all(rank_index);
   const uint64_t sequence = ++rank.sequence;
+  if (aborted_) fail(rank_index, op, sequence, "the communicator was aborted");
   {
-    std::lock_guard lock(rank.mutex);
-    if (aborted_ || !rank.comm) fail(rank_index, op, sequence, "the communicator was aborted");
     cuda::DeviceGuard guard(rank.device);
     cudaStream_t stream = rank.stream;
     if (async) {
@@ -97,12 +130,18 @@ void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue, bool
       MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.comm_stream, rank.ready, 0));
       stream = rank.comm_stream;
     }
-    const ncclResult_t status = enqueue(rank.comm, stream);
-    if (status != ncclSuccess) {
-      const char* detail = ncclGetLastError(rank.comm);
-      fail(rank_index, op, sequence,
-           str(ncclGetErrorString(status), detail && *detail ? str(": ", detail) : std::string()));
+    // The enqueue may block until the peers arrive; abort() can still reach it (see abort_comms()).
+    std::string error;
+    {
+      NcclAccess access(rank, aborted_);
+      if (!access.granted()) {
+        error = "the communicator was aborted";
+      } else if (const ncclResult_t status = enqueue(rank.comm, stream); status != ncclSuccess) {
+        const char* detail = ncclGetLastError(rank.comm);
+        error = str(ncclGetErrorString(status), detail && *detail ? str(": ", detail) : std::string());
+      }
     }
+    if (!error.empty()) fail(rank_index, op, sequence, error);
     MIRROR_CUDA_CHECK(cudaEventRecord(rank.done, stream));
   }
   if (async) {
@@ -190,16 +229,58 @@ void NcclCommunicator::abort(const std::string& reason) {
   abort_comms();
 }
 
+// A rank's thread may be blocked inside an NCCL call (an enqueue waiting for peers that will never
+// come), so abort must not wait for it, and only ncclCommAbort on that rank's own communicator
+// raises the abort flag its wait polls. NCCL allows that call from another thread, but the ranks of
+// one process share their resources and NCCL frees them all in the LAST ncclCommAbort of those
+// ranks, which must not happen while any thread is still inside NCCL. Hence:
+//   1. the anchor: a rank whose thread is outside NCCL, closed (kIdle -> kClosed) so it cannot
+//      enter again;
+//   2. ncclCommAbort on every other rank, inside NCCL or not: flags up, device kernels and blocked
+//      host calls return, nothing freed while the anchor is left;
+//   3. wait until those ranks' threads are out of NCCL and close them;
+//   4. ncclCommAbort on the anchor, which frees everything.
+// If every rank stays inside NCCL or a thread does not come out within kAbortWait, the last
+// communicator is left alive and the destructor aborts it, once the rank threads are gone.
 void NcclCommunicator::abort_comms() noexcept {
-  for (auto& rank : ranks_) {
-    std::lock_guard lock(rank->mutex);
-    if (!rank->comm) continue;
-    int previous = 0;
-    cudaGetDevice(&previous);
-    cudaSetDevice(rank->device);
-    ncclCommAbort(rank->comm);  // also ends this rank's kernels that wait for a missing peer
-    rank->comm = nullptr;
-    cudaSetDevice(previous);
+  std::lock_guard lock(abort_comms_mutex_);
+  std::vector<Rank*> open;
+  for (auto& rank : ranks_)
+    if (!rank->comm_aborted) open.push_back(rank.get());
+  if (open.empty()) return;
+  const auto deadline = Clock::now() + kAbortWait;
+  const auto try_close = [](Rank& rank) {
+    Access expected = Access::kIdle;
+    return rank.access.compare_exchange_strong(expected, Access::kClosed) || expected == Access::kClosed;
+  };
+  Rank* anchor = nullptr;
+  while (!anchor && Clock::now() < deadline) {
+    for (Rank* rank : open) {
+      if (try_close(*rank)) {
+        anchor = rank;
+        break;
+      }
+    }
+    if (!anchor) std::this_thread::yield();
+  }
+  const bool anchor_closed = anchor != nullptr;
+  if (!anchor) anchor = open.back();  // every rank is inside NCCL: flag the others and see
+  bool others_out = true;
+  for (Rank* rank : open) {
+    if (rank == anchor) continue;
+    abort_on_device(rank->comm, rank->device);  // also ends this rank's kernels that wait for a peer
+    rank->comm_aborted = true;
+  }
+  for (Rank* rank : open) {
+    if (rank == anchor) continue;
+    while (!try_close(*rank) && Clock::now() < deadline) std::this_thread::sleep_for(kPollInterval);
+    others_out = others_out && rank->access.load() == Access::kClosed;
+  }
+  if (!anchor_closed)
+    while (!try_close(*anchor) && Clock::now() < deadline) std::this_thread::sleep_for(kPollInterval);
+  if (others_out && anchor->access.load() == Access::kClosed) {
+    abort_on_device(anchor->comm, anchor->device);
+    anchor->comm_aborted = true;
   }
 }
 

@@ -6,7 +6,10 @@
 // collective has completed on this rank's GPU, polling an event and ncclCommGetAsyncError: that is
 // how a peer that never arrives becomes a CollectiveError (after timeout()) instead of a hang.
 // On expiry or abort() every NCCL communicator is aborted (ncclCommAbort), which also releases
-// ranks whose kernels wait for the missing peer.
+// ranks whose kernels wait for the missing peer, and ranks whose thread is blocked inside an NCCL
+// call (an enqueue may wait on the host for peers, e.g. to connect on first use): abort() never
+// waits for a lock such a thread holds (see abort_comms() for how it avoids freeing a communicator
+// under that thread).
 //
 // Ranks must be on distinct GPUs: NCCL refuses two ranks on one device. Logical replicas sharing a
 // GPU are combined by make_gpu_communicator (collectives/gpu_communicator.hpp).
@@ -53,10 +56,19 @@ class NcclCommunicator final : public Communicator {
   void abort(const std::string& reason) override;
 
  private:
+  // Who may call NCCL on a rank's communicator: the rank's own thread while it holds kInNccl
+  // (taken from kIdle, see NcclAccess in the .cpp), or abort_comms() once it has moved the rank
+  // from kIdle to kClosed, after which the rank's thread never calls NCCL again.
+  enum class Access { kIdle, kInNccl, kClosed };
+  class NcclAccess;
+
   struct Rank {
     int device = 0;
     cudaStream_t stream = nullptr;
-    ncclComm_t comm = nullptr;  // null once aborted or destroyed
+    ncclComm_t comm = nullptr;  // valid until ~NcclCommunicator; NCCL frees it with the last rank's
+                                // ncclCommAbort/ncclCommDestroy, see abort_comms()
+    std::atomic<Access> access{Access::kIdle};
+    bool comm_aborted = false;  // ncclCommAbort was called on comm (guarded by abort_comms_mutex_)
     cudaEvent_t done = nullptr;
     cudaStream_t comm_stream = nullptr;  // all_reduce_sum_async's collectives
     cudaEvent_t ready = nullptr;         // the backend stream's work before an async collective
@@ -64,7 +76,6 @@ class NcclCommunicator final : public Communicator {
     uint64_t pending_sequence = 0;
     uint64_t sequence = 0;      // collectives issued by this rank so far
     DeviceBuffer barrier_value;
-    std::mutex mutex;           // guards comm against abort() from another thread
   };
 
   // Checks rank and abort state, takes the next sequence number and queues `enqueue(comm, stream)`.
@@ -74,15 +85,18 @@ class NcclCommunicator final : public Communicator {
   void run(int rank, const char* op, Enqueue enqueue, bool async = false);
   // Polls until rank's last collective is done; throws CollectiveError on error, abort or timeout.
   void wait(int rank, const char* op, uint64_t sequence);
-  // ncclCommGetAsyncError of rank's communicator (ncclSuccess once it is gone).
-  static ncclResult_t async_error(Rank& rank);
+  // ncclCommGetAsyncError of rank's communicator (ncclSuccess once it is aborted).
+  ncclResult_t async_error(Rank& rank);
   [[noreturn]] void fail(int rank, const char* op, uint64_t sequence, const std::string& why);
+  // Calls ncclCommAbort on every communicator not yet aborted; safe while rank threads are inside
+  // NCCL calls. Idempotent.
   void abort_comms() noexcept;
 
   std::vector<std::unique_ptr<Rank>> ranks_;
   std::atomic<bool> aborted_{false};
-  std::mutex abort_mutex_;
+  std::mutex abort_mutex_;  // guards abort_reason_
   std::string abort_reason_;
+  std::mutex abort_comms_mutex_;  // one abort_comms() at a time; never held by a rank's own NCCL call
 };
 
 }  // namespace mirror

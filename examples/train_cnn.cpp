@@ -18,7 +18,7 @@ using namespace mirror;
 namespace {
 
 struct Flags {
-  std::string data = data::kDefaultFashionMnistDir;
+  std::string data = data::default_data_dir().string();
   int epochs = 2;
   int64_t batch_size = 32;
   std::string strategy = "auto";
@@ -36,7 +36,8 @@ struct Flags {
 };
 
 const char* kUsage = R"(usage: train_cnn [flags]
-  --data DIR             MNIST-format IDX files (default /usr/share/datasets/fashion-mnist)
+  --data DIR             MNIST-format IDX files (default $MIRROR_DATA_DIR, else
+                         /usr/share/datasets/fashion-mnist)
   --epochs N             (default 2)
   --batch-size N         global batch size (default 32)
   --strategy S           auto | host | one-device | mirrored (default auto)
@@ -49,7 +50,8 @@ const char* kUsage = R"(usage: train_cnn [flags]
   --learning-rate X      Adam's learning rate (default 0.001)
   --classes N            units of the last layer (default 10)
   --train-samples N      train on the first N samples only (default: all)
-  --verbose N            0 silent, 1 progress bar, 2 one line per epoch (default 1)
+  --verbose N            0 silent, 1 progress bar, 2 one line per epoch and the
+                         algorithms cuDNN chose (default 1)
   --metrics-json PATH    write the strategy, devices, per-epoch and test metrics as JSON
 )";
 
@@ -135,6 +137,7 @@ void write_metrics(const std::string& path, const Strategy& strategy, const Hist
 }
 
 int run(const Flags& f) {
+  set_verbosity(f.verbose);
   auto strategy = make_strategy({.kind = f.strategy,
                                  .require_gpu = f.require_gpu,
                                  .host_replicas = f.replicas,

@@ -1,5 +1,6 @@
-// GPU strategies end to end (CUDA builds): one-device and mirrored training against the host
-// backend. Every test skips, saying why, when no GPU is present.
+// GPU strategies end to end (CUDA builds): one-device and mirrored training, evaluation and
+// prediction against the host backend, including the uneven cases (a replica with no rows, the
+// last partial batch). Every test skips, saying why, when no GPU is present.
 #include <gtest/gtest.h>
 
 #include "mirror.hpp"
@@ -51,6 +52,49 @@ TEST_F(GpuStrategies, LogicalReplicasMatchOneReplica) {
     for (int64_t batch : {32, 33})
       EXPECT_TRUE(all_close(train(mirrored, 3, batch, data), train(one, 3, batch, data), 1e-4, 1e-6))
           << replicas << " replicas, batch " << batch;
+  }
+}
+
+TEST_F(GpuStrategies, AReplicaWithNoRowsStillTakesPart) {
+  // A global batch of 2 over 3 replicas: the third gets no rows, yet joins every collective and
+  // applies the same update.
+  const ImageSet data = synthetic_images(300, 12, 12, 5);
+  OneDeviceStrategy one(gpus_[0]);
+  MirroredStrategy three({gpus_[0]}, 3);
+  EXPECT_TRUE(all_close(train(three, 3, 2, data), train(one, 3, 2, data), 1e-4, 1e-6));
+}
+
+TEST_F(GpuStrategies, ThePartialLastBatchMatchesTheHost) {
+  // 70 samples in batches of 32, a whole epoch: the last batch has 6 rows, 2 per replica over 3.
+  const ImageSet data = synthetic_images(70, 12, 12, 5);
+  HostStrategy host(1);
+  OneDeviceStrategy one(gpus_[0]);
+  MirroredStrategy three({gpus_[0]}, 3);
+  const auto reference = train(host, 0, 32, data);
+  EXPECT_TRUE(all_close(train(one, 0, 32, data), reference, 1e-4, 1e-6));
+  EXPECT_TRUE(all_close(train(three, 0, 32, data), reference, 1e-4, 1e-6));
+}
+
+TEST_F(GpuStrategies, EvaluateAndPredictMatchTheHost) {
+  // The same seed gives the same weights everywhere; 70 samples end in a partial batch.
+  const ImageSet data = synthetic_images(70, 12, 12, 5);
+  const auto run = [&](Strategy& strategy) {
+    auto model = small_cnn();
+    model->compile(strategy, optimizers::SGD({.learning_rate = 0.5f}), {}, {metrics::Accuracy()}, 3);
+    const EvaluateResult result = model->evaluate(data, {.batch_size = 32, .verbose = 0});
+    return std::make_pair(result, model->predict(data, 32));
+  };
+  HostStrategy host(1);
+  OneDeviceStrategy one(gpus_[0]);
+  MirroredStrategy two({gpus_[0]}, 2);
+  const auto [want, want_outputs] = run(host);
+  for (Strategy* strategy : {static_cast<Strategy*>(&one), static_cast<Strategy*>(&two)}) {
+    SCOPED_TRACE(strategy->describe());
+    const auto [got, outputs] = run(*strategy);
+    EXPECT_NEAR(got.loss, want.loss, 1e-4 * std::fabs(want.loss) + 1e-6);
+    // Near-ties of the largest probability may fall either way: allow one sample of 70.
+    EXPECT_NEAR(got.accuracy, want.accuracy, 1.0 / 70 + 1e-9);
+    EXPECT_TRUE(all_close(outputs, want_outputs, 1e-4, 1e-6));
   }
 }
 

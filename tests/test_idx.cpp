@@ -12,6 +12,7 @@
 
 #include "engine/data/dataset.hpp"
 #include "engine/error.hpp"
+#include "test_util.hpp"
 
 namespace mirror::data {
 namespace {
@@ -270,11 +271,28 @@ TEST_F(IdxTest, MissingDirectorySaysHowToInstall) {
   EXPECT_CONTAINS(m, "train-images-idx3-ubyte");
   EXPECT_CONTAINS(m, "t10k-labels-idx1-ubyte");
   EXPECT_CONTAINS(m, "dataset-fashion-mnist");
+  EXPECT_CONTAINS(m, "MIRROR_DATA_DIR");
 }
 
-// The installed data set (Debian's dataset-fashion-mnist, present on CI).
+TEST_F(IdxTest, DataDirVariableMovesTheDefault) {
+  write_pair("train", 4, 4, true);
+  write_pair("t10k", 3, 3, false);
+  {
+    mirror::testing::ScopedEnv env(kDataDirVariable, dir_.string());
+    EXPECT_EQ(default_data_dir(), dir_);
+    EXPECT_EQ(load_idx_dataset().train.count, 4);  // the default argument follows the variable
+  }
+  {
+    mirror::testing::ScopedEnv env(kDataDirVariable, "");  // empty counts as unset
+    EXPECT_EQ(default_data_dir(), fs::path(kDefaultFashionMnistDir));
+  }
+  mirror::testing::ScopedEnv env(kDataDirVariable, std::nullopt);
+  EXPECT_EQ(default_data_dir(), fs::path(kDefaultFashionMnistDir));
+}
+
+// The installed data set (Debian's dataset-fashion-mnist, present on CI; MIRROR_DATA_DIR moves it).
 TEST(FashionMnist, TrainLabelsAre60000InRange) {
-  const fs::path dir = kDefaultFashionMnistDir;
+  const fs::path dir = default_data_dir();
   if (!fs::exists(dir / "train-labels-idx1-ubyte.gz")) GTEST_SKIP() << "Fashion-MNIST is not installed at " << dir;
   const IdxArray labels = read_idx(dir / "train-labels-idx1-ubyte.gz");
   ASSERT_EQ(labels.dims, (std::vector<int64_t>{60000}));

@@ -1,5 +1,6 @@
 // Tests for the Keras-3-style progress bar: render() formatting (counter padding, 20-character
-// bar, ETA versus elapsed time, time per step, sorted values) and what update()/finish() write.
+// bar, ETA versus elapsed time, time per step, sorted values) and what update()/finish() write;
+// and the engine's log level.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "engine/progress.hpp"
+#include "engine/verbosity.hpp"
 
 namespace mirror {
 namespace {
@@ -142,6 +144,18 @@ TEST(ProgressOutput, InteractiveRedrawsInPlaceAndThrottles) {
 TEST(ProgressOutput, OnlyStandardStreamsCanBeTerminals) {
   std::ostringstream out;
   EXPECT_FALSE(ProgressBar::is_terminal(out));
+}
+
+TEST(Verbosity, LinesAppearFromTheirLevelOn) {
+  const int saved = verbosity();
+  set_verbosity(1);
+  ::testing::internal::CaptureStderr();
+  verbose_log(2, "hidden at 1");
+  set_verbosity(2);
+  verbose_log(2, "shown at 2");
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  set_verbosity(saved);
+  EXPECT_EQ(err, "shown at 2\n");
 }
 
 }  // namespace

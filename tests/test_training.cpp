@@ -1,5 +1,6 @@
-// A short real training run on a Fashion-MNIST subset (Debian's dataset-fashion-mnist): the
-// reference CNN must beat chance (10%) by a wide margin, with one and with two host replicas.
+// A short real training run on a Fashion-MNIST subset (Debian's dataset-fashion-mnist, or the
+// directory in MIRROR_DATA_DIR): the reference CNN must beat chance (10%) by a wide margin, with
+// one and with two host replicas.
 #include <gtest/gtest.h>
 
 #include "mirror.hpp"

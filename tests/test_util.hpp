@@ -1,10 +1,14 @@
-// Helpers shared by the test suites: synthetic data sets and tolerance checks.
+// Helpers shared by the test suites: synthetic data sets, tolerance checks, and environment
+// variables set for one test.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "engine/data/dataset.hpp"
@@ -30,5 +34,32 @@ inline ::testing::AssertionResult all_close(const std::vector<float>& a, const s
   if (bad == 0) return ::testing::AssertionSuccess();
   return failure << bad << " of " << a.size() << " elements differ";
 }
+
+// Sets (or, with nullopt, unsets) an environment variable until the end of the scope, then puts
+// back what was there. Only for single-threaded stretches of a test: setenv is not thread-safe.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, std::optional<std::string> value) : name_(name) {
+    if (const char* old = std::getenv(name)) saved_ = old;
+    if (value) {
+      setenv(name, value->c_str(), 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (saved_) {
+      setenv(name_, saved_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
 
 }  // namespace mirror::testing

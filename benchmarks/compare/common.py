@@ -42,7 +42,7 @@ def load(directory, prefix, count=0):
 
 def parse_args(framework):
     p = argparse.ArgumentParser(description=f"The reference job with {framework}")
-    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--data", default=os.environ.get("MIRROR_DATA_DIR") or "/usr/share/datasets/fashion-mnist")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)

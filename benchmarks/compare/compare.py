@@ -23,7 +23,7 @@ def parse_args():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--data", default=os.environ.get("MIRROR_DATA_DIR") or "/usr/share/datasets/fashion-mnist")
     p.add_argument("--train-samples", type=int, default=0, help="train on the first N samples only (0 = all; for a quick try)")
     p.add_argument("--train-cnn", default=os.path.join(ROOT, "build", "examples", "train_cnn"))
     p.add_argument("--python", default=sys.executable, help="the interpreter with TensorFlow and PyTorch")

@@ -3,7 +3,7 @@
 # PyTorch-CPU, on this machine, in one run, same data, model, optimizer, batch, epochs and threads.
 #
 #   benchmarks/compare/run.sh [--epochs 2] [--runs 3] [--threads 2] [--frameworks mirror,mirror-2x1,keras,pytorch]
-#                             [--build-dir build] [--data /usr/share/datasets/fashion-mnist] [--out FILE]
+#                             [--build-dir build] [--data DIR (default $MIRROR_DATA_DIR or Debian's fashion-mnist)] [--out FILE]
 #                             [--train-samples N  (a quick try on part of the data)]
 #
 # Creates .venv-compare/ (git-ignored) with the pinned versions of requirements.txt on first use

@@ -22,11 +22,8 @@ struct CudaResidentImages final : ResidentImages {
 }  // namespace
 
 bool tf32_allowed() {
-  static const bool allowed = [] {
-    const char* value = std::getenv("MIRROR_ALLOW_TF32");
-    return value && std::string_view(value) == "1";
-  }();
-  return allowed;
+  const char* value = std::getenv("MIRROR_ALLOW_TF32");
+  return value && std::string_view(value) == "1";
 }
 
 CudaBackend::CudaBackend(const Device& device) : device_(device), pool_(DeviceMemoryPool::for_device(device.index)) {
@@ -37,10 +34,12 @@ CudaBackend::CudaBackend(const Device& device) : device_(device), pool_(DeviceMe
   pool_.adopt_stream(stream_.get());
   cudnn_ = CudnnHandle::create(stream_.get());
   cublas_ = CublasHandle::create(stream_.get());
-  MIRROR_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), tf32_allowed() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  const bool allow_tf32 = tf32_allowed();  // once: cuBLAS and cuDNN must agree
+  MIRROR_CUBLAS_CHECK(cublasSetMathMode(cublas_.get(), allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   MIRROR_CUBLAS_CHECK(cublasSetPointerMode(cublas_.get(), CUBLAS_POINTER_MODE_HOST));
   convolutions_ = std::make_unique<CudnnConvolutions>(
-      cudnn_.get(), stream_.get(), [this](size_t num_bytes) { return allocate(num_bytes); }, tf32_allowed());
+      cudnn_.get(), stream_.get(), [this](size_t num_bytes) { return allocate(num_bytes); },
+      [this] { pool_.empty_cache(); }, allow_tf32);
   for (auto& event : staging_copied_) event = Event::create();
 }
 

@@ -21,7 +21,8 @@ std::unique_ptr<Backend> make_cuda_backend(const Device& device);
 cudaStream_t stream_of(const Backend& backend);
 
 // Whether float32 convolutions and matrix products may use TF32 tensor cores: off (exact float32)
-// unless the environment sets MIRROR_ALLOW_TF32=1. Read once per process.
+// unless the environment sets MIRROR_ALLOW_TF32=1. Read on every call; a backend reads it once,
+// when it is constructed, and keeps that choice.
 bool tf32_allowed();
 
 // Allocation counters of GPU `device`'s memory pool (see memory_pool.hpp).

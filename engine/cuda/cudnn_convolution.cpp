@@ -2,10 +2,13 @@
 #include "engine/cuda/cudnn_convolution.hpp"
 
 #include <climits>
+#include <iterator>
 #include <optional>
+#include <string>
 
 #include "engine/cuda/cuda_handles.hpp"
 #include "engine/cuda/kernels.hpp"
+#include "engine/verbosity.hpp"
 
 namespace mirror::cuda {
 namespace {
@@ -53,24 +56,71 @@ ConvDesc conv_descriptor(const ConvGeometry& g, cudnnMathType_t math) {
 }
 
 // The fastest usable result of a cudnnFind call (results come sorted by time), preferring
-// deterministic algorithms when asked; TF32 tensor-core results only when allowed.
+// deterministic algorithms when asked. Without TF32 only CUDNN_FMA_MATH results are exact float32:
+// for float data CUDNN_DEFAULT_MATH lets cuDNN use TF32 tensor cores on Ampere and later.
 template <typename Perf>
 std::optional<Perf> pick(const Perf* results, int count, bool allow_tf32, bool prefer_deterministic) {
   std::optional<Perf> fastest;
   for (int i = 0; i < count; ++i) {
     const Perf& p = results[i];
     if (p.status != CUDNN_STATUS_SUCCESS || p.memory > kMaxWorkspaceBytes) continue;
-    if (!allow_tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) continue;
+    if (!allow_tf32 && p.mathType != CUDNN_FMA_MATH) continue;
     if (!prefer_deterministic || p.determinism == CUDNN_DETERMINISTIC) return p;
     if (!fastest) fastest = p;
   }
   return fastest;
 }
 
-[[noreturn]] void no_algorithm(const char* direction, const ConvGeometry& g) {
-  throw DeviceError(str("cuDNN found no usable ", direction, " convolution algorithm for batch ", g.batch, ", input ",
-                        g.in_h, "x", g.in_w, "x", g.in_c, ", kernel ", g.kernel_h, "x", g.kernel_w, " -> ", g.out_c,
-                        " channels, stride ", g.stride_h, "x", g.stride_w));
+std::string describe(const ConvGeometry& g) {
+  return str("batch ", g.batch, ", input ", g.in_h, "x", g.in_w, "x", g.in_c, ", kernel ", g.kernel_h, "x", g.kernel_w,
+             " -> ", g.out_c, " channels, stride ", g.stride_h, "x", g.stride_w);
+}
+
+[[noreturn]] void no_algorithm(const char* direction, const ConvGeometry& g, bool allow_tf32) {
+  throw DeviceError(str("cuDNN found no usable ", direction, " convolution algorithm for ", describe(g),
+                        allow_tf32 ? std::string()
+                                   : "; exact float32 (FMA) was required: MIRROR_ALLOW_TF32=1 admits TF32 ones"));
+}
+
+// cudnnFind allocates its trial buffers with cudaMalloc, outside Mirror's pool. cuDNN 9 names the
+// device and host cases apart; 8 had one code for both.
+bool out_of_memory(cudnnStatus_t status) {
+#if CUDNN_MAJOR >= 9
+  return status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED ||
+         status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED;
+#else
+  return status == CUDNN_STATUS_ALLOC_FAILED;
+#endif
+}
+
+const char* algorithm_name(cudnnConvolutionFwdAlgo_t algo) {
+  static constexpr const char* kNames[] = {"IMPLICIT_GEMM", "IMPLICIT_PRECOMP_GEMM", "GEMM", "DIRECT",
+                                           "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+  const auto i = static_cast<size_t>(algo);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+const char* algorithm_name(cudnnConvolutionBwdFilterAlgo_t algo) {
+  static constexpr const char* kNames[] = {"ALGO_0", "ALGO_1", "FFT", "ALGO_3",
+                                           "WINOGRAD", "WINOGRAD_NONFUSED", "FFT_TILING"};
+  const auto i = static_cast<size_t>(algo);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+const char* algorithm_name(cudnnConvolutionBwdDataAlgo_t algo) {
+  static constexpr const char* kNames[] = {"ALGO_0", "ALGO_1", "FFT", "FFT_TILING", "WINOGRAD", "WINOGRAD_NONFUSED"};
+  const auto i = static_cast<size_t>(algo);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+const char* math_name(cudnnMathType_t math) {
+  switch (math) {
+    case CUDNN_DEFAULT_MATH: return "default math";
+    case CUDNN_TENSOR_OP_MATH: return "tensor-op math";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor-op math with conversion";
+    case CUDNN_FMA_MATH: return "FMA math";
+  }
+  return "unknown math";
 }
 
 }  // namespace
@@ -85,8 +135,13 @@ struct CudnnConvolutions::Plan {
   std::optional<cudnnConvolutionBwdDataAlgoPerf_t> data;
 };
 
-CudnnConvolutions::CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32)
-    : handle_(handle), stream_(stream), allocate_(std::move(allocate)), allow_tf32_(allow_tf32) {}
+CudnnConvolutions::CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate,
+                                     FreeCache free_cache, bool allow_tf32)
+    : handle_(handle),
+      stream_(stream),
+      allocate_(std::move(allocate)),
+      free_cache_(std::move(free_cache)),
+      allow_tf32_(allow_tf32) {}
 
 CudnnConvolutions::~CudnnConvolutions() = default;
 
@@ -118,6 +173,44 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan_for(const ConvGeometry& g) {
   return *plans_.back();
 }
 
+template <typename Find>
+void CudnnConvolutions::search(const char* direction, const ConvGeometry& g, Find find) {
+  cudnnStatus_t status = find();
+  if (out_of_memory(status)) {
+    workspace_ = DeviceBuffer();  // back to the pool (in stream order), which frees it with the rest
+    free_cache_();
+    cudaGetLastError();  // the failed cudaMalloc inside cuDNN left its error behind
+    status = find();
+  }
+  // A trial that failed inside the search (an algorithm whose workspace did not fit) may leave its
+  // error as the thread's last CUDA error; the next launch check would blame it on Mirror's kernel.
+  cudaGetLastError();
+  if (status != CUDNN_STATUS_SUCCESS)
+    throw DeviceError(str("cuDNN's ", direction, " algorithm search failed for ", describe(g), ": ",
+                          cudnnGetErrorString(status), " (", static_cast<int>(status), ")",
+                          out_of_memory(status) ? "; even after freeing Mirror's cached GPU memory: use a smaller "
+                                                  "batch size or fewer replicas per GPU"
+                                                : ""));
+}
+
+template <typename Perf>
+void CudnnConvolutions::choose(const char* direction, const ConvGeometry& g, cudnnConvolutionDescriptor_t conv,
+                               const Perf* results, int returned, bool prefer_deterministic,
+                               std::optional<Perf>& chosen) {
+  chosen = pick(results, returned, allow_tf32_, prefer_deterministic);
+  if (!chosen) no_algorithm(direction, g, allow_tf32_);
+  // Execute with the math type the algorithm was measured with: with another one the same algorithm
+  // id may run a different kernel (or, with the default, TF32).
+  MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, chosen->mathType));
+  if (verbosity() >= 2) {
+    int device = -1;
+    MIRROR_CUDA_CHECK(cudaGetDevice(&device));
+    verbose_log(2, str("Mirror: cuDNN ", direction, " convolution on GPU ", device, " for ", describe(g), ": ",
+                       algorithm_name(chosen->algo), ", ", math_name(chosen->mathType), ", ", chosen->time,
+                       " ms, workspace ", chosen->memory, " bytes (", returned, " algorithms tried)"));
+  }
+}
+
 void* CudnnConvolutions::workspace(size_t num_bytes) {
   if (num_bytes == 0) return nullptr;
   if (workspace_.num_bytes() < num_bytes) workspace_ = allocate_(num_bytes);  // the old one returns in stream order
@@ -135,12 +228,11 @@ void CudnnConvolutions::forward(const ConvGeometry& g, const float* x, const flo
   if (!p.forward) {
     cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int returned = 0;
-    MIRROR_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(handle_, p.x.get(), p.w.get(), p.forward_conv.get(),
-                                                            p.y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
-                                                            results));
-    p.forward = pick(results, returned, allow_tf32_, false);
-    if (!p.forward) no_algorithm("forward", g);
-    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.forward_conv.get(), p.forward->mathType));
+    search("forward", g, [&] {
+      return cudnnFindConvolutionForwardAlgorithm(handle_, p.x.get(), p.w.get(), p.forward_conv.get(), p.y.get(),
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, results);
+    });
+    choose("forward", g, p.forward_conv.get(), results, returned, false, p.forward);
   }
   const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
   float* w_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));
@@ -157,13 +249,12 @@ void CudnnConvolutions::backward_weights(const ConvGeometry& g, const float* x, 
   if (!p.weights) {
     cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int returned = 0;
-    MIRROR_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(handle_, p.x.get(), p.y.get(),
-                                                                   p.weights_conv.get(), p.w.get(),
-                                                                   CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                   &returned, results));
-    p.weights = pick(results, returned, allow_tf32_, true);
-    if (!p.weights) no_algorithm("backward-weights", g);
-    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.weights_conv.get(), p.weights->mathType));
+    search("backward-weights", g, [&] {
+      return cudnnFindConvolutionBackwardFilterAlgorithm(handle_, p.x.get(), p.y.get(), p.weights_conv.get(),
+                                                         p.w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                         &returned, results);
+    });
+    choose("backward-weights", g, p.weights_conv.get(), results, returned, true, p.weights);
   }
   const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
   float* dw_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));
@@ -181,12 +272,11 @@ void CudnnConvolutions::backward_data(const ConvGeometry& g, const float* w, con
   if (!p.data) {
     cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int returned = 0;
-    MIRROR_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(handle_, p.w.get(), p.y.get(), p.data_conv.get(),
-                                                                 p.x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                                 &returned, results));
-    p.data = pick(results, returned, allow_tf32_, true);
-    if (!p.data) no_algorithm("backward-data", g);
-    if (allow_tf32_) MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(p.data_conv.get(), p.data->mathType));
+    search("backward-data", g, [&] {
+      return cudnnFindConvolutionBackwardDataAlgorithm(handle_, p.w.get(), p.y.get(), p.data_conv.get(), p.x.get(),
+                                                       CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, results);
+    });
+    choose("backward-data", g, p.data_conv.get(), results, returned, true, p.data);
   }
   const int64_t rsc = g.kernel_h * g.kernel_w * g.in_c;
   float* w_krsc = weight_scratch(static_cast<size_t>(g.weight_count()));

@@ -5,12 +5,14 @@
 // to the activations, and the parameters stay in Keras's layout everywhere else.
 //
 // Descriptors and the algorithms of each direction are chosen once per geometry (cudnnFind, the
-// fastest result, deterministic ones first for the backward passes) and cached with the workspace
-// size they need; the workspace and scratch buffers grow only while new geometries appear.
+// fastest result, deterministic ones first for the backward passes; exact FMA math unless TF32 is
+// allowed) and cached with the workspace size they need; the workspace and scratch buffers grow
+// only while new geometries appear. At verbosity 2 each choice is logged once.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/buffer.hpp"
@@ -22,9 +24,13 @@ namespace mirror::cuda {
 class CudnnConvolutions {
  public:
   using Allocate = std::function<DeviceBuffer(size_t num_bytes)>;
+  using FreeCache = std::function<void()>;
 
   // All work is queued on the stream `handle` is bound to; buffers come from `allocate`.
-  CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, bool allow_tf32);
+  // `free_cache` gives the allocator's cached memory back to the driver: cudnnFind allocates its
+  // trial buffers itself, so when it runs out of memory the cache is freed and the search retried.
+  CudnnConvolutions(cudnnHandle_t handle, cudaStream_t stream, Allocate allocate, FreeCache free_cache,
+                    bool allow_tf32);
   ~CudnnConvolutions();
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
@@ -39,12 +45,21 @@ class CudnnConvolutions {
  private:
   struct Plan;
   Plan& plan_for(const ConvGeometry& g);
+  // Runs `find` (a cudnnFind call); on out-of-memory frees this object's workspace and the
+  // allocator's cache and runs it once more. Throws DeviceError when it still fails.
+  template <typename Find>
+  void search(const char* direction, const ConvGeometry& g, Find find);
+  // Keeps the usable result of a search, sets its math type on `conv`, logs it at verbosity 2.
+  template <typename Perf>
+  void choose(const char* direction, const ConvGeometry& g, cudnnConvolutionDescriptor_t conv, const Perf* results,
+              int returned, bool prefer_deterministic, std::optional<Perf>& chosen);
   void* workspace(size_t num_bytes);
   float* weight_scratch(size_t count);
 
   cudnnHandle_t handle_;
   cudaStream_t stream_;
   Allocate allocate_;
+  FreeCache free_cache_;
   bool allow_tf32_;
   std::vector<std::unique_ptr<Plan>> plans_;
   DeviceBuffer workspace_;

@@ -39,7 +39,8 @@ class DeviceMemoryPool {
   void retire_stream(cudaStream_t stream) noexcept;
   // A new stream: forgets an earlier retirement of the same handle value.
   void adopt_stream(cudaStream_t stream);
-  // Waits for the device and returns every cached block to the driver.
+  // Waits for the device and returns every cached block to the driver. Also for libraries that
+  // allocate outside the pool (cuDNN's algorithm search) when they run out of memory.
   void empty_cache() noexcept;
 
   PoolStats stats() const;

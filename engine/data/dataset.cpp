@@ -1,6 +1,7 @@
 // Image sets from MNIST-format IDX directories, label checks, and the per-epoch shuffle and
 // batching that every strategy shares, so any replica count sees the same sample order.
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include "engine/data/dataset.hpp"
@@ -34,8 +35,8 @@ constexpr const char* kExpectedFiles =
     "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
     "t10k-labels-idx1-ubyte[.gz]";
 constexpr const char* kInstallHint =
-    "install Debian's dataset-fashion-mnist package (sudo apt-get install dataset-fashion-mnist) or pass a "
-    "directory of MNIST-format IDX files";
+    "install Debian's dataset-fashion-mnist package (sudo apt-get install dataset-fashion-mnist), or pass a "
+    "directory of MNIST-format IDX files, or set MIRROR_DATA_DIR to one";
 
 // The shuffle's Philox stream: "SHUFF" in ASCII in the low 40 bits, the epoch above them, so each
 // epoch draws from its own stream and no other user of engine/random.hpp collides with it.
@@ -56,6 +57,11 @@ std::filesystem::path find_idx_file(const std::filesystem::path& dir, const std:
 }
 
 }  // namespace
+
+std::filesystem::path default_data_dir() {
+  const char* dir = std::getenv(kDataDirVariable);
+  return dir && *dir ? std::filesystem::path(dir) : std::filesystem::path(kDefaultFashionMnistDir);
+}
 
 ImageSet load_idx_images(const std::filesystem::path& dir, const std::string& prefix) {
   std::error_code ec;

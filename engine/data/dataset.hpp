@@ -36,6 +36,13 @@ namespace data {
 
 // Where Debian's dataset-fashion-mnist package puts the files.
 inline constexpr const char* kDefaultFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+// The environment variable that moves the data set for the examples, tests and benchmarks (a
+// machine without the Debian package, or with the files unpacked under a private prefix).
+inline constexpr const char* kDataDirVariable = "MIRROR_DATA_DIR";
+
+// $MIRROR_DATA_DIR when it is set and not empty, else kDefaultFashionMnistDir. Read on every call,
+// so a test may change it.
+std::filesystem::path default_data_dir();
 
 // One IDX file: the dimensions from its header and its uint8 payload.
 struct IdxArray {
@@ -54,7 +61,7 @@ IdxArray read_idx(const std::filesystem::path& path);
 ImageSet load_idx_images(const std::filesystem::path& dir, const std::string& prefix);
 
 // Both halves of an MNIST-format data set directory.
-Dataset load_idx_dataset(const std::filesystem::path& dir = kDefaultFashionMnistDir);
+Dataset load_idx_dataset(const std::filesystem::path& dir = default_data_dir());
 
 // Throws DataError if any label is outside [0, class_count), naming the label, its index and the
 // class count.

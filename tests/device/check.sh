@@ -1,23 +1,41 @@
 #!/usr/bin/env bash
 # The GPU machine's check, in one go and under 8 minutes: unpack the Debian pieces fetched by
 # tests/device/fetch_debs.sh into a private prefix (never into /), find CUDA, cuDNN, cuBLAS and
-# NCCL (the toolkit, or Python's nvidia-* wheels), configure with -Dcuda=enabled for sm_90, build,
-# run `meson test`, train the reference CNN for one epoch with one GPU and with two replicas on it,
-# run any GPU benchmarks, and print a table last. Every step has a timeout; a failing step is
-# recorded and the rest still run; the exit status is non-zero if anything failed.
+# NCCL (the toolkit, or Python's nvidia-* wheels), configure with -Dcuda=enabled for sm_90, build
+# what the check runs, run `meson test`, train the reference CNN for one epoch with one GPU and
+# with two replicas on it, run the GPU benchmarks, and print a table last. Every step has its own
+# time limit and the budget is their sum, so a slow step fails on its own limit without starving
+# the later ones; a failing step is recorded and the rest still run; the exit status is non-zero if
+# anything failed.
 #
 #   tests/device/check.sh                       # everything
 #   CHECK_UNTIL=configure tests/device/check.sh # stop after configuring (works without a GPU)
 #   CHECK_UNTIL=build tests/device/check.sh     # stop after building
 #
-# Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default 450), GPU_ARCHITECTURES
-# (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out).
+# Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default: the sum of the step limits
+# below, 450 s on 16 cores; a smaller one cuts the last steps short), GPU_ARCHITECTURES
+# (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out),
+# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 start=$(date +%s)
-budget=${CHECK_BUDGET_S:-450}
+
+# Each step's time limit (seconds) on the GPU machine (16 cores, one H200), about four times what
+# its work should take there: the build of the targets below is 220 CPU-seconds (measured on a
+# 2-core machine), so about 35 s on 16 cores, the longest chain of compiles and links included. The
+# unpacking and the library search before the steps take seconds and have no limit. Whole check:
+# at most the budget plus those seconds, under 8 minutes. Only the build depends on the number of
+# cores: its limit grows by 16/cores below 16, so that a dry run on a small machine can finish.
+cores=$(nproc)
+limit_configure=30
+limit_build=$(( cores >= 16 ? 150 : 150 * 16 / cores ))
+limit_list_devices=15
+limit_meson_test=105
+limit_train=45  # each of the two trainings
+limit_bench=60
+budget=${CHECK_BUDGET_S:-$((limit_configure + limit_build + limit_list_devices + limit_meson_test + 2 * limit_train + limit_bench))}
 until_step=${CHECK_UNTIL:-all}
 build=${BUILD_DIR:-build}
 archs=${GPU_ARCHITECTURES:-90}
@@ -133,21 +151,76 @@ export LD_LIBRARY_PATH="$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CMAKE_PREFIX_PATH="$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PKG_CONFIG_PATH="$prefix/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 export PATH="$prefix/usr/bin:$PATH"
+# Every step that reads the data set (tests, train_cnn, benchmarks) finds the unpacked copy here.
+if [[ -z ${MIRROR_DATA_DIR:-} && -d $prefix/usr/share/datasets/fashion-mnist ]]; then
+  export MIRROR_DATA_DIR="$prefix/usr/share/datasets/fashion-mnist"
+fi
 
 # ---- 2. CUDA toolkit and libraries ----
+# nvcc: on PATH, in /usr/local/cuda, in the newest /usr/local/cuda-X.Y, or from pip (CUDA 13's
+# nvidia-cuda-nvcc wheel puts it in nvidia/cu13/bin; nvidia/cuda_nvcc/bin is the older layout).
+find_nvcc() {  # wheel folders (Python's nvidia package)...
+  local candidates=("$(command -v nvcc || true)" /usr/local/cuda/bin/nvcc) candidate wheel
+  mapfile -t -O "${#candidates[@]}" candidates < <(printf '%s\n' /usr/local/cuda-*/bin/nvcc | sort -V -r)
+  for wheel in "$@"; do
+    mapfile -t -O "${#candidates[@]}" candidates < <(printf '%s\n' "$wheel"/cu[0-9]*/bin/nvcc | sort -V -r)
+    candidates+=("$wheel/cuda_nvcc/bin/nvcc")
+  done
+  for candidate in "${candidates[@]}"; do
+    if [[ -n $candidate && -x $candidate ]]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# "NAME MAJOR" per library linked in DIR: the CUDA major version it was made for, "?" when it
+# cannot tell. cudart's and cuBLAS's own major versions are CUDA's (the file name says it); cuDNN
+# reports the CUDA runtime it was built with; NCCL's version string ends in +cudaX.Y.
+library_cuda_majors() {  # DIR
+  python3 - "$1" <<'PY'
+import ctypes, mmap, os, re, sys
+folder = sys.argv[1]
+def real(name):
+    return os.path.realpath(os.path.join(folder, f"lib{name}.so"))
+def from_file_name(name):
+    m = re.search(r"\.so\.(\d+)", os.path.basename(real(name)))
+    return m and m.group(1)
+def cudnn():
+    return str(ctypes.CDLL(real("cudnn")).cudnnGetCudartVersion() // 1000)
+def nccl():
+    with open(real("nccl"), "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        found = re.search(rb"NCCL version [0-9.]+[^+\x00]*\+cuda(\d+)\.", m)
+        return found and found.group(1).decode()
+for name, ask in [("cudart", from_file_name), ("cublas", from_file_name), ("cublasLt", from_file_name),
+                  ("cudnn", lambda _: cudnn()), ("nccl", lambda _: nccl())]:
+    if not os.path.exists(os.path.join(folder, f"lib{name}.so")):
+        continue
+    try:
+        major = ask(name)
+    except Exception:
+        major = None
+    print(name, major or "?")
+PY
+}
+
 # Writes DIR/env.sh (CUDA_PATH, PATH, CPATH, LIBRARY_PATH, LD_LIBRARY_PATH) and DIR/lib, links
-# libX.so -> the versioned library, since pip's wheels ship only libX.so.N.
+# libX.so -> the versioned library, since pip's wheels ship only libX.so.N. Refuses libraries made
+# for another CUDA major version than nvcc's: they fail at link or run time, far from the cause.
 find_cuda() {
   local dir=$1 nvcc cuda_home lib hdr f
   rm -rf "$dir" && mkdir -p "$dir/lib"
-  nvcc=$(command -v nvcc || true)
-  [[ -z $nvcc && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
-  [[ -n $nvcc ]] || { echo "no nvcc: put the CUDA toolkit's bin folder on PATH"; return 1; }
+  local wheels=()
+  mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
+  nvcc=$(find_nvcc "${wheels[@]}") || {
+    echo "no nvcc on PATH, in /usr/local/cuda*/bin or in pip's nvidia-cuda-nvcc: install the CUDA toolkit," \
+      "or put its bin folder on PATH"
+    return 1
+  }
   cuda_home=$(cd "$(dirname "$(readlink -f "$nvcc")")/.." && pwd)
   local roots=("$cuda_home/lib64" "$cuda_home/lib" "$cuda_home/targets/x86_64-linux/lib" /usr/lib/x86_64-linux-gnu)
   local include_roots=("$cuda_home/include" "$cuda_home/targets/x86_64-linux/include" /usr/include)
-  local wheels=()
-  mapfile -t wheels < <(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null)
   (( ${#wheels[@]} )) || wheels=(/nonexistent)  # find with no folder would search the working tree
   local libdirs=() incdirs=() missing=()
   for lib in cudart cublas cublasLt cudnn nccl; do
@@ -166,6 +239,21 @@ find_cuda() {
     # /usr/include as -I (CPATH) would break libstdc++'s #include_next: it is searched anyway.
     [[ $(dirname "$f") == /usr/include || " ${incdirs[*]} " == *" $(dirname "$f") "* ]] || incdirs+=("$(dirname "$f")")
   done
+  local toolkit_major name major mixed=()
+  toolkit_major=$("$nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\)\..*/\1/p' | head -n 1)
+  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 2 | head -n 1))"
+  while read -r name major; do
+    if [[ $major == "?" ]]; then echo "lib$name: CUDA version unknown, not checked"; else echo "lib$name is for CUDA $major"; fi
+    [[ $major == "?" || $major == "$toolkit_major" ]] ||
+      mixed+=("lib$name ($(readlink -f "$dir/lib/lib$name.so")) is for CUDA $major")
+  done < <(library_cuda_majors "$dir/lib")
+  if (( ${#mixed[@]} )); then
+    echo "refusing a mix of CUDA major versions: nvcc ($nvcc) is CUDA $toolkit_major, but"
+    printf '  %s\n' "${mixed[@]}"
+    echo "Fix: use the libraries for CUDA $toolkit_major (the toolkit's, or pip's nvidia-*-cu$toolkit_major" \
+      "wheels), or put an nvcc of their CUDA version first on PATH"
+    return 1
+  fi
   local IFS=:
   {
     echo "export CUDA_PATH='$cuda_home'"
@@ -174,12 +262,11 @@ find_cuda() {
     echo "export LIBRARY_PATH='$dir/lib:${libdirs[*]}':\"\$LIBRARY_PATH\""
     echo "export LD_LIBRARY_PATH='${libdirs[*]}':\"\$LD_LIBRARY_PATH\""
   } >"$dir/env.sh"
-  echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 2 | head -n 1))"
   command -v c++ >/dev/null || { echo "no C++ compiler (c++) on PATH: nvcc needs one"; return 1; }
   if (( ${#missing[@]} )); then echo "not found: ${missing[*]}"; return 1; fi
 }
-step_fn cuda-libraries find_cuda "$root/.deps/cuda"
-[[ -f $root/.deps/cuda/env.sh ]] && source "$root/.deps/cuda/env.sh"
+if ! step_fn cuda-libraries find_cuda "$root/.deps/cuda"; then finish; fi
+source "$root/.deps/cuda/env.sh"
 
 # ---- 3. Meson ----
 meson_cmd=()
@@ -205,29 +292,37 @@ echo "meson: ${meson_cmd[*]} ($("${meson_cmd[@]}" --version 2>&1)), ninja: $(nin
 # and warn about other things, which must not hide whether the GPU code works.
 setup_args=(-Dcuda=enabled "-Dgpu_architectures=$archs" -Dbuildtype=release -Dwerror=false)
 [[ -d $build ]] && setup_args+=(--wipe)
-if ! step configure 120 "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then finish; fi
+if ! step configure "$limit_configure" "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then finish; fi
 [[ $until_step == configure ]] && finish
-if ! step build 300 ninja -C "$build"; then finish; fi
+# Only what the check runs: the test programs, train_cnn, list_devices and the GPU benchmarks (the
+# host benchmarks would take a third of the build and run nothing here).
+test_targets() {
+  "${meson_cmd[@]}" introspect "$build" --targets | python3 -c '
+import json, sys
+print("\n".join(t["name"] for t in json.load(sys.stdin) if t["type"] == "executable" and t["name"].startswith("test_")))'
+}
+mapfile -t targets < <(test_targets)
+targets+=(list_devices train_cnn bench_gpu)
+if ! step build "$limit_build" "${meson_cmd[@]}" compile -C "$build" "${targets[@]}"; then finish; fi
 [[ $until_step == build ]] && finish
 
-step list-devices 20 "$build/examples/list_devices"
+step list-devices "$limit_list_devices" "$build/examples/list_devices"
 if ! grep -q "GPU:0" "$out/list-devices.log"; then
   record gpu-visible "fail (no GPU: see list-devices.log)"
 fi
-step meson-test 180 "${meson_cmd[@]}" test -C "$build" --print-errorlogs --num-processes "$(nproc)"
+step meson-test "$limit_meson_test" "${meson_cmd[@]}" test -C "$build" --no-rebuild --print-errorlogs \
+  --num-processes "$cores"
 if grep -q "no GPU: " "$build/meson-logs/testlog.txt" 2>/dev/null; then
   record gpu-tests "fail (skipped: no GPU)"
   grep -h -m 1 "no GPU: " "$build/meson-logs/testlog.txt"
 fi
 
 # ---- 5. training the reference CNN ----
-data=/usr/share/datasets/fashion-mnist
-[[ -d $prefix$data ]] && data=$prefix$data
 train() {  # name flags...
   local name=$1 metrics="$out/$1.json"
   shift
   rm -f "$metrics"
-  if step "$name" 120 "$build/examples/train_cnn" --data "$data" --epochs 1 --verbose 2 --require-gpu \
+  if step "$name" "$limit_train" "$build/examples/train_cnn" --epochs 1 --verbose 2 --require-gpu \
       --metrics-json "$metrics" "$@" && [[ -f $metrics ]]; then
     local summary
     summary=$(python3 - "$metrics" <<'PY'
@@ -245,17 +340,7 @@ PY
 train train-one-device --strategy one-device
 train train-mirrored-x2 --strategy mirrored --replicas-per-gpu 2
 
-# ---- 6. GPU benchmarks, if any ----
-shopt -s nullglob
-benches=("$build"/benchmarks/bench_*)
-if (( ${#benches[@]} == 0 )); then
-  record benchmarks "skip (none built)"
-fi
-for bench in "${benches[@]}"; do
-  [[ -x $bench && -f $bench ]] || continue
-  name="bench-$(basename "$bench" | sed 's/^bench_//')"
-  step "$name" 60 "$bench" --benchmark_filter='GPU|Gpu|gpu|CUDA|Cuda|cuda|NCCL|Nccl|nccl' --benchmark_min_time=0.05
-  grep -q "Failed to match any benchmarks" "$out/$name.log" && statuses[-1]="skip (no GPU benchmarks)"
-done
+# ---- 6. GPU benchmarks ----
+step bench-gpu "$limit_bench" "$build/benchmarks/bench_gpu" --benchmark_min_time=0.05
 
 finish
