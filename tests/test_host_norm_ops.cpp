@@ -1,5 +1,6 @@
 // The host backend's batch normalization and dropout against double-precision references written
-// from engine/backend.hpp's contract: the sums, moments, forward and backward ops, the moving
+// from engine/backend.hpp's contract, and against Keras 3's values computed by NumPy
+// (tests/reference/keras_semantics.inc): the sums, moments, forward and backward ops, the moving
 // statistics, results that do not depend on the thread count, and a dropout mask that depends on
 // the global row of a sample, not on how the batch was split.
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include "engine/host/host_backend.hpp"
 #include "engine/random.hpp"
 #include "op_test_util.hpp"
+#include "reference/keras_semantics.inc"
 
 namespace mirror {
 namespace {
@@ -220,6 +222,44 @@ TEST_F(HostNormOps, DropoutMaskFollowsTheGlobalRowNotTheSplit) {
   Floats y_next(x.size(), kNaN);
   backend_->dropout_forward(next, rows, cols, x.data(), y_next.data());
   EXPECT_NE(y_next, y_whole);
+}
+
+// Keras's BatchNormalization(momentum=0.99, epsilon=1e-3) training step, composed from the ops as
+// a layer would: sums shifted by the moving mean, moments, forward, moving statistics.
+TEST_F(HostNormOps, BatchNormTrainingStepMatchesKeras) {
+  namespace kr = mirror::keras_reference;
+  const int64_t rows = kr::kBnRows, channels = kr::kBnChannels;
+  Floats moving_mean(kr::kBnMovingMean, kr::kBnMovingMean + channels);
+  Floats moving_var(kr::kBnMovingVar, kr::kBnMovingVar + channels);
+  Floats sums(2 * channels, kNaN), mean(channels, kNaN), var(channels, kNaN), invstd(channels, kNaN);
+  Floats y(rows * channels, kNaN);
+  const float guard[1] = {0.0f};
+  backend_->batch_norm_sums(rows, channels, kr::kBnX, moving_mean.data(), sums.data());
+  backend_->batch_norm_moments(channels, double(rows), kr::kBnEpsilon, moving_mean.data(), sums.data(), mean.data(),
+                               var.data(), invstd.data());
+  backend_->batch_norm_forward(rows, channels, kr::kBnX, mean.data(), invstd.data(), kr::kBnGamma, kr::kBnBeta,
+                               y.data());
+  backend_->batch_norm_update_moving(channels, kr::kBnMomentum, mean.data(), var.data(), guard, moving_mean.data(),
+                                     moving_var.data());
+  expect_close("y", y, kr::kBnY, 1e-5, 1e-5);
+  expect_close("moving mean", moving_mean, kr::kBnNewMovingMean, 1e-6, 1e-6);
+  expect_close("moving variance", moving_var, kr::kBnNewMovingVar, 1e-6, 1e-6);
+}
+
+// Keras's Dropout(rate=0.3): every element is 0 or x / (1 - rate).
+TEST_F(HostNormOps, DropoutScalesLikeKeras) {
+  namespace kr = mirror::keras_reference;
+  const int64_t count = std::size(kr::kDropoutX);
+  Floats y(count, kNaN);
+  backend_->dropout_forward({.rate = kr::kDropoutRate, .seed = 3, .stream = 9}, 1, count, kr::kDropoutX, y.data());
+  int64_t kept = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    if (y[i] == 0.0f) continue;
+    ++kept;
+    EXPECT_NEAR(y[i], kr::kDropoutKept[i], 2.5e-7 * std::abs(kr::kDropoutKept[i])) << "element " << i;
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_LT(kept, count);
 }
 
 }  // namespace
