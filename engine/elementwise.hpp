@@ -1,7 +1,8 @@
 // Element-wise math shared by the host and CUDA backends, written once: activations, losses and
 // metrics per row, dropout's mask, batch normalization's per-element formulas, the optimizers and
 // the running statistics. Under nvcc these are __host__ __device__; the host backend and its tests
-// run exactly the same code as the kernels.
+// run the same code as the kernels, except for the activations that need exp, erf or tanh per
+// element, which the host runs through oneDNN's vectorised eltwise (engine/host/host_activations.cpp).
 #pragma once
 
 #include <math.h>  // expf, logf, erff, sqrtf, isfinite in the global namespace, as CUDA has them
