@@ -1,7 +1,7 @@
 // The host's 2-D convolution: oneDNN primitives on NHWC activations and HWIO (Keras) weights,
-// with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own advice: describe once per geometry, create once, cache,
-// execute many times. Execution goes through the C API with argument arrays built at creation, so
-// a call allocates nothing.
+// with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own
+// advice: describe once per geometry, create once, cache, execute many times. Execution goes
+// through the C API with argument arrays built at creation, so a call allocates nothing.
 #include <string>
 
 #include "engine/host/host_backend_impl.hpp"
