@@ -140,6 +140,10 @@ TEST_F(Losses, LabelsAndSpecsThatCannotWorkAreRefused) {
   EXPECT_THROW(backend_->loss({.kind = LossKind::MeanSquaredError, .gradient_through_activation = true}, 1, 4,
                               y.data(), two, 1.0f, nullptr, &stat),
                InvalidArgument);
+  EXPECT_THROW(backend_->loss({.label_smoothing = 0.1f}, 1, 4, y.data(), two, 1.0f, nullptr, &stat), InvalidArgument);
+  EXPECT_THROW(backend_->loss({.kind = LossKind::CategoricalCrossentropy, .label_smoothing = 1.5f}, 1, 4, y.data(),
+                              two, 1.0f, nullptr, &stat),
+               InvalidArgument);
   try {
     backend_->loss({}, 2, 4, y.data(), too_large, 1.0f, nullptr, &stat);
   } catch (const DataError& e) {
