@@ -108,10 +108,12 @@ MIRROR_HD inline bool label_ok(const LossSpec& s, int32_t label, int64_t cols) {
 // Column j's target for `label`, label smoothing applied (categorical: toward 1 / classes; binary:
 // toward 1/2; the sparse kind and mean squared error have none, as in Keras).
 MIRROR_HD inline float loss_target(const LossSpec& s, int32_t label, int64_t cols, int64_t j) {
-  const bool value_target = cols == 1 && (s.kind == LossKind::BinaryCrossentropy || s.kind == LossKind::MeanSquaredError);
+  const bool value_target =
+      cols == 1 && (s.kind == LossKind::BinaryCrossentropy || s.kind == LossKind::MeanSquaredError);
   const float t = value_target ? static_cast<float>(label) : (j == label ? 1.0f : 0.0f);
-  if (s.kind == LossKind::CategoricalCrossentropy) return t * (1.0f - s.label_smoothing) + s.label_smoothing / static_cast<float>(cols);
-  if (s.kind == LossKind::BinaryCrossentropy) return t * (1.0f - s.label_smoothing) + 0.5f * s.label_smoothing;
+  const float smoothing = s.label_smoothing;
+  if (s.kind == LossKind::CategoricalCrossentropy) return t * (1.0f - smoothing) + smoothing / static_cast<float>(cols);
+  if (s.kind == LossKind::BinaryCrossentropy) return t * (1.0f - smoothing) + 0.5f * smoothing;
   return t;
 }
 
@@ -229,8 +231,9 @@ MIRROR_HD inline float loss_row(const LossSpec& s, const float* y, int32_t label
 // ---- metrics (see MetricSpec) ----
 
 // One sample's metric: 1 or 0 for the accuracies, the share of correct columns for binary accuracy
-// with several columns. A label outside [0, cols) counts as wrong (binary with one column: a
-// label other than 0 or 1 never matches).
+// with several columns. A label outside [0, cols) counts as wrong for the categorical kinds and
+// top-k (and reads nothing out of the row); binary accuracy on one column matches only labels 0
+// and 1, on several columns it sees such a label as an all-zero target.
 MIRROR_HD inline float metric_row(const MetricSpec& s, const float* y, int32_t label, int64_t cols) {
   switch (s.kind) {
     case MetricKind::SparseCategoricalAccuracy:

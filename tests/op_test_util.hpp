@@ -152,9 +152,11 @@ inline void for_each_tap(const ConvGeometry& g, const std::function<void(int64_t
             const int64_t ih = oh * g.stride_h - g.pad_top + kh, iw = ow * g.stride_w - g.pad_left + kw;
             if (ih < 0 || ih >= g.in_h || iw < 0 || iw >= g.in_w) continue;
             for (int64_t ic = 0; ic < g.in_c; ++ic)
-              for (int64_t oc = 0; oc < g.out_c; ++oc)
-                f(((n * g.in_h + ih) * g.in_w + iw) * g.in_c + ic, ((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc,
-                  ((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc);
+              for (int64_t oc = 0; oc < g.out_c; ++oc) {
+                const int64_t xi = ((n * g.in_h + ih) * g.in_w + iw) * g.in_c + ic;
+                const int64_t wi = ((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc;
+                f(xi, wi, ((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc);
+              }
           }
 }
 

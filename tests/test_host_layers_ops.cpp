@@ -153,7 +153,8 @@ TEST_F(HostLayerOps, GlobalAveragePool) {
   struct Sizes { int64_t batch, pixels, channels; };
   for (const Sizes s : {Sizes{1, 1, 1}, Sizes{3, 49, 7}, Sizes{2, 16, 130}, Sizes{5, 9, 3}}) {
     SCOPED_TRACE(::testing::Message() << "global average pool " << s.batch << "x" << s.pixels << "x" << s.channels);
-    const Floats x = random_floats(s.batch * s.pixels * s.channels, rng_), dy = random_floats(s.batch * s.channels, rng_);
+    const Floats x = random_floats(s.batch * s.pixels * s.channels, rng_);
+    const Floats dy = random_floats(s.batch * s.channels, rng_);
     Doubles y_ref(dy.size(), 0.0), dx_ref(x.size());
     for (int64_t n = 0; n < s.batch; ++n)
       for (int64_t p = 0; p < s.pixels; ++p)
@@ -191,7 +192,8 @@ double activation_derivative(Activation a, double x) {
     case Activation::ReLU: return x > 0 ? 1 : 0;
     case Activation::Sigmoid: return s * (1 - s);
     case Activation::Tanh: return 1 - std::tanh(x) * std::tanh(x);
-    case Activation::GELU: return 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-x * x / 2) / std::sqrt(2 * kPi);
+    case Activation::GELU:
+      return 0.5 * (1 + std::erf(x / std::sqrt(2.0))) + x * std::exp(-x * x / 2) / std::sqrt(2 * kPi);
     case Activation::SiLU: return s * (1 + x * (1 - s));
     case Activation::Softmax: break;
   }
