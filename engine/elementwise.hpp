@@ -1,7 +1,8 @@
 // Element-wise math shared by the host and CUDA backends, written once: activations, losses and
 // metrics per row, dropout's mask, batch normalization's per-element formulas, the optimizers and
 // the running statistics. Under nvcc these are __host__ __device__; the host backend and its tests
-// run exactly the same code as the kernels.
+// run the same code as the kernels, except for the activations that need exp, erf or tanh per
+// element, which the host runs through oneDNN's vectorised eltwise (engine/host/host_activations.cpp).
 #pragma once
 
 #include <math.h>  // expf, logf, erff, sqrtf, isfinite in the global namespace, as CUDA has them
@@ -107,10 +108,12 @@ MIRROR_HD inline bool label_ok(const LossSpec& s, int32_t label, int64_t cols) {
 // Column j's target for `label`, label smoothing applied (categorical: toward 1 / classes; binary:
 // toward 1/2; the sparse kind and mean squared error have none, as in Keras).
 MIRROR_HD inline float loss_target(const LossSpec& s, int32_t label, int64_t cols, int64_t j) {
-  const bool value_target = cols == 1 && (s.kind == LossKind::BinaryCrossentropy || s.kind == LossKind::MeanSquaredError);
+  const bool value_target =
+      cols == 1 && (s.kind == LossKind::BinaryCrossentropy || s.kind == LossKind::MeanSquaredError);
   const float t = value_target ? static_cast<float>(label) : (j == label ? 1.0f : 0.0f);
-  if (s.kind == LossKind::CategoricalCrossentropy) return t * (1.0f - s.label_smoothing) + s.label_smoothing / static_cast<float>(cols);
-  if (s.kind == LossKind::BinaryCrossentropy) return t * (1.0f - s.label_smoothing) + 0.5f * s.label_smoothing;
+  const float smoothing = s.label_smoothing;
+  if (s.kind == LossKind::CategoricalCrossentropy) return t * (1.0f - smoothing) + smoothing / static_cast<float>(cols);
+  if (s.kind == LossKind::BinaryCrossentropy) return t * (1.0f - smoothing) + 0.5f * smoothing;
   return t;
 }
 
@@ -228,8 +231,9 @@ MIRROR_HD inline float loss_row(const LossSpec& s, const float* y, int32_t label
 // ---- metrics (see MetricSpec) ----
 
 // One sample's metric: 1 or 0 for the accuracies, the share of correct columns for binary accuracy
-// with several columns. A label outside [0, cols) counts as wrong (binary with one column: a
-// label other than 0 or 1 never matches).
+// with several columns. A label outside [0, cols) counts as wrong for the categorical kinds and
+// top-k (and reads nothing out of the row); binary accuracy on one column matches only labels 0
+// and 1, on several columns it sees such a label as an all-zero target.
 MIRROR_HD inline float metric_row(const MetricSpec& s, const float* y, int32_t label, int64_t cols) {
   switch (s.kind) {
     case MetricKind::SparseCategoricalAccuracy:
@@ -269,7 +273,8 @@ MIRROR_HD inline float dropout_scale(const DropoutSpec& s) { return 1.0f / (1.0f
 
 // ---- batch normalization (see Backend::batch_norm_*) ----
 
-// 1 / sqrt(var + epsilon), in double so that moments and inference agree to the last bit.
+// 1 / sqrt(var + epsilon), rounded once. Training (batch_norm_moments) and inference take it from
+// the same float variance, so the two agree to the last bit.
 MIRROR_HD inline float batch_norm_invstd(double var, float epsilon) {
   return static_cast<float>(1.0 / sqrt(var + static_cast<double>(epsilon)));
 }
@@ -283,7 +288,7 @@ MIRROR_HD inline void batch_norm_moments(double count, float epsilon, float shif
   v = v > 0.0 ? v : 0.0;
   mean = static_cast<float>(static_cast<double>(shift) + m1);
   var = static_cast<float>(v);
-  invstd = batch_norm_invstd(v, epsilon);
+  invstd = batch_norm_invstd(var, epsilon);  // from the float variance, as batch_norm_invstd gets it
 }
 
 // dL/dx of one element through the batch's own mean and variance: gamma invstd (dy - sum_dy / count

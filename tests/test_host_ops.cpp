@@ -14,66 +14,23 @@
 #include <span>
 #include <thread>
 
-#include "engine/random.hpp"
-#include "test_util.hpp"
 #include <vector>
 
 #include "engine/data/dataset.hpp"
 #include "engine/error.hpp"
 #include "engine/host/host_backend.hpp"
+#include "engine/random.hpp"
+#include "op_test_util.hpp"
+#include "test_util.hpp"
 
 namespace mirror {
 namespace {
 
-using Floats = std::vector<float>;
-using Doubles = std::vector<double>;
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+using namespace mirror::testing;
 
-Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// |got - ref| <= atol + rtol |ref| element-wise (NaN fails); prints the first mismatches.
-void expect_close(const char* what, std::span<const float> got, std::span<const double> ref, double atol,
-                  double rtol) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::abs(static_cast<double>(got[i]) - ref[i]);
-    if (diff <= atol + rtol * std::abs(ref[i])) continue;
-    if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", expected " << ref[i];
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance (atol "
-                     << atol << ", rtol " << rtol << ")";
-}
-
-// Calls f(x_index, w_index, y_index) for every multiply-add of a valid NHWC/HWIO convolution.
-void for_each_tap(const ConvGeometry& g, const std::function<void(int64_t, int64_t, int64_t)>& f) {
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw)
-            for (int64_t ic = 0; ic < g.in_c; ++ic)
-              for (int64_t oc = 0; oc < g.out_c; ++oc) {
-                const int64_t xi = ((n * g.in_h + oh * g.stride_h + kh) * g.in_w + ow * g.stride_w + kw) * g.in_c + ic;
-                const int64_t wi = ((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc;
-                const int64_t yi = ((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc;
-                f(xi, wi, yi);
-              }
-}
-
-int64_t x_count(const ConvGeometry& g) { return g.batch * g.in_h * g.in_w * g.in_c; }
-int64_t y_count(const ConvGeometry& g) { return g.batch * g.out_h() * g.out_w() * g.out_c; }
-
-class HostOps : public ::testing::Test {
+class HostOps : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{20240601};
+  HostOps() : HostBackendTest(20240601) {}
 };
 
 const ConvGeometry kConvShapes[] = {
@@ -112,26 +69,6 @@ TEST_F(HostOps, Conv2dMatchesReference) {
   }
 }
 
-// Reference max pooling: y and, for the first maximum in row-major window order, dx += dy.
-void pool_reference(const PoolGeometry& g, const Floats& x, const Floats& dy, Doubles& y, Doubles& dx) {
-  y.assign(g.batch * g.out_h() * g.out_w() * g.channels, 0.0);
-  dx.assign(x.size(), 0.0);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t c = 0; c < g.channels; ++c) {
-          int64_t best = -1;
-          for (int64_t i = 0; i < g.pool_h; ++i)
-            for (int64_t j = 0; j < g.pool_w; ++j) {
-              const int64_t xi = ((n * g.in_h + oh * g.stride_h + i) * g.in_w + ow * g.stride_w + j) * g.channels + c;
-              if (best < 0 || x[xi] > x[best]) best = xi;
-            }
-          const int64_t yi = ((n * g.out_h() + oh) * g.out_w() + ow) * g.channels + c;
-          y[yi] = x[best];
-          dx[best] += dy[yi];
-        }
-}
-
 TEST_F(HostOps, MaxPoolMatchesReference) {
   const PoolGeometry shapes[] = {
       // batch, in_h, in_w, channels, pool_h, pool_w, stride_h, stride_w
@@ -147,8 +84,8 @@ TEST_F(HostOps, MaxPoolMatchesReference) {
       if (ties)  // few distinct values, so windows hold several equal maxima
         for (float& v : x) v = std::round(v * 1.5f);
       const Floats dy = random_floats(g.batch * g.out_h() * g.out_w() * g.channels, rng_);
-      Doubles y_ref, dx_ref;
-      pool_reference(g, x, dy, y_ref, dx_ref);
+      Doubles dx_ref;
+      const Doubles y_ref = max_pool_reference(g, to_doubles(x), to_doubles(dy), &dx_ref);
       Floats y(dy.size(), kNaN), dx(x.size(), kNaN);
       backend_->max_pool_forward(g, x.data(), y.data());
       backend_->max_pool_backward(g, x.data(), y.data(), dy.data(), dx.data());

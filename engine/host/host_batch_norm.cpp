@@ -2,7 +2,9 @@
 // The per-channel sums are taken over fixed blocks of rows, each block's partial sums in double,
 // then added block by block in order: the result is the same for any thread count, and accurate
 // over the hundreds of thousands of rows of a ResNet's first layers. The per-element formulas are
-// engine/elementwise.hpp's, shared with the CUDA kernels.
+// engine/elementwise.hpp's, shared with the CUDA kernels. Plain C++ rather than oneDNN's batch
+// normalization, which was not faster here (32 x 56 x 56 x 64, 2 threads: training forward 8.0 ms
+// against oneDNN's 12.7, backward 15.7 against 16.3) and cannot take sums all-reduced across replicas.
 #include <algorithm>
 
 #include "engine/elementwise.hpp"

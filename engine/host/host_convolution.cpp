@@ -1,7 +1,7 @@
 // The host's 2-D convolution: oneDNN primitives on NHWC activations and HWIO (Keras) weights,
-// with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own advice: describe once per geometry, create once, cache,
-// execute many times. Execution goes through the C API with argument arrays built at creation, so
-// a call allocates nothing.
+// with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own
+// advice: describe once per geometry, create once, cache, execute many times. Execution goes
+// through the C API with argument arrays built at creation, so a call allocates nothing.
 #include <algorithm>
 #include <string>
 
@@ -37,17 +37,9 @@ memory weights_for(const memory::desc& wanted, const memory& user, bool into_use
   return layout.internal;
 }
 
-void execute(const dnnl::primitive& p, const dnnl::stream& stream, const std::vector<dnnl_exec_arg_t>& args) {
-  MIRROR_DNNL_CHECK(dnnl_primitive_execute(p.get(), stream.get(), static_cast<int>(args.size()), args.data()));
-}
-
 void run_reorder(const WeightLayout& layout, const dnnl::stream& stream) {
   if (layout.args.empty()) return;
   execute(layout.reorder, stream, layout.args);
-}
-
-void set_handle(const memory& m, const void* data) {
-  MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
 }
 
 // The dimensions oneDNN's descriptors take: strides and the padding before and after each

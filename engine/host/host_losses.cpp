@@ -21,6 +21,11 @@ void check_spec(const LossSpec& s, int64_t cols) {
   MIRROR_REQUIRE(cols > 0, InvalidArgument, loss_name(s.kind), " needs at least one output column, got ", cols);
   MIRROR_REQUIRE(s.label_smoothing >= 0.0f && s.label_smoothing <= 1.0f, InvalidArgument, "label_smoothing ",
                  s.label_smoothing, " is outside [0, 1]");
+  // Keras offers no smoothing for these, and ignoring it silently would train something else.
+  MIRROR_REQUIRE(s.label_smoothing == 0.0f || s.kind == LossKind::CategoricalCrossentropy ||
+                     s.kind == LossKind::BinaryCrossentropy,
+                 InvalidArgument, "label_smoothing ", s.label_smoothing, " with ", loss_name(s.kind),
+                 ": only categorical and binary cross-entropy smooth their labels");
   MIRROR_REQUIRE(!s.gradient_through_activation || (!s.from_logits && s.kind != LossKind::MeanSquaredError),
                  InvalidArgument, "gradient_through_activation with ", loss_name(s.kind),
                  s.from_logits ? " from logits" : "",
