@@ -53,6 +53,7 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_.get());
   convolutions_.reset();
   ones_.reset();
+  partials_.reset();
   device_indices_.reset();
   pool_.retire_stream(stream_.get());
   cudnn_.reset();
