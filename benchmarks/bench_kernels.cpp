@@ -27,6 +27,9 @@ namespace mirror::bench {
 namespace {
 
 constexpr int64_t kClasses = 10, kFilters = 32, kFlat = 13 * 13 * kFilters;  // 5408
+// A step's {loss sum, correct count}, and the running totals with the first bad step after them
+// (as model/ keeps them).
+constexpr size_t kStatCount = 2, kTotalCount = kStatCount + 1;
 
 Ceilings g_ceilings;
 std::unique_ptr<Backend> g_backend;
@@ -100,9 +103,11 @@ constexpr double kConvOut = 26 * 26 * kFilters, kPoolOut = kFlat, kIn = 784, kCo
 double conv_flops(int64_t b) { return 2.0 * double(b) * kConvOut * 9; }
 
 void run_softmax_ce(Backend& be, Tensors& t) {
-  be.activation_forward(Activation::Softmax, t.rows, kClasses, t.probs.as<float>());
-  be.sparse_categorical_crossentropy(t.rows, kClasses, t.probs.as<float>(), t.labels.as<int32_t>(), 1.0f / float(t.rows),
-                                     true, t.dprobs.as<float>(), t.stats.as<float>());
+  be.activation_forward(Activation::Softmax, t.rows, kClasses, t.probs.as<float>(), t.probs.as<float>());
+  be.loss({.kind = LossKind::SparseCategoricalCrossentropy, .gradient_through_activation = true}, t.rows, kClasses,
+          t.probs.as<float>(), t.labels.as<int32_t>(), 1.0f / float(t.rows), t.dprobs.as<float>(), t.stats.as<float>());
+  be.metric({.kind = MetricKind::SparseCategoricalAccuracy}, t.rows, kClasses, t.probs.as<float>(),
+            t.labels.as<int32_t>(), t.stats.as<float>() + 1);
 }
 void run_adam(Backend& be, Tensors& t) {
   t.stats.as<float>()[0] = 1.0f;  // a finite loss, so the update is applied
@@ -129,7 +134,7 @@ std::vector<Op> reference_ops() {
                  [](int64_t b) { return conv_flops(b) + double(b) * kConvOut; },
                  [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
   ops.push_back({"relu_forward", [](Backend& be, Tensors& t) {
-                   be.activation_forward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>());
+                   be.activation_forward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>(), t.conv_y.as<float>());
                  },
                  [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 8.0 * double(b) * kConvOut; },
                  [](int64_t b) { return 4.0 * double(b) * kConvOut; }});
@@ -168,8 +173,8 @@ std::vector<Op> reference_ops() {
                  [](int64_t b) { return 3.0 * double(b) * kPoolOut + double(b) * kConvOut; },
                  [](int64_t b) { return 4.0 * double(b) * (2 * kConvOut + 2 * kPoolOut); }});
   ops.push_back({"relu_backward", [](Backend& be, Tensors& t) {
-                   be.activation_backward(Activation::ReLU, t.rows * 26 * 26, kFilters, t.conv_y.as<float>(),
-                                          t.conv_dy.as<float>());
+                   be.activation_backward(Activation::ReLU, t.rows * 26 * 26, kFilters, nullptr, t.conv_y.as<float>(),
+                                          t.conv_dy.as<float>(), t.conv_dy.as<float>());
                  },
                  [](int64_t b) { return double(b) * kConvOut; }, [](int64_t b) { return 12.0 * double(b) * kConvOut; },
                  [](int64_t b) { return 8.0 * double(b) * kConvOut; }});
@@ -185,7 +190,7 @@ std::vector<Op> reference_ops() {
                  },
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW); }});
   ops.push_back({"accumulate_stats", [](Backend& be, Tensors& t) {
-                   be.accumulate_stats(t.stats.as<float>(), t.totals.as<float>(), 1);
+                   be.accumulate_stats(kStatCount, t.stats.as<float>(), t.totals.as<float>(), 1);
                  },
                  [](int64_t) { return 2.0; }, [](int64_t) { return 4.0 * (kStatCount + 2 * kTotalCount); }});
   ops.push_back({"adam_update", [](Backend& be, Tensors& t) { run_adam(be, t); },

@@ -269,6 +269,11 @@ MIRROR_HD inline float dropout_scale(const DropoutSpec& s) { return 1.0f / (1.0f
 
 // ---- batch normalization (see Backend::batch_norm_*) ----
 
+// 1 / sqrt(var + epsilon), in double so that moments and inference agree to the last bit.
+MIRROR_HD inline float batch_norm_invstd(double var, float epsilon) {
+  return static_cast<float>(1.0 / sqrt(var + static_cast<double>(epsilon)));
+}
+
 // One channel's moments from its shifted sums s1 = sum (x - shift), s2 = sum (x - shift)^2 over
 // `count` rows. In double: s2 / count - (s1 / count)^2 cancels when the shift is far from the mean.
 MIRROR_HD inline void batch_norm_moments(double count, float epsilon, float shift, float s1, float s2, float& mean,
@@ -278,7 +283,7 @@ MIRROR_HD inline void batch_norm_moments(double count, float epsilon, float shif
   v = v > 0.0 ? v : 0.0;
   mean = static_cast<float>(static_cast<double>(shift) + m1);
   var = static_cast<float>(v);
-  invstd = static_cast<float>(1.0 / sqrt(v + static_cast<double>(epsilon)));
+  invstd = batch_norm_invstd(v, epsilon);
 }
 
 // dL/dx of one element through the batch's own mean and variance: gamma invstd (dy - sum_dy / count
@@ -288,6 +293,11 @@ MIRROR_HD inline float batch_norm_dx(float x, float dy, float mean, float invstd
   const float inv_count = static_cast<float>(1.0 / count);
   const float xhat = (x - mean) * invstd;
   return gamma * invstd * (dy - sum_dy * inv_count - xhat * sum_dy_xhat * inv_count);
+}
+
+// Keras's moving statistics: moving * momentum + batch * (1 - momentum).
+MIRROR_HD inline float moving_average(float moving, float batch, float momentum) {
+  return moving * momentum + batch * (1.0f - momentum);
 }
 
 // ---- running statistics and optimizers ----

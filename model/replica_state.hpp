@@ -12,6 +12,12 @@
 
 namespace mirror {
 
+// Where a step's loss and metric ops accumulate: {loss sum, correct count}.
+inline constexpr int kStatCount = 2;
+// An epoch's running totals on the device: {loss sum, correct count, first step whose loss was not
+// finite (-1 while there is none)}. See Backend::accumulate_stats.
+inline constexpr int kTotalCount = kStatCount + 1;
+
 struct Sequential::ParamSlot {
   size_t offset = 0;  // into the flat parameter (and gradient, and each slot) buffer
   size_t count = 0;

@@ -41,6 +41,16 @@ struct ScopeExit {
 template <typename Fn>
 ScopeExit(Fn) -> ScopeExit<Fn>;
 
+// The compiled loss and metric (sparse categorical cross-entropy and accuracy) of `rows` outputs
+// with `cols` columns: stats[0] += the loss sum, stats[1] += the correct count. With
+// `fused_softmax` the gradient goes straight to the softmax's input.
+void score(Backend& b, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels, float scale,
+           bool fused_softmax, float* dinput, float* stats) {
+  const LossSpec loss{.kind = LossKind::SparseCategoricalCrossentropy, .gradient_through_activation = fused_softmax};
+  b.loss(loss, rows, cols, outputs, labels, scale, dinput, stats);
+  b.metric({.kind = MetricKind::SparseCategoricalAccuracy}, rows, cols, outputs, labels, stats + 1);
+}
+
 }  // namespace
 
 void Sequential::check_data(const ImageSet& data, const char* what) {
@@ -172,8 +182,8 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
     b.gather_batch(resident(replica, data), indices, s.input.as<float>(), s.labels.as<int32_t>());
     forward(replica, rows);
     const bool fused = layers_.back()->activation() == Activation::Softmax;
-    b.sparse_categorical_crossentropy(rows, output_shape()[0], s.act.back(), s.labels.as<int32_t>(),
-                                      1.0f / static_cast<float>(global_rows), fused, s.delta[0].as<float>(), stats);
+    score(b, rows, output_shape()[0], s.act.back(), s.labels.as<int32_t>(), 1.0f / static_cast<float>(global_rows), fused,
+          s.delta[0].as<float>(), stats);
     backward(replica, rows, fused, next_bucket);
   }
   // The rest (all of it for an empty share): the last bucket holds the loss statistics, so every
@@ -182,7 +192,7 @@ void Sequential::train_step(int replica, const ImageSet& data, std::span<const i
   strategy_->communicator().wait_all(replica);
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer for the
   // rest of the epoch, without the host having to look at every step.
-  b.accumulate_stats(stats, s.totals.as<float>(), step);
+  b.accumulate_stats(kStatCount, stats, s.totals.as<float>(), step);
   optimizer_->apply(b, iteration, param_count_, s.params.as<float>(), s.grads.as<float>(), s.slots.as<float>(),
                     s.totals.as<float>());
   if (replica == 0 && read_totals) b.download(s.totals.data(), s.host_totals, sizeof(s.host_totals));
@@ -288,11 +298,10 @@ void Sequential::evaluate_step(int replica, const ImageSet& data, std::span<cons
   if (rows > 0) {
     b.gather_batch(resident(replica, data), indices, s.input.as<float>(), s.labels.as<int32_t>());
     forward(replica, rows);
-    b.sparse_categorical_crossentropy(rows, output_shape()[0], s.act.back(), s.labels.as<int32_t>(), 1.0f, false,
-                                      nullptr, s.eval_stats.as<float>());
+    score(b, rows, output_shape()[0], s.act.back(), s.labels.as<int32_t>(), 1.0f, false, nullptr, s.eval_stats.as<float>());
   }
   strategy_->communicator().all_reduce_sum(replica, {s.eval_stats.as<float>(), kStatCount}, "evaluation all_reduce");
-  b.accumulate_stats(s.eval_stats.as<float>(), s.totals.as<float>(), step);
+  b.accumulate_stats(kStatCount, s.eval_stats.as<float>(), s.totals.as<float>(), step);
   if (replica == 0 && read_totals) b.download(s.totals.data(), s.host_totals, sizeof(s.host_totals));
 }
 

@@ -13,93 +13,12 @@
 #include <vector>
 
 #include "engine/host/host_backend.hpp"
+#include "op_test_util.hpp"
 
 namespace mirror {
 namespace {
 
-using Floats = std::vector<float>;
-using Doubles = std::vector<double>;
-using Loss = std::function<double(const Doubles&)>;
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-Doubles to_doubles(const Floats& v) { return Doubles(v.begin(), v.end()); }
-
-double dot(const Doubles& a, const Doubles& b) {
-  double sum = 0;
-  for (size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// dL/d(at) by central differences, one element at a time.
-Doubles finite_difference(const Loss& loss, Doubles at, double h) {
-  Doubles grad(at.size());
-  for (size_t i = 0; i < at.size(); ++i) {
-    const double v = at[i];
-    at[i] = v + h;
-    const double up = loss(at);
-    at[i] = v - h;
-    const double down = loss(at);
-    at[i] = v;
-    grad[i] = (up - down) / (2 * h);
-  }
-  return grad;
-}
-
-// The float analytic gradient within 1e-3 relative of the numeric one (plus 1e-4 of the largest
-// component, so components near zero are judged on the gradient's scale).
-void expect_gradient(const char* what, std::span<const float> analytic, const Doubles& numeric) {
-  ASSERT_EQ(analytic.size(), numeric.size()) << what;
-  double scale = 0;
-  for (double g : numeric) scale = std::max(scale, std::abs(g));
-  ASSERT_GT(scale, 0.0) << what << ": the numeric gradient is all zero, the check would prove nothing";
-  size_t bad = 0;
-  for (size_t i = 0; i < numeric.size(); ++i) {
-    const double diff = std::abs(double{analytic[i]} - numeric[i]);
-    if (diff <= 1e-4 * scale + 1e-3 * std::abs(numeric[i])) continue;
-    if (++bad <= 5)
-      ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << ", numeric " << numeric[i];
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << numeric.size() << " components disagree";
-}
-
-Doubles conv_reference(const ConvGeometry& g, const Doubles& x, const Doubles& w, const Doubles& b) {
-  Doubles y(g.batch * g.out_h() * g.out_w() * g.out_c);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t oc = 0; oc < g.out_c; ++oc) {
-          double sum = b[oc];
-          for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-            for (int64_t kw = 0; kw < g.kernel_w; ++kw)
-              for (int64_t ic = 0; ic < g.in_c; ++ic)
-                sum += x[((n * g.in_h + oh * g.stride_h + kh) * g.in_w + ow * g.stride_w + kw) * g.in_c + ic] *
-                       w[((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc];
-          y[((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc] = sum;
-        }
-  return y;
-}
-
-Doubles pool_reference(const PoolGeometry& g, const Doubles& x) {
-  Doubles y(g.batch * g.out_h() * g.out_w() * g.channels, -INFINITY);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t c = 0; c < g.channels; ++c)
-          for (int64_t i = 0; i < g.pool_h; ++i)
-            for (int64_t j = 0; j < g.pool_w; ++j) {
-              double& out = y[((n * g.out_h() + oh) * g.out_w() + ow) * g.channels + c];
-              const int64_t xi = ((n * g.in_h + oh * g.stride_h + i) * g.in_w + ow * g.stride_w + j) * g.channels + c;
-              out = std::max(out, x[xi]);
-            }
-  return y;
-}
+using namespace mirror::testing;
 
 Doubles softmax_reference(const Doubles& z, int64_t rows, int64_t cols) {
   Doubles y(z.size());
@@ -162,7 +81,7 @@ TEST_F(Gradients, MaxPool) {
     backend_->max_pool_backward(g, x.data(), y.data(), r.data(), dx.data());
     // Tiny steps, so no window's maximum changes hands between the two evaluations.
     const Doubles rd = to_doubles(r);
-    const Loss loss = [&](const Doubles& v) { return dot(rd, pool_reference(g, v)); };
+    const Loss loss = [&](const Doubles& v) { return dot(rd, max_pool_reference(g, v)); };
     expect_gradient("pool dx", dx, finite_difference(loss, to_doubles(x), 1e-7));
   }
 }
@@ -194,8 +113,8 @@ TEST_F(Gradients, Relu) {
   for (float& v : z) v += v > 0 ? 0.05f : -0.05f;  // away from the kink at 0
   const Floats r = random_floats(z.size(), rng_);
   Floats y = z, dz = r;
-  backend_->activation_forward(Activation::ReLU, 5, 8, y.data());
-  backend_->activation_backward(Activation::ReLU, 5, 8, y.data(), dz.data());
+  backend_->activation_forward(Activation::ReLU, 5, 8, y.data(), y.data());
+  backend_->activation_backward(Activation::ReLU, 5, 8, nullptr, y.data(), dz.data(), dz.data());
   const Doubles rd = to_doubles(r);
   const Loss loss = [&](const Doubles& v) {
     double sum = 0;
@@ -209,8 +128,8 @@ TEST_F(Gradients, SoftmaxBackward) {
   const int64_t rows = 4, cols = 6;
   const Floats z = random_floats(rows * cols, rng_, -3.0f, 3.0f), r = random_floats(z.size(), rng_);
   Floats y = z, dz = r;
-  backend_->activation_forward(Activation::Softmax, rows, cols, y.data());
-  backend_->activation_backward(Activation::Softmax, rows, cols, y.data(), dz.data());
+  backend_->activation_forward(Activation::Softmax, rows, cols, y.data(), y.data());
+  backend_->activation_backward(Activation::Softmax, rows, cols, nullptr, y.data(), dz.data(), dz.data());
   const Doubles rd = to_doubles(r);
   const Loss loss = [&](const Doubles& v) { return dot(rd, softmax_reference(v, rows, cols)); };
   expect_gradient("softmax dz", dz, finite_difference(loss, to_doubles(z), 1e-5));
@@ -222,8 +141,7 @@ TEST_F(Gradients, CrossEntropyWithRespectToProbabilities) {
   const Floats p = random_floats(rows * classes, rng_, 0.05f, 0.95f);
   const std::vector<int32_t> labels = {0, 3, 1, 1, 2};
   Floats d(p.size(), kNaN), stats = {0.0f, 0.0f};
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, false, d.data(),
-                                            stats.data());
+  backend_->loss({}, rows, classes, p.data(), labels.data(), scale, d.data(), stats.data());
   const Loss loss = [&](const Doubles& v) { return cross_entropy_reference(v, labels, classes, scale); };
   expect_gradient("dloss/dprobs", d, finite_difference(loss, to_doubles(p), 1e-6));
 }
@@ -234,9 +152,9 @@ TEST_F(Gradients, CrossEntropyThroughSoftmax) {
   const Floats z = random_floats(rows * classes, rng_, -3.0f, 3.0f);
   const std::vector<int32_t> labels = {2, 0, 3, 1, 1};
   Floats p = z, d(z.size(), kNaN), stats = {0.0f, 0.0f};
-  backend_->activation_forward(Activation::Softmax, rows, classes, p.data());
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, true, d.data(),
-                                            stats.data());
+  backend_->activation_forward(Activation::Softmax, rows, classes, p.data(), p.data());
+  backend_->loss({.gradient_through_activation = true}, rows, classes, p.data(), labels.data(), scale, d.data(),
+                 stats.data());
   const Loss loss = [&](const Doubles& v) {
     return cross_entropy_reference(softmax_reference(v, rows, classes), labels, classes, scale);
   };

@@ -14,60 +14,19 @@
 #include <span>
 #include <thread>
 
-#include "engine/random.hpp"
-#include "test_util.hpp"
 #include <vector>
 
 #include "engine/data/dataset.hpp"
 #include "engine/error.hpp"
 #include "engine/host/host_backend.hpp"
+#include "engine/random.hpp"
+#include "op_test_util.hpp"
+#include "test_util.hpp"
 
 namespace mirror {
 namespace {
 
-using Floats = std::vector<float>;
-using Doubles = std::vector<double>;
-constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// |got - ref| <= atol + rtol |ref| element-wise (NaN fails); prints the first mismatches.
-void expect_close(const char* what, std::span<const float> got, std::span<const double> ref, double atol,
-                  double rtol) {
-  ASSERT_EQ(got.size(), ref.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const double diff = std::abs(static_cast<double>(got[i]) - ref[i]);
-    if (diff <= atol + rtol * std::abs(ref[i])) continue;
-    if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", expected " << ref[i];
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements out of tolerance (atol "
-                     << atol << ", rtol " << rtol << ")";
-}
-
-// Calls f(x_index, w_index, y_index) for every multiply-add of a valid NHWC/HWIO convolution.
-void for_each_tap(const ConvGeometry& g, const std::function<void(int64_t, int64_t, int64_t)>& f) {
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t kh = 0; kh < g.kernel_h; ++kh)
-          for (int64_t kw = 0; kw < g.kernel_w; ++kw)
-            for (int64_t ic = 0; ic < g.in_c; ++ic)
-              for (int64_t oc = 0; oc < g.out_c; ++oc) {
-                const int64_t xi = ((n * g.in_h + oh * g.stride_h + kh) * g.in_w + ow * g.stride_w + kw) * g.in_c + ic;
-                const int64_t wi = ((kh * g.kernel_w + kw) * g.in_c + ic) * g.out_c + oc;
-                const int64_t yi = ((n * g.out_h() + oh) * g.out_w() + ow) * g.out_c + oc;
-                f(xi, wi, yi);
-              }
-}
-
-int64_t x_count(const ConvGeometry& g) { return g.batch * g.in_h * g.in_w * g.in_c; }
-int64_t y_count(const ConvGeometry& g) { return g.batch * g.out_h() * g.out_w() * g.out_c; }
+using namespace mirror::testing;
 
 class HostOps : public ::testing::Test {
  protected:
@@ -112,26 +71,6 @@ TEST_F(HostOps, Conv2dMatchesReference) {
   }
 }
 
-// Reference max pooling: y and, for the first maximum in row-major window order, dx += dy.
-void pool_reference(const PoolGeometry& g, const Floats& x, const Floats& dy, Doubles& y, Doubles& dx) {
-  y.assign(g.batch * g.out_h() * g.out_w() * g.channels, 0.0);
-  dx.assign(x.size(), 0.0);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t oh = 0; oh < g.out_h(); ++oh)
-      for (int64_t ow = 0; ow < g.out_w(); ++ow)
-        for (int64_t c = 0; c < g.channels; ++c) {
-          int64_t best = -1;
-          for (int64_t i = 0; i < g.pool_h; ++i)
-            for (int64_t j = 0; j < g.pool_w; ++j) {
-              const int64_t xi = ((n * g.in_h + oh * g.stride_h + i) * g.in_w + ow * g.stride_w + j) * g.channels + c;
-              if (best < 0 || x[xi] > x[best]) best = xi;
-            }
-          const int64_t yi = ((n * g.out_h() + oh) * g.out_w() + ow) * g.channels + c;
-          y[yi] = x[best];
-          dx[best] += dy[yi];
-        }
-}
-
 TEST_F(HostOps, MaxPoolMatchesReference) {
   const PoolGeometry shapes[] = {
       // batch, in_h, in_w, channels, pool_h, pool_w, stride_h, stride_w
@@ -147,8 +86,8 @@ TEST_F(HostOps, MaxPoolMatchesReference) {
       if (ties)  // few distinct values, so windows hold several equal maxima
         for (float& v : x) v = std::round(v * 1.5f);
       const Floats dy = random_floats(g.batch * g.out_h() * g.out_w() * g.channels, rng_);
-      Doubles y_ref, dx_ref;
-      pool_reference(g, x, dy, y_ref, dx_ref);
+      Doubles dx_ref;
+      const Doubles y_ref = max_pool_reference(g, to_doubles(x), to_doubles(dy), &dx_ref);
       Floats y(dy.size(), kNaN), dx(x.size(), kNaN);
       backend_->max_pool_forward(g, x.data(), y.data());
       backend_->max_pool_backward(g, x.data(), y.data(), dy.data(), dx.data());
@@ -194,11 +133,11 @@ TEST_F(HostOps, DenseMatchesReference) {
 TEST_F(HostOps, ActivationsMatchReference) {
   const int64_t rows = 5, cols = 7;
   const Floats z = random_floats(rows * cols, rng_, -4.0f, 4.0f), dy = random_floats(rows * cols, rng_);
-  Floats y = z;
-  backend_->activation_forward(Activation::Linear, rows, cols, y.data());
+  Floats y(z.size(), kNaN);
+  backend_->activation_forward(Activation::Linear, rows, cols, z.data(), y.data());
   EXPECT_EQ(y, z);
-  Floats d = dy;
-  backend_->activation_backward(Activation::Linear, rows, cols, y.data(), d.data());
+  Floats d(dy.size(), kNaN);
+  backend_->activation_backward(Activation::Linear, rows, cols, nullptr, y.data(), dy.data(), d.data());
   EXPECT_EQ(d, dy);
 
   Doubles relu_ref(z.size()), relu_grad_ref(z.size());
@@ -206,8 +145,9 @@ TEST_F(HostOps, ActivationsMatchReference) {
     relu_ref[i] = z[i] > 0 ? z[i] : 0.0;
     relu_grad_ref[i] = z[i] > 0 ? dy[i] : 0.0;
   }
-  backend_->activation_forward(Activation::ReLU, rows, cols, y.data());
-  backend_->activation_backward(Activation::ReLU, rows, cols, y.data(), d.data());
+  d = dy;
+  backend_->activation_forward(Activation::ReLU, rows, cols, y.data(), y.data());  // in place
+  backend_->activation_backward(Activation::ReLU, rows, cols, nullptr, y.data(), d.data(), d.data());
   expect_close("relu y", y, relu_ref, 0.0, 0.0);
   expect_close("relu dz", d, relu_grad_ref, 0.0, 0.0);
 
@@ -219,10 +159,10 @@ TEST_F(HostOps, ActivationsMatchReference) {
     for (int64_t j = 0; j < cols; ++j) dot += soft_ref[r * cols + j] * dy[r * cols + j];
     for (int64_t j = 0; j < cols; ++j) soft_grad_ref[r * cols + j] = soft_ref[r * cols + j] * (dy[r * cols + j] - dot);
   }
-  y = z;
-  d = dy;
-  backend_->activation_forward(Activation::Softmax, rows, cols, y.data());
-  backend_->activation_backward(Activation::Softmax, rows, cols, y.data(), d.data());
+  y.assign(z.size(), kNaN);
+  d.assign(dy.size(), kNaN);
+  backend_->activation_forward(Activation::Softmax, rows, cols, z.data(), y.data());
+  backend_->activation_backward(Activation::Softmax, rows, cols, nullptr, y.data(), dy.data(), d.data());
   expect_close("softmax y", y, soft_ref, 1e-7, 1e-5);
   expect_close("softmax dz", d, soft_grad_ref, 1e-7, 1e-5);
 }
@@ -234,10 +174,12 @@ TEST_F(HostOps, CrossEntropyAccumulatesLossAndAccuracy) {
   const std::vector<int32_t> labels = {0, 1, 0, 1};
   const float scale = 0.25f;
   const double loss_ref = -std::log(double{0.7f}) - std::log(double{0.3f}) - std::log(1e-7) - std::log(double{0.4f});
+  const MetricSpec accuracy{.kind = MetricKind::SparseCategoricalAccuracy};
   for (bool logits : {false, true}) {
     Floats stats = {1.5f, 2.0f}, d(p.size(), kNaN);
-    backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, logits, d.data(),
-                                              stats.data());
+    const LossSpec spec{.gradient_through_activation = logits};
+    backend_->loss(spec, rows, classes, p.data(), labels.data(), scale, d.data(), stats.data());
+    backend_->metric(accuracy, rows, classes, p.data(), labels.data(), stats.data() + 1);
     EXPECT_NEAR(stats[0], 1.5 + loss_ref, 1e-5 * loss_ref);
     EXPECT_EQ(stats[1], 2.0f + 1.0f);  // row 0 right; row 3's first maximum is class 0, not 1
     Doubles d_ref(p.size(), 0.0);
@@ -250,13 +192,10 @@ TEST_F(HostOps, CrossEntropyAccumulatesLossAndAccuracy) {
     expect_close(logits ? "dlogits" : "dprobs", d, d_ref, 1e-7, 1e-6);
   }
   Floats stats = {0.0f, 0.0f};
-  backend_->sparse_categorical_crossentropy(rows, classes, p.data(), labels.data(), scale, false, nullptr,
-                                            stats.data());
+  backend_->loss({}, rows, classes, p.data(), labels.data(), scale, nullptr, stats.data());
   EXPECT_NEAR(stats[0], loss_ref, 1e-5 * loss_ref);
   const std::vector<int32_t> bad_labels = {0, 3, 0, 1};
-  EXPECT_THROW(backend_->sparse_categorical_crossentropy(rows, classes, p.data(), bad_labels.data(), scale, false,
-                                                         nullptr, stats.data()),
-               DataError);
+  EXPECT_THROW(backend_->loss({}, rows, classes, p.data(), bad_labels.data(), scale, nullptr, stats.data()), DataError);
 }
 
 TEST_F(HostOps, GatherBatchScalesPixels) {
@@ -286,12 +225,26 @@ TEST_F(HostOps, ZeroRowsDoNothing) {
   const int32_t labels[1] = {0};
   backend_->dense_forward(0, 4, 4, p, p, p, p);
   backend_->dense_backward(0, 4, 4, p, p, p, p, p, p);
-  backend_->activation_forward(Activation::Softmax, 0, 4, p);
-  backend_->activation_backward(Activation::Softmax, 0, 4, p, p);
-  backend_->activation_forward(Activation::ReLU, 0, 4, p);
-  backend_->sparse_categorical_crossentropy(0, 4, p, labels, 1.0f, true, p, stats.data());
+  backend_->activation_forward(Activation::Softmax, 0, 4, p, p);
+  backend_->activation_backward(Activation::Softmax, 0, 4, p, p, p, p);
+  backend_->activation_forward(Activation::ReLU, 0, 4, p, p);
+  backend_->activation_forward(Activation::GELU, 0, 4, p, p);
+  backend_->activation_backward(Activation::SiLU, 0, 4, p, p, p, p);
+  backend_->loss({.gradient_through_activation = true}, 0, 4, p, labels, 1.0f, p, stats.data());
+  backend_->metric({}, 0, 4, p, labels, stats.data());
   backend_->conv2d_forward({0, 5, 5, 1, 2, 3, 3, 1, 1}, p, p, p, p);
+  backend_->conv2d_forward({0, 5, 5, 1, 2, 3, 3, 2, 2, 1, 1, 1, 1}, p, p, nullptr, p);
   backend_->max_pool_forward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->avg_pool_forward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->avg_pool_backward({0, 4, 4, 1, 2, 2, 2, 2}, p, p);
+  backend_->global_avg_pool_forward(0, 16, 4, p, p);
+  backend_->global_avg_pool_backward(0, 16, 4, p, p);
+  backend_->batch_norm_forward(0, 4, p, p, p, p, p, p);
+  backend_->batch_norm_backward_data(0, 4, p, p, p, p, p, p, 1.0, p);
+  backend_->dropout_forward({}, 0, 4, p, p);
+  backend_->dropout_backward({}, 0, 4, p, p);
+  backend_->add(0, p, p, p);
+  backend_->copy_columns(0, 4, p, 4, p, 4, true);
   EXPECT_EQ(std::memcmp(buffer.data(), before.data(), buffer.size() * sizeof(float)), 0);
   EXPECT_EQ(stats, (Floats{3.0f, 4.0f}));
 }
@@ -396,21 +349,34 @@ namespace {
 
 TEST(HostTotals, AccumulateStatsStopsAtTheFirstNonFiniteLoss) {
   auto backend = make_host_backend(1);
-  float totals[kTotalCount] = {0.0f, 0.0f, -1.0f};
-  const float good[kStatCount] = {2.5f, 3.0f}, bad[kStatCount] = {NAN, 1.0f};
-  backend->accumulate_stats(good, totals, 0);
-  backend->accumulate_stats(good, totals, 1);
+  float totals[3] = {0.0f, 0.0f, -1.0f};
+  const float good[2] = {2.5f, 3.0f}, bad[2] = {NAN, 1.0f};
+  backend->accumulate_stats(2, good, totals, 0);
+  backend->accumulate_stats(2, good, totals, 1);
   EXPECT_EQ(totals[0], 5.0f);
   EXPECT_EQ(totals[1], 6.0f);
   EXPECT_EQ(totals[2], -1.0f);
-  backend->accumulate_stats(bad, totals, 2);
-  backend->accumulate_stats(good, totals, 3);  // ignored: the epoch already failed
+  backend->accumulate_stats(2, bad, totals, 2);
+  backend->accumulate_stats(2, good, totals, 3);  // ignored: the epoch already failed
   EXPECT_TRUE(std::isnan(totals[0]));
   EXPECT_EQ(totals[2], 2.0f);
   // Given the totals, an optimizer skips every step from the bad one on.
   float param = 1.0f, grad = 1.0f, m = 0.0f, v = 0.0f;
   backend->adam_update(1, {0.1f, 0.9f, 0.999f, 1e-7f}, totals, &param, &grad, &m, &v);
   EXPECT_EQ(param, 1.0f);
+}
+
+TEST(HostTotals, AccumulateStatsTakesAnyWidth) {
+  auto backend = make_host_backend(1);
+  // Four stats (a loss and three metrics): the bad-step marker sits right after them.
+  float totals[5] = {0.0f, 0.0f, 0.0f, 0.0f, -1.0f};
+  const float good[4] = {1.0f, 2.0f, 3.0f, 4.0f}, bad[4] = {INFINITY, 1.0f, 1.0f, 1.0f};
+  backend->accumulate_stats(4, good, totals, 0);
+  backend->accumulate_stats(4, good, totals, 1);
+  EXPECT_EQ((std::vector<float>(totals, totals + 5)), (std::vector<float>{2.0f, 4.0f, 6.0f, 8.0f, -1.0f}));
+  backend->accumulate_stats(4, bad, totals, 7);
+  backend->accumulate_stats(4, good, totals, 8);
+  EXPECT_EQ((std::vector<float>(totals, totals + 5)), (std::vector<float>{INFINITY, 4.0f, 6.0f, 8.0f, 7.0f}));
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// The host backend's memory, input, activation, loss and optimizer ops, and its factory. The
+// The host backend's memory, input, statistics and optimizer ops, and its factory. The
 // element-wise math is engine/elementwise.hpp's, so the CUDA backend runs exactly the same
-// formulas. Convolution, pooling and dense ops live in their own host_*.cpp files.
+// formulas. The other ops live in host_*.cpp files, one per concept.
 #include <omp.h>
 
 #include <cstdlib>
@@ -16,8 +16,6 @@ namespace host {
 namespace {
 
 constexpr size_t kAlignment = 64;  // a cache line, and what AVX-512 loads like
-// Below this many elements a parallel region costs more than it saves.
-constexpr int64_t kParallelMinCount = int64_t{1} << 15;
 
 // The host ImageSet itself: gathering reads it in place. The ImageSet must outlive this object.
 class HostResidentImages final : public ResidentImages {
@@ -105,75 +103,23 @@ void HostBackend::gather_batch(const ResidentImages& resident, std::span<const i
   }
 }
 
-// ---- activations ----
+// ---- statistics and optimizers ----
 
-void HostBackend::activation_forward(Activation act, int64_t rows, int64_t cols, float* y) {
-  const int64_t n = rows * cols;
-  switch (act) {
-    case Activation::Linear:
-      return;
-    case Activation::ReLU:
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-      for (int64_t i = 0; i < n; ++i) y[i] = ew::relu(y[i]);
-      return;
-    case Activation::Softmax:
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-      for (int64_t r = 0; r < rows; ++r) ew::softmax_row(y + r * cols, cols);
-      return;
-  }
+void HostBackend::accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) {
+  ew::accumulate_stats(count, step_stats, totals, static_cast<float>(step));
 }
 
-void HostBackend::activation_backward(Activation act, int64_t rows, int64_t cols, const float* y, float* dy) {
-  const int64_t n = rows * cols;
-  switch (act) {
-    case Activation::Linear:
-      return;
-    case Activation::ReLU:
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-      for (int64_t i = 0; i < n; ++i) dy[i] = ew::relu_backward(y[i], dy[i]);
-      return;
-    case Activation::Softmax:
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-      for (int64_t r = 0; r < rows; ++r) ew::softmax_backward_row(y + r * cols, dy + r * cols, cols);
-      return;
-  }
-}
-
-// ---- loss ----
-
-void HostBackend::sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs,
-                                                  const int32_t* labels, float scale, bool from_softmax_logits,
-                                                  float* dinput, float* stats) {
-  if (rows == 0) return;
-  // A batch is small (rows x classes of a few thousand), so one thread and a fixed summation order.
-  float loss = 0.0f, correct = 0.0f;
-  for (int64_t r = 0; r < rows; ++r) {
-    MIRROR_REQUIRE(labels[r] >= 0 && labels[r] < classes, DataError, "label ", labels[r], " at batch row ", r,
-                   " is outside [0, ", classes, "): the model's last layer has ", classes, " units");
-    ew::cross_entropy_row(probs + r * classes, labels[r], classes, scale, from_softmax_logits,
-                          dinput ? dinput + r * classes : nullptr, loss, correct);
-  }
-  stats[0] += loss;
-  stats[1] += correct;
-}
-
-void HostBackend::accumulate_stats(const float* step_stats, float* totals, int64_t step) {
-  ew::accumulate_stats(step_stats, totals, static_cast<float>(step));
-}
-
-// ---- optimizers ----
-
-void HostBackend::adam_update(size_t count, const AdamStep& step, const float* stats, float* params,
+void HostBackend::adam_update(size_t count, const AdamStep& step, const float* guard, float* params,
                               const float* grads, float* m, float* v) {
-  if (!ew::step_allowed(stats)) return;
+  if (!ew::step_allowed(guard)) return;
   const auto n = static_cast<int64_t>(count);
 #pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
   for (int64_t i = 0; i < n; ++i) ew::adam(step, params[i], grads[i], m[i], v[i]);
 }
 
-void HostBackend::sgd_update(size_t count, const SgdStep& step, const float* stats, float* params,
+void HostBackend::sgd_update(size_t count, const SgdStep& step, const float* guard, float* params,
                              const float* grads, float* momentum) {
-  if (!ew::step_allowed(stats)) return;
+  if (!ew::step_allowed(guard)) return;
   const auto n = static_cast<int64_t>(count);
 #pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
   for (int64_t i = 0; i < n; ++i) ew::sgd(step, params[i], grads[i], momentum ? momentum + i : nullptr);

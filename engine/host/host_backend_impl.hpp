@@ -40,6 +40,9 @@
 
 namespace mirror::host {
 
+// Below this many elements a parallel region costs more than it saves.
+inline constexpr int64_t kParallelMinCount = int64_t{1} << 15;
+
 // A weight layout oneDNN prefers over HWIO: memory in its layout and the reorder between the
 // two (args empty when the primitive takes the caller's HWIO weights directly).
 struct WeightLayout {
@@ -62,6 +65,7 @@ struct ConvForward {
 };
 
 struct ConvPrimitives {
+  bool has_bias = true;  // false: use_bias=False, b is unused and every primitive is made without one
   dnnl::memory x, w, b, y;
 
   ConvForward forward;
@@ -110,38 +114,72 @@ class HostBackend final : public Backend {
                          float* dx) override;
   void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
                               float* dx) override;
+  void avg_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
+  void avg_pool_backward(const PoolGeometry& g, const float* dy, float* dx) override;
+  void global_avg_pool_forward(int64_t batch, int64_t pixels, int64_t channels, const float* x, float* y) override;
+  void global_avg_pool_backward(int64_t batch, int64_t pixels, int64_t channels, const float* dy,
+                                float* dx) override;
 
   void dense_forward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* b,
                      float* y) override;
   void dense_backward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* dy,
                       float* dx, float* dw, float* db) override;
 
-  void activation_forward(Activation act, int64_t rows, int64_t cols, float* y) override;
-  void activation_backward(Activation act, int64_t rows, int64_t cols, const float* y, float* dy) override;
+  void activation_forward(Activation act, int64_t rows, int64_t cols, const float* x, float* y) override;
+  void activation_backward(Activation act, int64_t rows, int64_t cols, const float* x, const float* y,
+                           const float* dy, float* dx) override;
 
-  void sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs, const int32_t* labels,
-                                       float scale, bool from_softmax_logits, float* dinput,
-                                       float* stats) override;
+  void batch_norm_sums(int64_t rows, int64_t channels, const float* x, const float* shift, float* sums) override;
+  void batch_norm_moments(int64_t channels, double count, float epsilon, const float* shift, const float* sums,
+                          float* mean, float* var, float* invstd) override;
+  void batch_norm_invstd(int64_t channels, float epsilon, const float* var, float* invstd) override;
+  void batch_norm_forward(int64_t rows, int64_t channels, const float* x, const float* mean, const float* invstd,
+                          const float* gamma, const float* beta, float* y) override;
+  void batch_norm_backward_sums(int64_t rows, int64_t channels, const float* x, const float* dy, const float* mean,
+                                const float* invstd, float* sums) override;
+  void batch_norm_backward_data(int64_t rows, int64_t channels, const float* x, const float* dy, const float* mean,
+                                const float* invstd, const float* gamma, const float* sums, double count,
+                                float* dx) override;
+  void batch_norm_update_moving(int64_t channels, float momentum, const float* mean, const float* var,
+                                const float* guard, float* moving_mean, float* moving_var) override;
 
-  void accumulate_stats(const float* step_stats, float* totals, int64_t step) override;
-  void adam_update(size_t count, const AdamStep& step, const float* stats, float* params, const float* grads,
+  void dropout_forward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x, float* y) override;
+  void dropout_backward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy, float* dx) override;
+
+  void add(size_t count, const float* a, const float* b, float* y) override;
+  void copy_columns(int64_t rows, int64_t cols, const float* src, int64_t src_stride, float* dst,
+                    int64_t dst_stride, bool accumulate) override;
+
+  void loss(const LossSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
+            float scale, float* dinput, float* stats) override;
+  void metric(const MetricSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
+              float* stats) override;
+
+  void accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) override;
+  void adam_update(size_t count, const AdamStep& step, const float* guard, float* params, const float* grads,
                    float* m, float* v) override;
-  void sgd_update(size_t count, const SgdStep& step, const float* stats, float* params, const float* grads,
+  void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params, const float* grads,
                   float* momentum) override;
 
  private:
-  // The cached primitives for `g`, created on first use (host_convolution.cpp).
-  ConvPrimitives& conv_primitives(const ConvGeometry& g);
+  // The cached primitives for `g` with or without a bias, created on first use (host_convolution.cpp).
+  ConvPrimitives& conv_primitives(const ConvGeometry& g, bool has_bias);
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
   void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
+  // Two per-channel sums over rows in a fixed order, whatever the thread count (host_batch_norm.cpp).
+  template <class Term>
+  void channel_sums(int64_t rows, int64_t channels, float* sums, const Term& term);
 
   Device device_;
   int threads_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  // A handful of geometries per model, so a linear search beats hashing.
+  // A handful of geometries per model, so a linear search beats hashing. Keyed by the geometry
+  // (padding included) and ConvPrimitives::has_bias.
   std::vector<std::pair<ConvGeometry, std::unique_ptr<ConvPrimitives>>> conv_cache_;
+  // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
+  std::vector<double> reduce_scratch_;
 };
 
 }  // namespace mirror::host

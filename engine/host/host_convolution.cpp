@@ -1,5 +1,5 @@
 // The host's 2-D convolution: oneDNN primitives on NHWC activations and HWIO (Keras) weights,
-// "valid" padding. Following oneDNN's own advice: describe once per geometry, create once, cache,
+// with explicit (possibly asymmetric) zero padding and an optional bias. Following oneDNN's own advice: describe once per geometry, create once, cache,
 // execute many times. Execution goes through the C API with argument arrays built at creation, so
 // a call allocates nothing.
 #include <string>
@@ -14,10 +14,13 @@ using tag = memory::format_tag;
 
 void check_geometry(const ConvGeometry& g) {
   MIRROR_REQUIRE(g.batch >= 0 && g.in_c > 0 && g.out_c > 0 && g.kernel_h > 0 && g.kernel_w > 0 &&
-                     g.stride_h > 0 && g.stride_w > 0 && g.in_h >= g.kernel_h && g.in_w >= g.kernel_w,
+                     g.stride_h > 0 && g.stride_w > 0 && g.pad_top >= 0 && g.pad_left >= 0 && g.pad_bottom >= 0 &&
+                     g.pad_right >= 0 && g.in_h + g.pad_top + g.pad_bottom >= g.kernel_h &&
+                     g.in_w + g.pad_left + g.pad_right >= g.kernel_w,
                  InvalidArgument, "invalid convolution geometry: input ", g.in_h, "x", g.in_w, "x", g.in_c,
                  ", kernel ", g.kernel_h, "x", g.kernel_w, " -> ", g.out_c, " channels, strides ", g.stride_h,
-                 "x", g.stride_w, " (with \"valid\" padding the kernel must fit in the input)");
+                 "x", g.stride_w, ", padding top/left/bottom/right ", g.pad_top, "/", g.pad_left, "/", g.pad_bottom,
+                 "/", g.pad_right, " (the kernel must fit in the padded input; nothing may be negative)");
 }
 
 // Sets up `layout` when `wanted` differs from the caller's HWIO weights; returns the memory the
@@ -46,20 +49,29 @@ void set_handle(const memory& m, const void* data) {
   MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
 }
 
+// The dimensions oneDNN's descriptors take: strides and the padding before and after each
+// spatial dimension (they differ for "same" padding with strides).
+struct ConvDims {
+  memory::dims strides, padding_l, padding_r;
+};
+
+// A zero descriptor for the bias tells oneDNN that the convolution has none.
+memory::desc bias_desc(const ConvPrimitives& c) { return c.has_bias ? c.b.get_desc() : memory::desc(); }
+
 void build_forward(ConvForward& f, ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
-                   const memory::dims& strides, const memory::dims& padding, const dnnl::primitive_attr& attr) {
+                   const ConvDims& d, const dnnl::primitive_attr& attr) {
   const dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                             c.x.get_desc(), weights_any, c.b.get_desc(), c.y.get_desc(), strides,
-                                             padding, padding);
+                                             c.x.get_desc(), weights_any, bias_desc(c), c.y.get_desc(), d.strides,
+                                             d.padding_l, d.padding_r);
   MIRROR_DNNL_TRY(f.pd = dnnl::convolution_forward::primitive_desc(desc, attr, engine));
   MIRROR_DNNL_TRY(f.primitive = dnnl::convolution_forward(f.pd));
   const memory w = weights_for(f.pd.weights_desc(), c.w, false, engine, f.weights);
   MIRROR_DNNL_TRY(f.scratch = memory(f.pd.scratchpad_desc(), engine));
   f.args = {{DNNL_ARG_SRC, c.x.get()},
             {DNNL_ARG_WEIGHTS, w.get()},
-            {DNNL_ARG_BIAS, c.b.get()},
             {DNNL_ARG_DST, c.y.get()},
             {DNNL_ARG_SCRATCHPAD, f.scratch.get()}};
+  if (c.has_bias) f.args.push_back({DNNL_ARG_BIAS, c.b.get()});
 }
 
 // Primitive attributes: user-managed scratchpads, and ReLU as a post-op when asked. (A copy of a
@@ -74,11 +86,11 @@ dnnl::primitive_attr make_attr(bool relu) {
   return fused;
 }
 
-void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any,
-                    const memory::dims& strides, const memory::dims& padding, const dnnl::primitive_attr& attr) {
+void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any, const ConvDims& d,
+                    const dnnl::primitive_attr& attr) {
   const dnnl::convolution_backward_weights::desc weights_desc(dnnl::algorithm::convolution_direct, c.x.get_desc(),
-                                                              weights_any, c.b.get_desc(), c.y.get_desc(),
-                                                              strides, padding, padding);
+                                                              weights_any, bias_desc(c), c.y.get_desc(), d.strides,
+                                                              d.padding_l, d.padding_r);
   MIRROR_DNNL_TRY(c.backward_weights_pd =
                       dnnl::convolution_backward_weights::primitive_desc(weights_desc, attr, engine, c.forward.pd));
   MIRROR_DNNL_TRY(c.backward_weights = dnnl::convolution_backward_weights(c.backward_weights_pd));
@@ -87,11 +99,12 @@ void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory:
   c.backward_weights_args = {{DNNL_ARG_SRC, c.x.get()},
                              {DNNL_ARG_DIFF_DST, c.y.get()},
                              {DNNL_ARG_DIFF_WEIGHTS, dw.get()},
-                             {DNNL_ARG_DIFF_BIAS, c.b.get()},
                              {DNNL_ARG_SCRATCHPAD, c.backward_weights_scratch.get()}};
+  if (c.has_bias) c.backward_weights_args.push_back({DNNL_ARG_DIFF_BIAS, c.b.get()});
 
   const dnnl::convolution_backward_data::desc data_desc(dnnl::algorithm::convolution_direct, c.x.get_desc(),
-                                                        weights_any, c.y.get_desc(), strides, padding, padding);
+                                                        weights_any, c.y.get_desc(), d.strides, d.padding_l,
+                                                        d.padding_r);
   MIRROR_DNNL_TRY(c.backward_data_pd =
                       dnnl::convolution_backward_data::primitive_desc(data_desc, attr, engine, c.forward.pd));
   MIRROR_DNNL_TRY(c.backward_data = dnnl::convolution_backward_data(c.backward_data_pd));
@@ -105,12 +118,13 @@ void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory:
 
 }  // namespace
 
-ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g) {
+ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bias) {
   for (auto& [geometry, primitives] : conv_cache_)
-    if (geometry == g) return *primitives;
+    if (geometry == g && primitives->has_bias == has_bias) return *primitives;
   check_geometry(g);
 
   auto c = std::make_unique<ConvPrimitives>();
+  c->has_bias = has_bias;
   const memory::dims src_dims{g.batch, g.in_c, g.in_h, g.in_w};
   const memory::dims weights_dims{g.out_c, g.in_c, g.kernel_h, g.kernel_w};
   const memory::dims dst_dims{g.batch, g.out_c, g.out_h(), g.out_w()};
@@ -121,13 +135,13 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g) {
   MIRROR_DNNL_TRY(c->b = memory({{g.out_c}, f32, tag::x}, engine_, DNNL_MEMORY_NONE));
   MIRROR_DNNL_TRY(c->y = memory({dst_dims, f32, tag::nhwc}, engine_, DNNL_MEMORY_NONE));
 
-  // "valid" padding: none; `any` lets oneDNN pick its fastest weight layout (reordered per call,
-  // cheap next to the convolution since weights are small).
-  const memory::dims strides{g.stride_h, g.stride_w}, padding{0, 0};
+  // `any` lets oneDNN pick its fastest weight layout (reordered per call, cheap next to the
+  // convolution since weights are small).
+  const ConvDims d{{g.stride_h, g.stride_w}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right}};
   const memory::desc weights_any(weights_dims, f32, tag::any);
-  build_forward(c->forward, *c, engine_, weights_any, strides, padding, make_attr(false));
-  build_forward(c->forward_relu, *c, engine_, weights_any, strides, padding, make_attr(true));
-  build_backward(*c, engine_, weights_any, strides, padding, make_attr(false));
+  build_forward(c->forward, *c, engine_, weights_any, d, make_attr(false));
+  build_forward(c->forward_relu, *c, engine_, weights_any, d, make_attr(true));
+  build_backward(*c, engine_, weights_any, d, make_attr(false));
 
   conv_cache_.emplace_back(g, std::move(c));
   return *conv_cache_.back().second;
@@ -136,7 +150,7 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g) {
 void HostBackend::run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b,
                                    float* y) {
   if (g.batch == 0) return;
-  ConvPrimitives& c = conv_primitives(g);
+  ConvPrimitives& c = conv_primitives(g, b != nullptr);
   const ConvForward& f = relu ? c.forward_relu : c.forward;
   set_handle(c.x, x);
   set_handle(c.w, w);
@@ -158,7 +172,7 @@ void HostBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, con
 void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,
                                           float* db) {
   if (g.batch == 0) return;
-  ConvPrimitives& c = conv_primitives(g);
+  ConvPrimitives& c = conv_primitives(g, db != nullptr);
   set_handle(c.x, x);
   set_handle(c.y, dy);
   set_handle(c.w, dw);
@@ -170,7 +184,11 @@ void HostBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x,
 
 void HostBackend::conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) {
   if (g.batch == 0) return;
-  ConvPrimitives& c = conv_primitives(g);
+  // Backward-data has no bias: any cached set for this geometry serves (forward made one already).
+  ConvPrimitives* found = nullptr;
+  for (auto& [geometry, primitives] : conv_cache_)
+    if (geometry == g) found = primitives.get();
+  ConvPrimitives& c = found ? *found : conv_primitives(g, false);
   set_handle(c.w, w);
   set_handle(c.y, dy);
   set_handle(c.x, dx);

@@ -25,12 +25,15 @@ void HostBackend::dense_forward(int64_t rows, int64_t in, int64_t out, const flo
                                 const float* b, float* y) {
   check_sizes(rows, in, out);
   if (rows == 0) return;
-  // y starts as the bias in every row, then the GEMM adds x w onto it (beta = 1).
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = y + r * out;
-    for (int64_t j = 0; j < out; ++j) row[j] = b[j];
+  // y starts as the bias in every row, then the GEMM adds x w onto it (beta = 1); without a bias
+  // the GEMM overwrites y (beta = 0).
+  if (b) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = y + r * out;
+      for (int64_t j = 0; j < out; ++j) row[j] = b[j];
+    }
   }
-  MIRROR_DNNL_CHECK(dnnl::sgemm('N', 'N', rows, out, in, 1.0f, x, in, w, out, 1.0f, y, out));
+  MIRROR_DNNL_CHECK(dnnl::sgemm('N', 'N', rows, out, in, 1.0f, x, in, w, out, b ? 1.0f : 0.0f, y, out));
 }
 
 void HostBackend::dense_backward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w,
@@ -41,7 +44,7 @@ void HostBackend::dense_backward(int64_t rows, int64_t in, int64_t out, const fl
   if (dx) MIRROR_DNNL_CHECK(dnnl::sgemm('N', 'T', rows, in, out, 1.0f, dy, out, w, out, 0.0f, dx, in));
   // dw = x^T dy: (in, rows) x (rows, out).
   MIRROR_DNNL_CHECK(dnnl::sgemm('T', 'N', in, out, rows, 1.0f, x, in, dy, out, 0.0f, dw, out));
-  column_sums(rows, out, dy, db);
+  if (db) column_sums(rows, out, dy, db);
 }
 
 }  // namespace mirror::host

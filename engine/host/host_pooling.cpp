@@ -1,10 +1,12 @@
 // The host's max-pooling, in plain C++ over NHWC: the inner loops run along the channels, which
 // are contiguous, so the compiler vectorises them. (oneDNN 2.6's pooling took 1-2.7 ms for the
-// reference batch here, more than the convolution before it.)
+// reference batch here, more than the convolution before it.) Padding is handled by clipping each
+// window to the input (pool_window.hpp), so padded positions never win.
 #include <algorithm>
 #include <cstring>
 
 #include "engine/host/host_backend_impl.hpp"
+#include "engine/host/pool_window.hpp"
 
 namespace mirror::host {
 namespace {
@@ -12,20 +14,12 @@ namespace {
 // Channels handled per pass of the backward search, so its per-channel state fits on the stack.
 constexpr int64_t kChannelBlock = 64;
 
-void check_geometry(const PoolGeometry& g) {
-  MIRROR_REQUIRE(g.batch >= 0 && g.channels > 0 && g.pool_h > 0 && g.pool_w > 0 && g.stride_h > 0 &&
-                     g.stride_w > 0 && g.in_h >= g.pool_h && g.in_w >= g.pool_w,
-                 InvalidArgument, "invalid max-pooling geometry: input ", g.in_h, "x", g.in_w, "x", g.channels,
-                 ", pool ", g.pool_h, "x", g.pool_w, ", strides ", g.stride_h, "x", g.stride_w,
-                 " (with \"valid\" padding the pool must fit in the input)");
-}
-
-// One output pixel: y[c] = max over the window whose top-left input pixel is `x`.
-void pool_pixel(const PoolGeometry& g, const float* x, float* y) {
+// One output pixel: y[c] = max over the window w, whose top-left inside pixel is `x`.
+void pool_pixel(const PoolGeometry& g, const PoolWindow& w, const float* x, float* y) {
   const int64_t row_stride = g.in_w * g.channels;
   std::memcpy(y, x, static_cast<size_t>(g.channels) * sizeof(float));
-  for (int64_t i = 0; i < g.pool_h; ++i) {
-    for (int64_t j = 0; j < g.pool_w; ++j) {
+  for (int64_t i = 0; i < w.rows; ++i) {
+    for (int64_t j = 0; j < w.cols; ++j) {
       if (i == 0 && j == 0) continue;
       const float* in = x + i * row_stride + j * g.channels;
       for (int64_t c = 0; c < g.channels; ++c) y[c] = in[c] > y[c] ? in[c] : y[c];
@@ -33,19 +27,19 @@ void pool_pixel(const PoolGeometry& g, const float* x, float* y) {
   }
 }
 
-// For channels [c0, c0 + count) of the window whose top-left input pixel is `x`: the maximum and
-// its position in row-major window order (a strict comparison keeps the first). Branch-free, so it
-// vectorises along the channels.
-void find_window_max(const PoolGeometry& g, const float* x, int64_t c0, int64_t count, float* best,
-                     int32_t* best_position) {
+// For channels [c0, c0 + count) of window w, whose top-left inside pixel is `x`: the maximum and
+// its position in row-major order over the inside positions (a strict comparison keeps the
+// first). Branch-free, so it vectorises along the channels.
+void find_window_max(const PoolGeometry& g, const PoolWindow& w, const float* x, int64_t c0, int64_t count,
+                     float* best, int32_t* best_position) {
   const int64_t row_stride = g.in_w * g.channels;
   for (int64_t c = 0; c < count; ++c) {
     best[c] = x[c0 + c];
     best_position[c] = 0;
   }
   int32_t position = 0;
-  for (int64_t i = 0; i < g.pool_h; ++i) {
-    for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
+  for (int64_t i = 0; i < w.rows; ++i) {
+    for (int64_t j = 0; j < w.cols; ++j, ++position) {
       const float* in = x + i * row_stride + j * g.channels + c0;
       for (int64_t c = 0; c < count; ++c) {
         const bool greater = in[c] > best[c];
@@ -57,25 +51,26 @@ void find_window_max(const PoolGeometry& g, const float* x, int64_t c0, int64_t 
 }
 
 // One output pixel's gradient: for channels [c0, c0 + count), dy[c] goes to the first maximum of
-// the window in row-major order (a strict comparison keeps the first), added into dx because
-// windows may overlap. Two branch-free passes over the window (find, then add where the window
-// position matches) vectorise along the channels, where a scatter would not.
-void unpool_pixel(const PoolGeometry& g, const float* x, const float* dy, float* dx, int64_t c0, int64_t count) {
+// window w, added into dx because windows may overlap. Two branch-free passes over the window
+// (find, then add where the position matches) vectorise along the channels, where a scatter
+// would not. x and dx point at the window's top-left inside pixel.
+void unpool_pixel(const PoolGeometry& g, const PoolWindow& w, const float* x, const float* dy, float* dx, int64_t c0,
+                  int64_t count) {
   const int64_t row_stride = g.in_w * g.channels;
   float best[kChannelBlock];
   int32_t best_position[kChannelBlock];
-  find_window_max(g, x, c0, count, best, best_position);
+  find_window_max(g, w, x, c0, count, best, best_position);
   int32_t position = 0;
-  for (int64_t i = 0; i < g.pool_h; ++i) {
-    for (int64_t j = 0; j < g.pool_w; ++j, ++position) {
+  for (int64_t i = 0; i < w.rows; ++i) {
+    for (int64_t j = 0; j < w.cols; ++j, ++position) {
       float* out = dx + i * row_stride + j * g.channels + c0;
       for (int64_t c = 0; c < count; ++c) out[c] += best_position[c] == position ? dy[c0 + c] : 0.0f;
     }
   }
 }
 
-// The common 2x2 / stride 2 case, written out so that the compiler vectorises along channels with
-// no per-window bookkeeping. `row` is the distance between vertically adjacent input pixels.
+// The common 2x2 window, written out so that the compiler vectorises along channels with no
+// per-window bookkeeping. `row` is the distance between vertically adjacent input pixels.
 void pool_2x2(const float* x, int64_t row, int64_t channels, float* y) {
   const float *a = x, *b = x + channels, *c = x + row, *d = x + row + channels;
 #pragma omp simd
@@ -85,18 +80,17 @@ void pool_2x2(const float* x, int64_t row, int64_t channels, float* y) {
   }
 }
 
-bool is_2x2(const PoolGeometry& g) { return g.pool_h == 2 && g.pool_w == 2 && g.stride_h == 2 && g.stride_w == 2; }
-
-// Non-overlapping windows (strides == pool size, the usual case): every dx element belongs to at
-// most one window, so it is written once, directly, with no zeroing pass and no accumulation.
-// With `relu_input`, x is a ReLU's output and the gradient is also masked by x > 0: the window's
-// maximum is then positive or the whole window gets zero.
+// Non-overlapping, unpadded windows (strides == pool size, the usual case): every dx element
+// belongs to at most one window, so it is written once, directly, with no zeroing pass and no
+// accumulation. With `relu_input`, x is a ReLU's output and the gradient is also masked by x > 0:
+// the window's maximum is then positive or the whole window gets zero.
 void unpool_pixel_direct(const PoolGeometry& g, const float* x, const float* dy, float* dx, int64_t c0, int64_t count,
                          bool relu_input) {
   const int64_t row_stride = g.in_w * g.channels;
+  const PoolWindow full{0, 0, g.pool_h, g.pool_w};
   float best[kChannelBlock], grad[kChannelBlock];
   int32_t best_position[kChannelBlock];
-  find_window_max(g, x, c0, count, best, best_position);
+  find_window_max(g, full, x, c0, count, best, best_position);
   for (int64_t c = 0; c < count; ++c) grad[c] = (!relu_input || best[c] > 0.0f) ? dy[c0 + c] : 0.0f;
   int32_t position = 0;
   for (int64_t i = 0; i < g.pool_h; ++i) {
@@ -125,22 +119,52 @@ void unpool_image_direct(const PoolGeometry& g, const float* x, const float* dy,
   std::fill(dx + out_h * g.pool_h * row_size, dx + g.in_h * row_size, 0.0f);  // rows below the last window
 }
 
+bool windows_tile(const PoolGeometry& g) {
+  return g.stride_h == g.pool_h && g.stride_w == g.pool_w && !g.padded();
+}
+
+// The general backward of one image: windows may overlap or be clipped by padding. dx's rows are
+// zeroed just before the first window that touches them, while they are in cache, not in a
+// separate pass (windows' bottom rows never move up as oh grows).
+void unpool_image(const PoolGeometry& g, const float* x, const float* dy, float* dx) {
+  const int64_t out_h = g.out_h(), out_w = g.out_w(), row_size = g.in_w * g.channels;
+  int64_t zeroed_rows = 0;
+  for (int64_t oh = 0; oh < out_h; ++oh) {
+    const PoolWindow first = pool_window(g, oh, 0);
+    const int64_t window_end = first.h0 + first.rows;
+    if (window_end > zeroed_rows) {
+      std::fill(dx + zeroed_rows * row_size, dx + window_end * row_size, 0.0f);
+      zeroed_rows = window_end;
+    }
+    for (int64_t ow = 0; ow < out_w; ++ow) {
+      const PoolWindow w = pool_window(g, oh, ow);
+      const int64_t corner = (w.h0 * g.in_w + w.w0) * g.channels;
+      const float* dy_pixel = dy + (oh * out_w + ow) * g.channels;
+      for (int64_t c0 = 0; c0 < g.channels; c0 += kChannelBlock)
+        unpool_pixel(g, w, x + corner, dy_pixel, dx + corner, c0, std::min(kChannelBlock, g.channels - c0));
+    }
+  }
+  std::fill(dx + zeroed_rows * row_size, dx + g.in_h * row_size, 0.0f);  // rows below the last window
+}
+
 }  // namespace
 
 void HostBackend::max_pool_forward(const PoolGeometry& g, const float* x, float* y) {
-  check_geometry(g);
+  check_pool_geometry(g, "max-pooling");
   const int64_t out_h = g.out_h(), out_w = g.out_w();
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = out_h * out_w * g.channels;
+  const bool two_by_two = g.pool_h == 2 && g.pool_w == 2;
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
   for (int64_t n = 0; n < g.batch; ++n) {
     for (int64_t oh = 0; oh < out_h; ++oh) {
       for (int64_t ow = 0; ow < out_w; ++ow) {
-        const float* corner = x + n * in_image + (oh * g.stride_h * g.in_w + ow * g.stride_w) * g.channels;
+        const PoolWindow w = pool_window(g, oh, ow);
+        const float* corner = x + n * in_image + (w.h0 * g.in_w + w.w0) * g.channels;
         float* out = y + n * out_image + (oh * out_w + ow) * g.channels;
-        if (is_2x2(g)) {
+        if (two_by_two && w.rows == 2 && w.cols == 2) {
           pool_2x2(corner, g.in_w * g.channels, g.channels, out);
         } else {
-          pool_pixel(g, corner, out);
+          pool_pixel(g, w, corner, out);
         }
       }
     }
@@ -149,7 +173,7 @@ void HostBackend::max_pool_forward(const PoolGeometry& g, const float* x, float*
 
 void HostBackend::max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
                                          float* dx) {
-  if (g.stride_h == g.pool_h && g.stride_w == g.pool_w) {
+  if (windows_tile(g)) {
     unpool(g, x, dy, dx, true);
   } else {
     Backend::max_pool_relu_backward(g, x, y, dy, dx);
@@ -157,7 +181,7 @@ void HostBackend::max_pool_relu_backward(const PoolGeometry& g, const float* x, 
 }
 
 void HostBackend::unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input) {
-  check_geometry(g);
+  check_pool_geometry(g, "max-pooling");
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
   for (int64_t n = 0; n < g.batch; ++n)
@@ -168,32 +192,12 @@ void HostBackend::max_pool_backward(const PoolGeometry& g, const float* x, const
                                     float* dx) {
   // The maximum is searched again in x rather than matched against y: same cost, and it cannot
   // miss when y was rounded or altered in between.
-  if (g.stride_h == g.pool_h && g.stride_w == g.pool_w) return unpool(g, x, dy, dx, false);
-  check_geometry(g);
-  const int64_t out_h = g.out_h(), out_w = g.out_w();
-  const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = out_h * out_w * g.channels;
-  // Each image's dx is written only by the thread that owns the image. Its rows are zeroed just
-  // before the first window that touches them, while they are in cache, not in a separate pass.
-  const int64_t row_size = g.in_w * g.channels;
+  if (windows_tile(g)) return unpool(g, x, dy, dx, false);
+  check_pool_geometry(g, "max-pooling");
+  const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
+  // Each image's dx is written only by the thread that owns the image.
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
-  for (int64_t n = 0; n < g.batch; ++n) {
-    float* dx_image = dx + n * in_image;
-    int64_t zeroed_rows = 0;
-    for (int64_t oh = 0; oh < out_h; ++oh) {
-      const int64_t window_end = oh * g.stride_h + g.pool_h;
-      std::fill(dx_image + zeroed_rows * row_size, dx_image + window_end * row_size, 0.0f);
-      zeroed_rows = window_end;
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        const int64_t corner = (oh * g.stride_h * g.in_w + ow * g.stride_w) * g.channels;
-        const float* dy_pixel = dy + n * out_image + (oh * out_w + ow) * g.channels;
-        for (int64_t c0 = 0; c0 < g.channels; c0 += kChannelBlock) {
-          unpool_pixel(g, x + n * in_image + corner, dy_pixel, dx_image + corner, c0,
-                       std::min(kChannelBlock, g.channels - c0));
-        }
-      }
-    }
-    std::fill(dx_image + zeroed_rows * row_size, dx_image + in_image, 0.0f);  // rows below the last window
-  }
+  for (int64_t n = 0; n < g.batch; ++n) unpool_image(g, x + n * in_image, dy + n * out_image, dx + n * in_image);
 }
 
 }  // namespace mirror::host

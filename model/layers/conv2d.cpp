@@ -10,6 +10,9 @@ class Conv2DLayer final : public Layer {
   Conv2DLayer(int64_t filters, std::array<int64_t, 2> kernel, Activation act, std::optional<Shape> input,
               std::array<int64_t, 2> strides)
       : Layer(std::move(input)), filters_(filters), kernel_(kernel), strides_(strides), activation_(act) {
+    // The layer keeps only its output, from which these activations' derivatives cannot be taken.
+    MIRROR_REQUIRE(!backward_needs_input(act), InvalidArgument, "Conv2D with activation '", to_string(act),
+                   "' is not supported yet: its gradient needs the pre-activation values, which the layer does not keep");
     MIRROR_REQUIRE(filters > 0, InvalidArgument, "Conv2D needs filters > 0, got ", filters);
     MIRROR_REQUIRE(kernel[0] > 0 && kernel[1] > 0, InvalidArgument, "Conv2D kernel size must be positive");
     MIRROR_REQUIRE(strides[0] > 0 && strides[1] > 0, InvalidArgument, "Conv2D strides must be positive");
@@ -42,13 +45,13 @@ class Conv2DLayer final : public Layer {
       a.backend.conv2d_relu_forward(g, x, a.params[0], a.params[1], y);
     } else {
       a.backend.conv2d_forward(g, x, a.params[0], a.params[1], y);
-      a.backend.activation_forward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y);
+      a.backend.activation_forward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y, y);
     }
   }
 
   void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
     const ConvGeometry g = with_batch(a.rows);
-    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows * g.out_h() * g.out_w(), filters_, y, dy);
+    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows * g.out_h() * g.out_w(), filters_, nullptr, y, dy, dy);
     a.backend.conv2d_backward_weights(g, x, dy, a.grads[0], a.grads[1]);
     if (dx) a.backend.conv2d_backward_data(g, a.params[0], dy, dx);
   }

@@ -9,6 +9,9 @@ class DenseLayer final : public Layer {
  public:
   DenseLayer(int64_t units, Activation act, std::optional<Shape> input)
       : Layer(std::move(input)), units_(units), activation_(act) {
+    // The layer keeps only its output, from which these activations' derivatives cannot be taken.
+    MIRROR_REQUIRE(!backward_needs_input(act), InvalidArgument, "Dense with activation '", to_string(act),
+                   "' is not supported yet: its gradient needs the pre-activation values, which the layer does not keep");
     MIRROR_REQUIRE(units > 0, InvalidArgument, "Dense needs units > 0, got ", units);
   }
 
@@ -32,11 +35,11 @@ class DenseLayer final : public Layer {
 
   void forward(const LayerArgs& a, const float* x, float* y) override {
     a.backend.dense_forward(a.rows, inputs_, units_, x, a.params[0], a.params[1], y);
-    a.backend.activation_forward(activation_, a.rows, units_, y);
+    a.backend.activation_forward(activation_, a.rows, units_, y, y);
   }
 
   void backward(const LayerArgs& a, const float* x, const float* y, float* dy, float* dx, BackwardFlags flags) override {
-    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows, units_, y, dy);
+    if (!flags.activation_done) a.backend.activation_backward(activation_, a.rows, units_, nullptr, y, dy, dy);
     a.backend.dense_backward(a.rows, inputs_, units_, x, a.params[0], dy, dx, a.grads[0], a.grads[1]);
   }
 
