@@ -9,25 +9,14 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
-#include <limits>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/backend.hpp"
+#include "op_test_util.hpp"
 #include "test_util.hpp"
 
 namespace mirror::testing {
-
-using Floats = std::vector<float>;
-inline constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-
-inline Floats random_floats(size_t count, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> dist(lo, hi);
-  Floats v(count);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 // |gpu - host| <= 1e-4 |host| + 1e-5 max|host|, printing the first mismatches. NaN matches only
 // NaN (a poisoned loss must be poisoned on both).

@@ -24,22 +24,9 @@ using testing::Floats;
 using testing::kNaN;
 using testing::OpCall;
 using testing::random_floats;
-
-// A square-kernel convolution with Keras's padding rule in both dimensions.
-ConvGeometry conv(int64_t batch, int64_t h, int64_t w, int64_t c, int64_t out_c, int64_t k, int64_t stride,
-                  Padding padding) {
-  ConvGeometry g{batch, h, w, c, out_c, k, k, stride, stride};
-  const PadPair ph = padding_for(padding, h, k, stride), pw = padding_for(padding, w, k, stride);
-  g.pad_top = ph.before, g.pad_bottom = ph.after, g.pad_left = pw.before, g.pad_right = pw.after;
-  return g;
-}
-
-PoolGeometry pool(int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, int64_t stride, Padding padding) {
-  PoolGeometry g{batch, h, w, c, k, k, stride, stride};
-  const PadPair ph = padding_for(padding, h, k, stride), pw = padding_for(padding, w, k, stride);
-  g.pad_top = ph.before, g.pad_bottom = ph.after, g.pad_left = pw.before, g.pad_right = pw.after;
-  return g;
-}
+using testing::same_padded;
+using testing::x_count;
+using testing::y_count;
 
 std::string describe(const ConvGeometry& g) {
   return "batch " + std::to_string(g.batch) + ", " + std::to_string(g.in_h) + "x" + std::to_string(g.in_w) + "x" +
@@ -76,18 +63,25 @@ class CudaOpsTest : public ::testing::Test {
 
 TEST_F(CudaOpsTest, PaddedAndStridedConvolutions) {
   const std::vector<ConvGeometry> geometries{
-      conv(2, 8, 8, 3, 4, 3, 2, Padding::Same),      // even size, stride 2: pads 0 top/left, 1 bottom/right
-      conv(3, 9, 7, 2, 5, 4, 2, Padding::Same),      // odd sizes: pads 1 / 2
-      conv(2, 16, 16, 3, 8, 7, 2, Padding::Same),    // the ResNet stem: pads 2 / 3 (2 in cuDNN's descriptor)
-      conv(1, 10, 10, 32, 64, 3, 2, Padding::Same),  // batch 1, 3x3x32 -> 64, pads 0 / 1
-      conv(1, 10, 10, 32, 64, 3, 1, Padding::Same),  // symmetric: all in the descriptor
-      conv(2, 7, 6, 3, 4, 2, 1, Padding::Same),      // even kernel, stride 1: pads 0 / 1
-      conv(2, 8, 8, 3, 4, 3, 2, Padding::Valid),     // the first geometry's shapes unpadded: its own plan
-      conv(2, 9, 9, 4, 6, 1, 2, Padding::Same),      // a 1x1 shortcut with stride 2
+      // even size, stride 2: pads 0 top/left, 1 bottom/right
+      same_padded(ConvGeometry{2, 8, 8, 3, 4, 3, 3, 2, 2}),
+      // odd sizes, 4x4 kernel: pads 1 / 2
+      same_padded(ConvGeometry{3, 9, 7, 2, 5, 4, 4, 2, 2}),
+      // the ResNet stem, 7x7 stride 2: pads 2 / 3 (2 in cuDNN's descriptor, 1 explicit)
+      same_padded(ConvGeometry{2, 16, 16, 3, 8, 7, 7, 2, 2}),
+      // batch 1, 3x3x32 -> 64, stride 2 (pads 0 / 1) and stride 1 (symmetric: all in the descriptor)
+      same_padded(ConvGeometry{1, 10, 10, 32, 64, 3, 3, 2, 2}),
+      same_padded(ConvGeometry{1, 10, 10, 32, 64, 3, 3, 1, 1}),
+      // even kernel, stride 1: pads 0 / 1
+      same_padded(ConvGeometry{2, 7, 6, 3, 4, 2, 2, 1, 1}),
+      // the first geometry's shapes unpadded: a plan of its own
+      ConvGeometry{2, 8, 8, 3, 4, 3, 3, 2, 2},
+      // a 1x1 shortcut with stride 2
+      same_padded(ConvGeometry{2, 9, 9, 4, 6, 1, 1, 2, 2}),
   };
   for (const ConvGeometry& g : geometries) {
     SCOPED_TRACE(describe(g));
-    const size_t xs = size_t(g.batch * g.in_h * g.in_w * g.in_c), ys = size_t(g.batch * g.out_h() * g.out_w() * g.out_c);
+    const size_t xs = size_t(x_count(g)), ys = size_t(y_count(g));
     const size_t ws = size_t(g.weight_count()), bs = size_t(g.out_c);
     const Floats x = random_floats(xs, rng_), w = random_floats(ws, rng_), b = random_floats(bs, rng_);
     compare("conv2d_forward", {{x, w, b}, {ys}, {}, [g](Backend& be, auto& in, auto& out, int32_t*) {
@@ -113,18 +107,17 @@ TEST_F(CudaOpsTest, PaddedAndStridedConvolutions) {
 
 TEST_F(CudaOpsTest, PoolingWithPaddingAndLeftoverRows) {
   const std::vector<PoolGeometry> geometries{
-      pool(2, 7, 7, 3, 3, 2, Padding::Same),    // pads 1 / 1
-      pool(2, 8, 8, 5, 3, 2, Padding::Same),    // pads 0 / 1
-      pool(3, 7, 9, 4, 2, 2, Padding::Valid),   // a leftover row and column
-      pool(1, 5, 6, 2, 3, 1, Padding::Same),    // overlapping windows, pads 1 / 1
-      pool(2, 7, 7, 33, 2, 2, Padding::Same),   // pads 0 / 1
-      pool(2, 16, 16, 8, 3, 2, Padding::Same),  // ResNet's stem pooling
+      same_padded(PoolGeometry{2, 7, 7, 3, 3, 3, 2, 2}),    // pads 1 / 1
+      same_padded(PoolGeometry{2, 8, 8, 5, 3, 3, 2, 2}),    // pads 0 / 1
+      PoolGeometry{3, 7, 9, 4, 2, 2, 2, 2},                 // valid: a leftover row and column
+      same_padded(PoolGeometry{1, 5, 6, 2, 3, 3, 1, 1}),    // overlapping windows, pads 1 / 1
+      same_padded(PoolGeometry{2, 7, 7, 33, 2, 2, 2, 2}),   // pads 0 / 1
+      same_padded(PoolGeometry{2, 16, 16, 8, 3, 3, 2, 2}),  // ResNet's stem pooling
   };
   for (const PoolGeometry& g : geometries) {
     SCOPED_TRACE(::testing::Message() << g.in_h << "x" << g.in_w << " pool " << g.pool_h << " stride " << g.stride_h
                                       << " pads " << g.pad_top << "," << g.pad_bottom);
-    const size_t xs = size_t(g.batch * g.in_h * g.in_w * g.channels);
-    const size_t ys = size_t(g.batch * g.out_h() * g.out_w() * g.channels);
+    const size_t xs = size_t(x_count(g)), ys = size_t(y_count(g));
     // Negative inputs: a max that let the zero padding win would differ. Five levels: many ties,
     // the first maximum must win.
     for (const auto& [lo, hi] : {std::array<float, 2>{-2.0f, -1.0f}, std::array<float, 2>{-1.0f, 1.0f}}) {
@@ -311,7 +304,7 @@ TEST_F(CudaOpsTest, EveryLossKindAndOption) {
       for (int64_t cols : per_column ? std::vector<int64_t>{1, 4} : std::vector<int64_t>{10}) {
         for (int options = 0; options < 6; ++options) {
           LossSpec spec{kind, options % 2 == 1, options >= 2 && options < 4 ? 0.1f : 0.0f, options >= 4};
-          if (spec.from_logits && spec.gradient_through_activation) continue;
+          if (spec.gradient_through_activation && (spec.from_logits || kind == LossKind::MeanSquaredError)) continue;
           SCOPED_TRACE(::testing::Message() << "kind " << int(kind) << ", " << rows << "x" << cols << ", logits "
                                             << spec.from_logits << ", smoothing " << spec.label_smoothing
                                             << ", through activation " << spec.gradient_through_activation);

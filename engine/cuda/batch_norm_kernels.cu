@@ -45,7 +45,7 @@ struct GradientTerms {
   const float* invstd;
   __device__ float2 operator()(int64_t r, int64_t c, int64_t channels) const {
     const int64_t i = r * channels + c;
-    return {dy[i], dy[i] * (x[i] - mean[c]) * invstd[c]};
+    return {dy[i], dy[i] * ((x[i] - mean[c]) * invstd[c])};
   }
 };
 
@@ -117,7 +117,7 @@ __global__ void moments_kernel(int64_t channels, double count, float epsilon, co
 
 __global__ void invstd_kernel(int64_t channels, float epsilon, const float* var, float* invstd) {
   for (size_t c = global_thread(); c < static_cast<size_t>(channels); c += grid_stride())
-    invstd[c] = static_cast<float>(1.0 / sqrt(static_cast<double>(var[c]) + epsilon));  // as ew::batch_norm_moments
+    invstd[c] = ew::batch_norm_invstd(var[c], epsilon);
 }
 
 // y: (rows, channels)
@@ -145,8 +145,8 @@ __global__ void update_moving_kernel(int64_t channels, float momentum, const flo
                                      const float* guard, float* moving_mean, float* moving_var) {
   if (!ew::step_allowed(guard)) return;
   for (size_t c = global_thread(); c < static_cast<size_t>(channels); c += grid_stride()) {
-    moving_mean[c] = moving_mean[c] * momentum + mean[c] * (1.0f - momentum);
-    moving_var[c] = moving_var[c] * momentum + var[c] * (1.0f - momentum);
+    moving_mean[c] = ew::moving_average(moving_mean[c], mean[c], momentum);
+    moving_var[c] = ew::moving_average(moving_var[c], var[c], momentum);
   }
 }
 

@@ -166,14 +166,15 @@ void CudaBackend::activation_backward(Activation act, int64_t rows, int64_t cols
 
 void CudaBackend::dropout_forward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x, float* y) {
   if (rows == 0) return;
+  MIRROR_REQUIRE(spec.rate >= 0.0f && spec.rate < 1.0f && spec.first_row >= 0, InvalidArgument, "dropout rate ",
+                 spec.rate, " from global row ", spec.first_row, ": Keras's Dropout takes a rate in [0, 1)");
   activate();
   kernels::dropout_forward(stream_.get(), spec, rows, cols, x, y);
 }
 
+// The same kernel as forward: the mask is drawn again from the same counters.
 void CudaBackend::dropout_backward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy, float* dx) {
-  if (rows == 0) return;
-  activate();
-  kernels::dropout_backward(stream_.get(), spec, rows, cols, dy, dx);
+  dropout_forward(spec, rows, cols, dy, dx);
 }
 
 void CudaBackend::add(size_t count, const float* a, const float* b, float* y) {

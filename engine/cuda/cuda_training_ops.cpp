@@ -67,6 +67,14 @@ void CudaBackend::batch_norm_update_moving(int64_t channels, float momentum, con
 void CudaBackend::loss(const LossSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
                        float scale, float* dinput, float* stats) {
   if (rows == 0) return;
+  // The spec is checked here; the labels are not (they live on the device; a bad one makes the loss NaN).
+  MIRROR_REQUIRE(cols > 0 && spec.label_smoothing >= 0.0f && spec.label_smoothing <= 1.0f &&
+                     (!spec.gradient_through_activation ||
+                      (!spec.from_logits && spec.kind != LossKind::MeanSquaredError)),
+                 InvalidArgument, "invalid loss: ", cols, " output columns, label_smoothing ", spec.label_smoothing,
+                 ", from_logits ", spec.from_logits, ", gradient_through_activation ",
+                 spec.gradient_through_activation,
+                 " (which needs probabilities from a softmax or sigmoid just before a cross-entropy)");
   activate();
   kernels::loss(stream_.get(), spec, rows, cols, outputs, labels, scale, dinput, stats);
 }
@@ -74,6 +82,7 @@ void CudaBackend::loss(const LossSpec& spec, int64_t rows, int64_t cols, const f
 void CudaBackend::metric(const MetricSpec& spec, int64_t rows, int64_t cols, const float* outputs,
                          const int32_t* labels, float* stats) {
   if (rows == 0) return;
+  MIRROR_REQUIRE(cols > 0, InvalidArgument, "a metric needs at least one output column, got ", cols);
   activate();
   kernels::metric(stream_.get(), spec, rows, cols, outputs, labels, stats);
 }

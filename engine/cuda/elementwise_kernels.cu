@@ -145,10 +145,4 @@ void dropout_forward(cudaStream_t stream, const DropoutSpec& spec, int64_t rows,
   MIRROR_CUDA_LAUNCH_CHECK("dropout_kernel");
 }
 
-// dx = dy * mask / (1 - rate): the same kernel, the mask drawn again from the same counters.
-void dropout_backward(cudaStream_t stream, const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy,
-                      float* dx) {
-  dropout_forward(stream, spec, rows, cols, dy, dx);
-}
-
 }  // namespace mirror::cuda::kernels

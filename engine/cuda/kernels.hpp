@@ -29,11 +29,10 @@ void activation_forward(cudaStream_t stream, Activation act, int64_t rows, int64
 // dx = dL/dx from dy (Backend::activation_backward's contract; x or y may be null where unused).
 void activation_backward(cudaStream_t stream, Activation act, int64_t rows, int64_t cols, const float* x,
                          const float* y, const float* dy, float* dx);
-// Inverted dropout with the mask of ew::dropout_keep, drawn again in backward. x, y: (rows, cols)
+// y = x * mask / (1 - rate), the mask from ew::dropout_keep; backward is the same call on dy, so
+// the mask is drawn again, never stored. x, y: (rows, cols); y may be x.
 void dropout_forward(cudaStream_t stream, const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x,
                      float* y);
-void dropout_backward(cudaStream_t stream, const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy,
-                      float* dx);
 
 // ---- loss_kernels.cu ----
 // stats[0] += sum of ew::loss_row over rows (a label failing ew::label_ok adds NaN and zeroes its
