@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend_comparison.hpp"
+#include "engine/cuda/cuda_backend.hpp"
 #include "engine/gpu_runtime.hpp"
 #include "engine/host/host_backend.hpp"
 
@@ -372,6 +373,37 @@ TEST_F(CudaOpsTest, AccumulateStatsOfWidthFour) {
   EXPECT_EQ(totals[1], 4.0f);
   EXPECT_EQ(totals[3], 8.0f);
   EXPECT_EQ(totals[4], 2.0f) << "the first step with a non-finite loss";
+}
+
+// ---- steady state ----
+
+// The scratch of explicit padding and of batch normalization's partial sums grows on the first
+// step, then is reused: later steps allocate nothing.
+TEST_F(CudaOpsTest, PaddingAndBatchNormScratchStopAllocating) {
+  const ConvGeometry g = same_padded(ConvGeometry{4, 16, 16, 8, 16, 3, 3, 2, 2});
+  ASSERT_FALSE(g.symmetric());
+  const int64_t rows = g.batch * g.out_h() * g.out_w();
+  std::vector<DeviceBuffer> buffers;
+  const auto buffer = [&](int64_t count, float value) {
+    buffers.push_back(gpu_->allocate(size_t(count) * sizeof(float)));
+    gpu_->fill(buffers.back().as<float>(), size_t(count), value);
+    return buffers.back().as<float>();
+  };
+  float *x = buffer(x_count(g), 0.5f), *w = buffer(g.weight_count(), 0.1f), *y = buffer(y_count(g), 0.0f);
+  float *dx = buffer(x_count(g), 0.0f), *sums = buffer(2 * g.out_c, 0.0f), *shift = buffer(g.out_c, 0.0f);
+  const auto step = [&] {
+    gpu_->conv2d_forward(g, x, w, nullptr, y);
+    gpu_->batch_norm_sums(rows, g.out_c, y, shift, sums);
+    gpu_->conv2d_backward_weights(g, x, y, w, nullptr);
+    gpu_->conv2d_backward_data(g, w, y, dx);
+    gpu_->synchronize();
+  };
+  step();
+  step();
+  const int device = gpu_->device().index;
+  const size_t after_warmup = cuda::memory_stats(device).device_allocations;
+  for (int i = 0; i < 3; ++i) step();
+  EXPECT_EQ(cuda::memory_stats(device).device_allocations, after_warmup);
 }
 
 }  // namespace
