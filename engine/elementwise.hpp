@@ -269,7 +269,8 @@ MIRROR_HD inline float dropout_scale(const DropoutSpec& s) { return 1.0f / (1.0f
 
 // ---- batch normalization (see Backend::batch_norm_*) ----
 
-// 1 / sqrt(var + epsilon), in double so that moments and inference agree to the last bit.
+// 1 / sqrt(var + epsilon), rounded once. Training (batch_norm_moments) and inference take it from
+// the same float variance, so the two agree to the last bit.
 MIRROR_HD inline float batch_norm_invstd(double var, float epsilon) {
   return static_cast<float>(1.0 / sqrt(var + static_cast<double>(epsilon)));
 }
@@ -283,7 +284,7 @@ MIRROR_HD inline void batch_norm_moments(double count, float epsilon, float shif
   v = v > 0.0 ? v : 0.0;
   mean = static_cast<float>(static_cast<double>(shift) + m1);
   var = static_cast<float>(v);
-  invstd = batch_norm_invstd(v, epsilon);
+  invstd = batch_norm_invstd(var, epsilon);  // from the float variance, as batch_norm_invstd gets it
 }
 
 // dL/dx of one element through the batch's own mean and variance: gamma invstd (dy - sum_dy / count
