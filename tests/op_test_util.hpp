@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <span>
 #include <vector>
 
 #include "engine/geometry.hpp"
+#include "engine/host/host_backend.hpp"
 
 namespace mirror::testing {
 
@@ -38,6 +40,16 @@ inline double dot(const Doubles& a, const Doubles& b) {
   for (size_t i = 0; i < a.size(); ++i) sum += a[i] * b[i];
   return sum;
 }
+
+// A two-thread host backend bound to the test's thread, and a generator seeded per suite so each
+// suite draws its own fixed inputs.
+class HostBackendTest : public ::testing::Test {
+ protected:
+  explicit HostBackendTest(uint32_t seed) : rng_(seed) {}
+  void SetUp() override { backend_->bind_current_thread(); }
+  std::unique_ptr<Backend> backend_ = make_host_backend(2);
+  std::mt19937 rng_;
+};
 
 // |got - ref| <= atol + rtol |ref| element-wise (NaN fails); prints the first mismatches.
 inline void expect_close(const char* what, std::span<const float> got, std::span<const double> ref, double atol,
@@ -82,6 +94,30 @@ inline void expect_gradient(const char* what, std::span<const float> analytic, c
     if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "]: analytic " << analytic[i] << ", numeric " << numeric[i];
   }
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << numeric.size() << " components disagree";
+}
+
+// ---- batch normalization ----
+
+// One training step of batch normalization over (rows, channels), composed from the backend's
+// ops as a layer composes them: sums shifted by `shift`, moments over all rows, forward, then
+// backward_sums and backward_data for dy. Every output starts as NaN.
+struct BatchNormStep {
+  Floats sums, mean, var, invstd, y, dsums, dx;
+};
+
+inline BatchNormStep batch_norm_step(Backend& b, int64_t rows, int64_t channels, const Floats& x, const Floats& shift,
+                                     const Floats& gamma, const Floats& beta, const Floats& dy, float epsilon) {
+  const auto c = static_cast<size_t>(channels);
+  BatchNormStep s{Floats(2 * c, kNaN), Floats(c, kNaN), Floats(c, kNaN), Floats(c, kNaN),
+                  Floats(x.size(), kNaN), Floats(2 * c, kNaN), Floats(x.size(), kNaN)};
+  b.batch_norm_sums(rows, channels, x.data(), shift.data(), s.sums.data());
+  b.batch_norm_moments(channels, double(rows), epsilon, shift.data(), s.sums.data(), s.mean.data(), s.var.data(),
+                       s.invstd.data());
+  b.batch_norm_forward(rows, channels, x.data(), s.mean.data(), s.invstd.data(), gamma.data(), beta.data(), s.y.data());
+  b.batch_norm_backward_sums(rows, channels, x.data(), dy.data(), s.mean.data(), s.invstd.data(), s.dsums.data());
+  b.batch_norm_backward_data(rows, channels, x.data(), dy.data(), s.mean.data(), s.invstd.data(), gamma.data(),
+                             s.dsums.data(), double(rows), s.dx.data());
+  return s;
 }
 
 // ---- windowed ops ----

@@ -39,11 +39,9 @@ double cross_entropy_reference(const Doubles& p, const std::vector<int32_t>& lab
   return scale * loss;
 }
 
-class Gradients : public ::testing::Test {
+class Gradients : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{7};
+  Gradients() : HostBackendTest(7) {}
 };
 
 TEST_F(Gradients, Conv2d) {
@@ -70,7 +68,13 @@ TEST_F(Gradients, Conv2d) {
 }
 
 TEST_F(Gradients, MaxPool) {
-  const PoolGeometry shapes[] = {{2, 5, 7, 3, 2, 2, 2, 2}, {1, 6, 5, 4, 3, 3, 1, 2}, {2, 7, 7, 2, 3, 2, 2, 1}};
+  // The last three are padded (Keras's "same", and an explicit asymmetric padding).
+  const PoolGeometry shapes[] = {{2, 5, 7, 3, 2, 2, 2, 2},
+                                 {1, 6, 5, 4, 3, 3, 1, 2},
+                                 {2, 7, 7, 2, 3, 2, 2, 1},
+                                 same_padded(PoolGeometry{2, 7, 7, 3, 3, 3, 2, 2}),
+                                 same_padded(PoolGeometry{1, 6, 5, 2, 2, 2, 2, 2}),
+                                 {2, 5, 7, 2, 3, 2, 2, 3, 1, 1, 2, 1}};
   for (const PoolGeometry& g : shapes) {
     SCOPED_TRACE(::testing::Message() << "pool " << g.in_h << "x" << g.in_w << ", window " << g.pool_h << "x"
                                       << g.pool_w << ", stride " << g.stride_h << "x" << g.stride_w);

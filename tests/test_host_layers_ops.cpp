@@ -18,11 +18,9 @@ namespace {
 
 using namespace mirror::testing;
 
-class HostLayerOps : public ::testing::Test {
+class HostLayerOps : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{20261129};
+  HostLayerOps() : HostBackendTest(20261129) {}
 };
 
 ::testing::Message describe(const ConvGeometry& g) {

@@ -20,11 +20,9 @@ namespace {
 
 using namespace mirror::testing;
 
-class HostNormOps : public ::testing::Test {
+class HostNormOps : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{1129};
+  HostNormOps() : HostBackendTest(1129) {}
 };
 
 // Per-channel mean and biased variance of x (rows, channels), in double.
@@ -75,16 +73,8 @@ TEST_F(HostNormOps, BatchNormTrainingStepMatchesReference) {
         dx_ref[i] = gamma[c] * invstd_ref[c] * (dy[i] - dsums_ref[c] / rows - xhat * dsums_ref[channels + c] / rows);
       }
 
-    Floats sums(2 * channels, kNaN), mean(channels, kNaN), var(channels, kNaN), invstd(channels, kNaN);
-    Floats y(x.size(), kNaN), dsums(2 * channels, kNaN), dx(x.size(), kNaN);
-    backend_->batch_norm_sums(rows, channels, x.data(), shift.data(), sums.data());
-    backend_->batch_norm_moments(channels, double(rows), epsilon, shift.data(), sums.data(), mean.data(), var.data(),
-                                 invstd.data());
-    backend_->batch_norm_forward(rows, channels, x.data(), mean.data(), invstd.data(), gamma.data(), beta.data(),
-                                 y.data());
-    backend_->batch_norm_backward_sums(rows, channels, x.data(), dy.data(), mean.data(), invstd.data(), dsums.data());
-    backend_->batch_norm_backward_data(rows, channels, x.data(), dy.data(), mean.data(), invstd.data(), gamma.data(),
-                                       dsums.data(), double(rows), dx.data());
+    auto [sums, mean, var, invstd, y, dsums, dx] =
+        batch_norm_step(*backend_, rows, channels, x, shift, gamma, beta, dy, epsilon);
     const double n = double(rows);
     expect_close("sums", sums, sums_ref, 1e-5 * n, 1e-5);
     expect_close("mean", mean, mean_ref, 1e-5, 1e-6);

@@ -28,11 +28,9 @@ namespace {
 
 using namespace mirror::testing;
 
-class HostOps : public ::testing::Test {
+class HostOps : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{20240601};
+  HostOps() : HostBackendTest(20240601) {}
 };
 
 const ConvGeometry kConvShapes[] = {

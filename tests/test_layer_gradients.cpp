@@ -1,8 +1,9 @@
 // Gradient checks of the new layers' backward ops against central finite differences of naive
-// double-precision forwards written here (as in test_gradients.cpp): padded and strided
-// convolution without bias, max and average pooling with padding, global average pooling, each
-// element-wise activation, batch normalization in training (through the batch's own moments),
-// dropout with its mask fixed, and column copies (concatenation). The scalar is L = sum(r * y).
+// double-precision forwards written here (as in test_gradients.cpp, which also checks max pooling
+// with padding): padded and strided convolution without bias, average pooling with padding,
+// global average pooling, each element-wise activation, batch normalization in training (through
+// the batch's own moments), dropout with its mask fixed, and column copies (concatenation). The
+// scalar is L = sum(r * y).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,11 +19,9 @@ namespace {
 
 using namespace mirror::testing;
 
-class LayerGradients : public ::testing::Test {
+class LayerGradients : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{31};
+  LayerGradients() : HostBackendTest(31) {}
 };
 
 TEST_F(LayerGradients, PaddedStridedConvolutionWithoutBias) {
@@ -47,19 +46,6 @@ TEST_F(LayerGradients, PaddedStridedConvolutionWithoutBias) {
 const PoolGeometry kPaddedPools[] = {same_padded(PoolGeometry{2, 7, 7, 3, 3, 3, 2, 2}),
                                      same_padded(PoolGeometry{1, 6, 5, 2, 2, 2, 2, 2}),
                                      PoolGeometry{2, 5, 7, 2, 3, 2, 2, 3, 1, 1, 2, 1}};
-
-TEST_F(LayerGradients, MaxPoolWithPadding) {
-  for (const PoolGeometry& g : kPaddedPools) {
-    const Floats x = random_floats(x_count(g), rng_, -2.0f, -0.5f), r = random_floats(y_count(g), rng_);
-    Floats y(r.size(), kNaN), dx(x.size(), kNaN);
-    backend_->max_pool_forward(g, x.data(), y.data());
-    backend_->max_pool_backward(g, x.data(), y.data(), r.data(), dx.data());
-    // Tiny steps, so no window's maximum changes hands between the two evaluations.
-    const Doubles rd = to_doubles(r);
-    const Loss loss = [&](const Doubles& v) { return dot(rd, max_pool_reference(g, v)); };
-    expect_gradient("max pool dx", dx, finite_difference(loss, to_doubles(x), 1e-7));
-  }
-}
 
 TEST_F(LayerGradients, AveragePool) {
   for (const PoolGeometry& g : kPaddedPools) {
@@ -141,16 +127,8 @@ TEST_F(LayerGradients, BatchNormTraining) {
   const Floats gamma = random_floats(channels, rng_, 0.5f, 1.5f), beta = random_floats(channels, rng_);
   const Floats shift = {0.3f, -0.2f, 1.0f};
   // Forward from the ops, as a layer composes them; backward from the two backward ops.
-  Floats sums(2 * channels), mean(channels), var(channels), invstd(channels), y(x.size(), kNaN);
-  Floats dsums(2 * channels, kNaN), dx(x.size(), kNaN);
-  backend_->batch_norm_sums(rows, channels, x.data(), shift.data(), sums.data());
-  backend_->batch_norm_moments(channels, double(rows), epsilon, shift.data(), sums.data(), mean.data(), var.data(),
-                               invstd.data());
-  backend_->batch_norm_forward(rows, channels, x.data(), mean.data(), invstd.data(), gamma.data(), beta.data(),
-                               y.data());
-  backend_->batch_norm_backward_sums(rows, channels, x.data(), r.data(), mean.data(), invstd.data(), dsums.data());
-  backend_->batch_norm_backward_data(rows, channels, x.data(), r.data(), mean.data(), invstd.data(), gamma.data(),
-                                     dsums.data(), double(rows), dx.data());
+  const BatchNormStep step = batch_norm_step(*backend_, rows, channels, x, shift, gamma, beta, r, epsilon);
+  const Floats &y = step.y, &dsums = step.dsums, &dx = step.dx;
   const Doubles xd = to_doubles(x), gd = to_doubles(gamma), bd = to_doubles(beta), rd = to_doubles(r);
   expect_close("composed forward", y, batch_norm_reference(rows, channels, xd, gd, bd, epsilon), 1e-5, 1e-5);
   const Floats dbeta(dsums.begin(), dsums.begin() + channels), dgamma(dsums.begin() + channels, dsums.end());

@@ -121,11 +121,9 @@ std::vector<Case> cases() {
   };
 }
 
-class LossGradients : public ::testing::Test {
+class LossGradients : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{4242};
+  LossGradients() : HostBackendTest(4242) {}
 };
 
 TEST_F(LossGradients, EveryLossMatchesFiniteDifferences) {

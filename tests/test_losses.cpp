@@ -20,9 +20,9 @@ namespace {
 using namespace mirror::testing;
 namespace kr = mirror::keras_reference;
 
-class Losses : public ::testing::Test {
+class Losses : public HostBackendTest {
  protected:
-  void SetUp() override { backend_->bind_current_thread(); }
+  Losses() : HostBackendTest(99) {}
 
   // Each row's loss on its own (rows = 1), and the sum over all rows in one call.
   void expect_per_sample(const char* what, const LossSpec& spec, int64_t rows, int64_t cols, const float* outputs,
@@ -43,8 +43,6 @@ class Losses : public ::testing::Test {
     expect_close("summed loss", std::span<const float>(&total, 1), total_ref, 1e-6, 2e-6);
   }
 
-  std::unique_ptr<Backend> backend_ = make_host_backend(2);
-  std::mt19937 rng_{99};
 };
 
 TEST_F(Losses, CategoricalCrossentropyMatchesKeras) {

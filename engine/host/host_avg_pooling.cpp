@@ -16,55 +16,60 @@ void check_global_sizes(int64_t batch, int64_t pixels, int64_t channels) {
                  " channels");
 }
 
+// Calls f(window, offset) for each output pixel of one image: its window's inside part, and the
+// pixel's offset in the image's output.
+template <class F>
+void for_each_window(const PoolGeometry& g, const F& f) {
+  for (int64_t oh = 0; oh < g.out_h(); ++oh)
+    for (int64_t ow = 0; ow < g.out_w(); ++ow) f(pool_window(g, oh, ow), (oh * g.out_w() + ow) * g.channels);
+}
+
+// Calls f(offset) for each inside position of window w in row-major order, with the position's
+// offset in the image's input.
+template <class F>
+void for_each_inside(const PoolGeometry& g, const PoolWindow& w, const F& f) {
+  for (int64_t i = 0; i < w.rows; ++i)
+    for (int64_t j = 0; j < w.cols; ++j) f(((w.h0 + i) * g.in_w + w.w0 + j) * g.channels);
+}
+
 }  // namespace
 
 void HostBackend::avg_pool_forward(const PoolGeometry& g, const float* x, float* y) {
   check_pool_geometry(g, "average pooling");
-  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
-  const int64_t in_image = g.in_h * g.in_w * channels, out_image = out_h * out_w * channels;
+  const int64_t channels = g.channels, in_image = g.in_h * g.in_w * channels;
+  const int64_t out_image = g.out_h() * g.out_w() * channels;
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= kParallelMinCount)
   for (int64_t n = 0; n < g.batch; ++n) {
-    for (int64_t oh = 0; oh < out_h; ++oh) {
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        const PoolWindow w = pool_window(g, oh, ow);
-        float* out = y + n * out_image + (oh * out_w + ow) * channels;
-        std::fill(out, out + channels, 0.0f);
-        for (int64_t i = 0; i < w.rows; ++i) {
-          for (int64_t j = 0; j < w.cols; ++j) {
-            const float* in = x + n * in_image + ((w.h0 + i) * g.in_w + w.w0 + j) * channels;
-            for (int64_t c = 0; c < channels; ++c) out[c] += in[c];
-          }
-        }
-        const float inv = 1.0f / static_cast<float>(w.count());
-        for (int64_t c = 0; c < channels; ++c) out[c] *= inv;
-      }
-    }
+    const float* x_image = x + n * in_image;
+    for_each_window(g, [&](const PoolWindow& w, int64_t offset) {
+      float* out = y + n * out_image + offset;
+      std::fill(out, out + channels, 0.0f);
+      for_each_inside(g, w, [&](int64_t at) {
+        for (int64_t c = 0; c < channels; ++c) out[c] += x_image[at + c];
+      });
+      const float inv = 1.0f / static_cast<float>(w.count());
+      for (int64_t c = 0; c < channels; ++c) out[c] *= inv;
+    });
   }
 }
 
 void HostBackend::avg_pool_backward(const PoolGeometry& g, const float* dy, float* dx) {
   check_pool_geometry(g, "average pooling");
-  const int64_t out_h = g.out_h(), out_w = g.out_w(), channels = g.channels;
-  const int64_t in_image = g.in_h * g.in_w * channels, out_image = out_h * out_w * channels;
+  const int64_t channels = g.channels, in_image = g.in_h * g.in_w * channels;
+  const int64_t out_image = g.out_h() * g.out_w() * channels;
   // Windows may overlap, so each image's dx is zeroed and then accumulated, by the one thread that
   // owns the image.
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= kParallelMinCount)
   for (int64_t n = 0; n < g.batch; ++n) {
     float* dx_image = dx + n * in_image;
     std::fill(dx_image, dx_image + in_image, 0.0f);
-    for (int64_t oh = 0; oh < out_h; ++oh) {
-      for (int64_t ow = 0; ow < out_w; ++ow) {
-        const PoolWindow w = pool_window(g, oh, ow);
-        const float* grad = dy + n * out_image + (oh * out_w + ow) * channels;
-        const float inv = 1.0f / static_cast<float>(w.count());
-        for (int64_t i = 0; i < w.rows; ++i) {
-          for (int64_t j = 0; j < w.cols; ++j) {
-            float* out = dx_image + ((w.h0 + i) * g.in_w + w.w0 + j) * channels;
-            for (int64_t c = 0; c < channels; ++c) out[c] += grad[c] * inv;
-          }
-        }
-      }
-    }
+    for_each_window(g, [&](const PoolWindow& w, int64_t offset) {
+      const float* grad = dy + n * out_image + offset;
+      const float inv = 1.0f / static_cast<float>(w.count());
+      for_each_inside(g, w, [&](int64_t at) {
+        for (int64_t c = 0; c < channels; ++c) dx_image[at + c] += grad[c] * inv;
+      });
+    });
   }
 }
 

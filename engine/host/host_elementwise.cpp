@@ -75,20 +75,19 @@ void HostBackend::activation_backward(Activation act, int64_t rows, int64_t cols
 
 // ---- dropout ----
 
+// Forward and backward are the same map: out = in * mask / (1 - rate), the mask drawn again from
+// the counters.
 void HostBackend::dropout_forward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x, float* y) {
   check_dropout(spec, rows, cols);
   const float scale = ew::dropout_scale(spec);
   const int64_t first = spec.first_row * cols, n = rows * cols;
+  // A Philox draw per element costs far more than a copy, so the parallel threshold is lower.
 #pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount / 8)
   for (int64_t i = 0; i < n; ++i) y[i] = ew::dropout_keep(spec, first + i) ? x[i] * scale : 0.0f;
 }
 
 void HostBackend::dropout_backward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy, float* dx) {
-  check_dropout(spec, rows, cols);
-  const float scale = ew::dropout_scale(spec);
-  const int64_t first = spec.first_row * cols, n = rows * cols;
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount / 8)
-  for (int64_t i = 0; i < n; ++i) dx[i] = ew::dropout_keep(spec, first + i) ? dy[i] * scale : 0.0f;
+  dropout_forward(spec, rows, cols, dy, dx);
 }
 
 // ---- tensors ----
