@@ -208,6 +208,17 @@ TEST_F(CudaOpsTest, BatchNormSumsAreDeterministicAndMatchTheHost) {
   }
 }
 
+// A replica's empty share still takes part in synchronized batch normalization's all-reduce.
+TEST_F(CudaOpsTest, BatchNormSumsOfNoRowsAreZero) {
+  const OpCall call{{Floats(3, 1.0f)}, {6, 6}, {}, [](Backend& b, auto& in, auto& out, int32_t*) {
+                      b.batch_norm_sums(0, 3, nullptr, in[0], out[0]);
+                      b.batch_norm_backward_sums(0, 3, nullptr, nullptr, in[0], in[0], out[1]);
+                    }};
+  const auto sums = call.run(*gpu_);
+  EXPECT_EQ(sums[0], Floats(6, 0.0f));
+  EXPECT_EQ(sums[1], Floats(6, 0.0f));
+}
+
 TEST_F(CudaOpsTest, BatchNormMomentsForwardBackwardAndMovingUpdate) {
   const int64_t rows = 2 * 7 * 7, channels = 24;
   const size_t n = size_t(rows * channels), c = size_t(channels);

@@ -84,7 +84,7 @@ class CudaBackend final : public Backend {
   // db[c] = sum over rows of dy[r, c], through cuBLAS against a vector of ones. dy: (rows, cols)
   void column_sums(int64_t rows, int64_t cols, const float* dy, float* db);
   // Scratch for batch normalization's partial sums, grown to the largest shape seen.
-  float* batch_norm_partials(int64_t rows, int64_t channels);
+  double* batch_norm_partials(int64_t rows, int64_t channels);
 
   Device device_;
   DeviceMemoryPool& pool_;

@@ -8,14 +8,16 @@ namespace mirror::cuda {
 
 // ---- batch normalization ----
 
-float* CudaBackend::batch_norm_partials(int64_t rows, int64_t channels) {
-  const size_t count = kernels::batch_norm_partials_count(rows, channels);
-  if (partials_.count() < count) partials_ = allocate(count * sizeof(float));  // the old one returns in stream order
-  return partials_.as<float>();
+double* CudaBackend::batch_norm_partials(int64_t rows, int64_t channels) {
+  const size_t num_bytes = kernels::batch_norm_partials_count(rows, channels) * sizeof(double);
+  if (partials_.num_bytes() < num_bytes) partials_ = allocate(num_bytes);  // the old one returns in stream order
+  return partials_.as<double>();
 }
 
+// With no rows (a replica's empty share) the sums are zeros, so an all-reduce of them still adds up.
 void CudaBackend::batch_norm_sums(int64_t rows, int64_t channels, const float* x, const float* shift, float* sums) {
-  if (rows == 0) return;
+  MIRROR_REQUIRE(rows >= 0 && channels > 0, InvalidArgument, "invalid batch normalization sizes: ", rows,
+                 " rows of ", channels, " channels");
   activate();
   kernels::batch_norm_sums(stream_.get(), rows, channels, x, shift, batch_norm_partials(rows, channels), sums);
 }
@@ -41,7 +43,8 @@ void CudaBackend::batch_norm_forward(int64_t rows, int64_t channels, const float
 
 void CudaBackend::batch_norm_backward_sums(int64_t rows, int64_t channels, const float* x, const float* dy,
                                            const float* mean, const float* invstd, float* sums) {
-  if (rows == 0) return;
+  MIRROR_REQUIRE(rows >= 0 && channels > 0, InvalidArgument, "invalid batch normalization sizes: ", rows,
+                 " rows of ", channels, " channels");
   activate();
   kernels::batch_norm_backward_sums(stream_.get(), rows, channels, x, dy, mean, invstd,
                                     batch_norm_partials(rows, channels), sums);

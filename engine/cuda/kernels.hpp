@@ -87,14 +87,14 @@ void global_avg_pool_backward(cudaStream_t stream, int64_t batch, int64_t pixels
                               float* dx);
 
 // ---- batch_norm_kernels.cu (Backend::batch_norm_*; x, y, dy, dx: (rows, channels)) ----
-// Floats of scratch the two sums need for `rows` x `channels` (per-chunk partial sums).
+// Doubles of scratch the two sums need for `rows` x `channels` (per-chunk partial sums).
 size_t batch_norm_partials_count(int64_t rows, int64_t channels);
-// sums: (2 * channels), deterministic (fixed chunks and order, no atomics); partials: scratch of
-// batch_norm_partials_count(rows, channels) floats. shift may be null (zero).
+// sums: (2 * channels), deterministic (fixed chunks and order, no atomics), zeros for no rows;
+// partials: scratch of batch_norm_partials_count(rows, channels) doubles. shift may be null (zero).
 void batch_norm_sums(cudaStream_t stream, int64_t rows, int64_t channels, const float* x, const float* shift,
-                     float* partials, float* sums);
+                     double* partials, float* sums);
 void batch_norm_backward_sums(cudaStream_t stream, int64_t rows, int64_t channels, const float* x, const float* dy,
-                              const float* mean, const float* invstd, float* partials, float* sums);
+                              const float* mean, const float* invstd, double* partials, float* sums);
 // mean, var, invstd: (channels) from ew::batch_norm_moments.
 void batch_norm_moments(cudaStream_t stream, int64_t channels, double count, float epsilon, const float* shift,
                         const float* sums, float* mean, float* var, float* invstd);
