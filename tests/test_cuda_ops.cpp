@@ -401,11 +401,12 @@ TEST_F(CudaOpsTest, PaddingAndBatchNormScratchStopAllocating) {
     return buffers.back().as<float>();
   };
   float *x = buffer(x_count(g), 0.5f), *w = buffer(g.weight_count(), 0.1f), *y = buffer(y_count(g), 0.0f);
-  float *dx = buffer(x_count(g), 0.0f), *sums = buffer(2 * g.out_c, 0.0f), *shift = buffer(g.out_c, 0.0f);
+  float *dx = buffer(x_count(g), 0.0f), *dw = buffer(g.weight_count(), 0.0f);
+  float *sums = buffer(2 * g.out_c, 0.0f), *shift = buffer(g.out_c, 0.0f);
   const auto step = [&] {
     gpu_->conv2d_forward(g, x, w, nullptr, y);
     gpu_->batch_norm_sums(rows, g.out_c, y, shift, sums);
-    gpu_->conv2d_backward_weights(g, x, y, w, nullptr);
+    gpu_->conv2d_backward_weights(g, x, y, dw, nullptr);
     gpu_->conv2d_backward_data(g, w, y, dx);
     gpu_->synchronize();
   };
