@@ -91,6 +91,11 @@ TEST_F(CudaOpsTest, PaddedAndStridedConvolutions) {
     compare("conv2d_forward without bias", {{x, w}, {ys}, {}, [g](Backend& be, auto& in, auto& out, int32_t*) {
                                               be.conv2d_forward(g, in[0], in[1], nullptr, out[0]);
                                             }});
+    for (bool bias : {true, false}) {
+      compare("conv2d_relu_forward", {{x, w, b}, {ys}, {}, [g, bias](Backend& be, auto& in, auto& out, int32_t*) {
+                                        be.conv2d_relu_forward(g, in[0], in[1], bias ? in[2] : nullptr, out[0]);
+                                      }});
+    }
     const Floats dy = random_floats(ys, rng_);
     compare("conv2d_backward_weights", {{x, dy}, {ws, bs}, {}, [g](Backend& be, auto& in, auto& out, int32_t*) {
                                           be.conv2d_backward_weights(g, in[0], in[1], out[0], out[1]);
@@ -132,6 +137,12 @@ TEST_F(CudaOpsTest, PoolingWithPaddingAndLeftoverRows) {
       compare("max_pool_backward", {{x, y, dy}, {xs}, {}, [g](Backend& b, auto& in, auto& out, int32_t*) {
                                       b.max_pool_backward(g, in[0], in[1], in[2], out[0]);
                                     }});
+      Floats relu_x = x;
+      for (float& v : relu_x) v = std::max(v, 0.0f);
+      const Floats relu_y = OpCall{{relu_x}, {ys}, {}, max_fwd.op}.run(*host_)[0];
+      compare("max_pool_relu_backward", {{relu_x, relu_y, dy}, {xs}, {}, [g](Backend& b, auto& in, auto& out, int32_t*) {
+                                           b.max_pool_relu_backward(g, in[0], in[1], in[2], out[0]);
+                                         }});
       compare("avg_pool_forward", {{x}, {ys}, {}, [g](Backend& b, auto& in, auto& out, int32_t*) {
                                      b.avg_pool_forward(g, in[0], out[0]);
                                    }});

@@ -32,10 +32,13 @@ class CudaBackend final : public Backend {
                     int32_t* labels) override;
 
   void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
+  void conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
   void conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db) override;
   void conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) override;
   void max_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
   void max_pool_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy, float* dx) override;
+  void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
+                              float* dx) override;
   void avg_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
   void avg_pool_backward(const PoolGeometry& g, const float* dy, float* dx) override;
   void global_avg_pool_forward(int64_t batch, int64_t pixels, int64_t channels, const float* x, float* y) override;

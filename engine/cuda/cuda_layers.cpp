@@ -47,7 +47,16 @@ void CudaBackend::conv2d_forward(const ConvGeometry& g, const float* x, const fl
   if (g.batch == 0) return;
   activate();
   convolutions_->forward(g, x, w, y);
-  if (b) kernels::add_bias(stream_.get(), g.batch * g.out_h() * g.out_w(), g.out_c, b, y);
+  kernels::bias_activation(stream_.get(), g.batch * g.out_h() * g.out_w(), g.out_c, b, Activation::Linear, y);
+}
+
+// The bias and the ReLU in one pass over y.
+void CudaBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b,
+                                      float* y) {
+  if (g.batch == 0) return;
+  activate();
+  convolutions_->forward(g, x, w, y);
+  kernels::bias_activation(stream_.get(), g.batch * g.out_h() * g.out_w(), g.out_c, b, Activation::ReLU, y);
 }
 
 void CudaBackend::conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw,
@@ -78,7 +87,16 @@ void CudaBackend::max_pool_backward(const PoolGeometry& g, const float* x, const
   if (g.batch == 0) return;
   check_pool_geometry(g);
   activate();
-  kernels::max_pool_backward(stream_.get(), g, x, dy, dx);
+  kernels::max_pool_backward(stream_.get(), g, x, dy, false, dx);
+}
+
+// ReLU's derivative applied in the same pass, where each dx element is written once.
+void CudaBackend::max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* /*y*/, const float* dy,
+                                         float* dx) {
+  if (g.batch == 0) return;
+  check_pool_geometry(g);
+  activate();
+  kernels::max_pool_backward(stream_.get(), g, x, dy, true, dx);
 }
 
 void CudaBackend::avg_pool_forward(const PoolGeometry& g, const float* x, float* y) {

@@ -16,8 +16,10 @@ __global__ void broadcast_bias_kernel(size_t count, size_t cols, const float* b,
   for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] = b[i % cols];
 }
 
-__global__ void add_bias_kernel(size_t count, size_t cols, const float* b, float* y) {
-  for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] += b[i % cols];
+// y = act(y + b) in one pass: a convolution's bias and activation. b may be null.
+__global__ void bias_activation_kernel(Activation act, size_t count, size_t cols, const float* b, float* y) {
+  for (size_t i = global_thread(); i < count; i += grid_stride())
+    y[i] = ew::activation(act, b ? y[i] + b[i % cols] : y[i]);
 }
 
 __global__ void add_kernel(size_t count, const float* a, const float* b, float* y) {
@@ -88,11 +90,11 @@ void broadcast_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float
   MIRROR_CUDA_LAUNCH_CHECK("broadcast_bias_kernel");
 }
 
-void add_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, float* y) {
+void bias_activation(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, Activation act, float* y) {
   const size_t count = static_cast<size_t>(rows * cols);
-  if (count == 0) return;
-  add_bias_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, static_cast<size_t>(cols), b, y);
-  MIRROR_CUDA_LAUNCH_CHECK("add_bias_kernel");
+  if (count == 0 || (!b && act == Activation::Linear)) return;
+  bias_activation_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(act, count, static_cast<size_t>(cols), b, y);
+  MIRROR_CUDA_LAUNCH_CHECK("bias_activation_kernel");
 }
 
 void add(cudaStream_t stream, size_t count, const float* a, const float* b, float* y) {

@@ -17,8 +17,8 @@ namespace mirror::cuda::kernels {
 void fill(cudaStream_t stream, float* dst, size_t count, float value);
 // y[r, c] = b[c]. y: (rows, cols), b: (cols)
 void broadcast_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, float* y);
-// y[r, c] += b[c]
-void add_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, float* y);
+// y[r, c] = act(y[r, c] + b[c]) in place, for an element-wise act; b may be null (no bias).
+void bias_activation(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, Activation act, float* y);
 // y = a + b; y may be a or b.
 void add(cudaStream_t stream, size_t count, const float* a, const float* b, float* y);
 // dst[r, 0:cols] = (or +=) src[r, 0:cols], rows src_stride / dst_stride floats apart.
@@ -73,8 +73,10 @@ void crop_images(cudaStream_t stream, const ImagePadding& p, const float* xp, fl
 // Each padding of g must be smaller than its window (no window all padding).
 // y: (batch, out_h, out_w, channels) = max over each window of x: (batch, in_h, in_w, channels)
 void max_pool_forward(cudaStream_t stream, const PoolGeometry& g, const float* x, float* y);
-// dx (overwritten): each dy at the first maximum of its window (row-major window order).
-void max_pool_backward(cudaStream_t stream, const PoolGeometry& g, const float* x, const float* dy, float* dx);
+// dx (overwritten): each dy at the first maximum of its window (row-major window order); with
+// relu_input (x is a ReLU's output) times ReLU's derivative there, i.e. 0 where x <= 0.
+void max_pool_backward(cudaStream_t stream, const PoolGeometry& g, const float* x, const float* dy, bool relu_input,
+                       float* dx);
 // y = the mean of each window's positions inside the input.
 void avg_pool_forward(cudaStream_t stream, const PoolGeometry& g, const float* x, float* y);
 // dx (overwritten): each dy shared equally among its window's positions inside the input.

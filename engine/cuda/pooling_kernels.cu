@@ -82,10 +82,15 @@ __global__ void max_pool_forward_kernel(PoolShape s, const float* x, float* y) {
   }
 }
 
-// One thread per input element. dx: (batch, in_h, in_w, channels)
-__global__ void max_pool_backward_kernel(PoolShape s, const float* x, const float* dy, float* dx) {
+// One thread per input element. dx: (batch, in_h, in_w, channels). With relu_input, x is a ReLU's
+// output and dx also takes ReLU's derivative: 0 where x <= 0 (no window search needed there).
+__global__ void max_pool_backward_kernel(PoolShape s, const float* x, const float* dy, bool relu_input, float* dx) {
   const size_t count = static_cast<size_t>(s.batch * s.in_h * s.in_w * s.channels);
   for (size_t i = global_thread(); i < count; i += grid_stride()) {
+    if (relu_input && !(x[i] > 0.0f)) {
+      dx[i] = 0.0f;
+      continue;
+    }
     const Pixel p = pixel_of(i, s.in_h, s.in_w, s.channels);
     const float* x_nc = x + p.n * s.in_h * s.in_w * s.channels + p.c;
     const int64_t self = (p.h * s.in_w + p.w) * s.channels;
@@ -173,11 +178,12 @@ void max_pool_forward(cudaStream_t stream, const PoolGeometry& g, const float* x
   MIRROR_CUDA_LAUNCH_CHECK("max_pool_forward_kernel");
 }
 
-void max_pool_backward(cudaStream_t stream, const PoolGeometry& g, const float* x, const float* dy, float* dx) {
+void max_pool_backward(cudaStream_t stream, const PoolGeometry& g, const float* x, const float* dy, bool relu_input,
+                       float* dx) {
   const PoolShape s = shape_of(g);
   const size_t count = input_count(s);
   if (count == 0) return;
-  max_pool_backward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(s, x, dy, dx);
+  max_pool_backward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(s, x, dy, relu_input, dx);
   MIRROR_CUDA_LAUNCH_CHECK("max_pool_backward_kernel");
 }
 
