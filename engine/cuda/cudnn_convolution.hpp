@@ -38,7 +38,8 @@ class CudnnConvolutions {
   CudnnConvolutions(const CudnnConvolutions&) = delete;
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
 
-  // y = conv(x, w) without bias, g's strides and padding. x: (batch, in_h, in_w, in_c), w: HWIO, y: (batch, out_h, out_w, out_c)
+  // y = conv(x, w) without bias, with g's strides and padding.
+  // x: (batch, in_h, in_w, in_c), w: HWIO, y: (batch, out_h, out_w, out_c)
   void forward(const ConvGeometry& g, const float* x, const float* w, float* y);
   // dw (HWIO, overwritten) from x and dy.
   void backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw);
