@@ -156,12 +156,14 @@ TEST_F(CudaOpsTest, PoolingWithPaddingAndLeftoverRows) {
 TEST_F(CudaOpsTest, GlobalAveragePooling) {
   for (auto [batch, pixels, channels] : {std::array<int64_t, 3>{3, 49, 64}, {1, 1, 5}, {2, 16, 300}}) {
     const size_t xs = size_t(batch * pixels * channels), ys = size_t(batch * channels);
-    compare("global_avg_pool_forward", {{random_floats(xs, rng_)}, {ys}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
-                                          b.global_avg_pool_forward(batch, pixels, channels, in[0], out[0]);
-                                        }});
-    compare("global_avg_pool_backward", {{random_floats(ys, rng_)}, {xs}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
-                                           b.global_avg_pool_backward(batch, pixels, channels, in[0], out[0]);
-                                         }});
+    compare("global_avg_pool_forward",
+            {{random_floats(xs, rng_)}, {ys}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
+               b.global_avg_pool_forward(batch, pixels, channels, in[0], out[0]);
+             }});
+    compare("global_avg_pool_backward",
+            {{random_floats(ys, rng_)}, {xs}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
+               b.global_avg_pool_backward(batch, pixels, channels, in[0], out[0]);
+             }});
   }
 }
 
@@ -213,9 +215,10 @@ TEST_F(CudaOpsTest, BatchNormSumsAreDeterministicAndMatchTheHost) {
 
     const Floats dy = random_floats(n, rng_), mean = random_floats(c, rng_, 2.5f, 3.5f);
     const Floats invstd = random_floats(c, rng_, 0.5f, 2.0f);
-    compare("batch_norm_backward_sums", {{x, dy, mean, invstd}, {2 * c}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
-                                           b.batch_norm_backward_sums(rows, channels, in[0], in[1], in[2], in[3], out[0]);
-                                         }});
+    compare("batch_norm_backward_sums",
+            {{x, dy, mean, invstd}, {2 * c}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
+               b.batch_norm_backward_sums(rows, channels, in[0], in[1], in[2], in[3], out[0]);
+             }});
   }
 }
 
@@ -238,9 +241,10 @@ TEST_F(CudaOpsTest, BatchNormMomentsForwardBackwardAndMovingUpdate) {
   Floats sums = s1;
   for (size_t i = 0; i < c; ++i) sums.push_back(s1[i] * s1[i] / float(count) + float(count) * (0.5f + float(i) / 8));
   sums[2 * c - 1] = s1[c - 1] * s1[c - 1] / float(count) * 0.999f;  // cancels to below zero: variance clamped at 0
-  const auto moments = compare("batch_norm_moments", {{shift, sums}, {c, c, c}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
-                                                        b.batch_norm_moments(channels, count, 1e-3f, in[0], in[1], out[0], out[1], out[2]);
-                                                      }});
+  const OpCall moments_call{{shift, sums}, {c, c, c}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
+                              b.batch_norm_moments(channels, count, 1e-3f, in[0], in[1], out[0], out[1], out[2]);
+                            }};
+  const auto moments = compare("batch_norm_moments", moments_call);
   const Floats &mean = moments[0], &var = moments[1], &invstd = moments[2];
   compare("batch_norm_invstd", {{var}, {c}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
                                   b.batch_norm_invstd(channels, 1e-3f, in[0], out[0]);
@@ -249,10 +253,11 @@ TEST_F(CudaOpsTest, BatchNormMomentsForwardBackwardAndMovingUpdate) {
   const Floats dy = random_floats(n, rng_), grad_sums = random_floats(2 * c, rng_, -5.0f, 5.0f);
   for (bool affine : {true, false}) {
     SCOPED_TRACE(affine ? "gamma and beta" : "no gamma, no beta");
-    compare("batch_norm_forward", {{x, mean, invstd, gamma, beta}, {n}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
-                                     b.batch_norm_forward(rows, channels, in[0], in[1], in[2], affine ? in[3] : nullptr,
-                                                          affine ? in[4] : nullptr, out[0]);
-                                   }});
+    compare("batch_norm_forward",
+            {{x, mean, invstd, gamma, beta}, {n}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
+               b.batch_norm_forward(rows, channels, in[0], in[1], in[2], affine ? in[3] : nullptr,
+                                    affine ? in[4] : nullptr, out[0]);
+             }});
     compare("batch_norm_backward_data",
             {{x, dy, mean, invstd, gamma, grad_sums}, {n}, {}, [=](Backend& b, auto& in, auto& out, int32_t*) {
                b.batch_norm_backward_data(rows, channels, in[0], in[1], in[2], in[3], affine ? in[4] : nullptr, in[5],
@@ -303,9 +308,10 @@ TEST_F(CudaOpsTest, AddAndCopyColumns) {
   const size_t n = 1001;
   const Floats a = random_floats(n, rng_), b = random_floats(n, rng_);
   compare("add", {{a, b}, {n}, {}, [=](Backend& be, auto& in, auto& out, int32_t*) { be.add(n, in[0], in[1], out[0]); }});
-  compare("add in place", {{b}, {n}, {}, [=](Backend& be, auto& in, auto& out, int32_t*) { be.add(n, out[0], in[0], out[0]); }},
-          {a});
-  // Concatenation: columns 0..4 of a 13-wide row, into columns 3..8 of a 20-wide row, and back.
+  compare("add in place",
+          {{b}, {n}, {}, [=](Backend& be, auto& in, auto& out, int32_t*) { be.add(n, out[0], in[0], out[0]); }}, {a});
+  // Concatenation: columns 0..4 of 13-wide rows into columns 3..7 of 20-wide rows; accumulating, as
+  // its gradient does where a tensor feeds several branches.
   const int64_t rows = 17, cols = 5, src_stride = 13, dst_stride = 20;
   const Floats src = random_floats(size_t(rows * src_stride), rng_), dst = random_floats(size_t(rows * dst_stride), rng_);
   for (bool accumulate : {false, true}) {
@@ -367,19 +373,19 @@ TEST_F(CudaOpsTest, BadLabelsMakeTheGpuLossNaN) {
 
 TEST_F(CudaOpsTest, EveryMetric) {
   const int64_t rows = 301;
-  for (const MetricSpec spec : {MetricSpec{MetricKind::SparseCategoricalAccuracy}, MetricSpec{MetricKind::CategoricalAccuracy},
-                                MetricSpec{MetricKind::BinaryAccuracy, 5, 0.5f}, MetricSpec{MetricKind::BinaryAccuracy, 5, 0.3f},
-                                MetricSpec{MetricKind::SparseTopKCategoricalAccuracy, 1},
-                                MetricSpec{MetricKind::SparseTopKCategoricalAccuracy, 3}}) {
+  const std::vector<MetricSpec> specs{
+      {MetricKind::SparseCategoricalAccuracy}, {MetricKind::CategoricalAccuracy},
+      {MetricKind::BinaryAccuracy, 5, 0.5f},   {MetricKind::BinaryAccuracy, 5, 0.3f},
+      {MetricKind::SparseTopKCategoricalAccuracy, 1}, {MetricKind::SparseTopKCategoricalAccuracy, 3}};
+  for (const MetricSpec& spec : specs) {
     for (int64_t cols : spec.kind == MetricKind::BinaryAccuracy ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{10}) {
       SCOPED_TRACE(::testing::Message() << "metric " << int(spec.kind) << ", k " << spec.k << ", threshold "
                                         << spec.threshold << ", " << cols << " columns");
       Floats y = random_floats(size_t(rows * cols), rng_, 0.0f, 1.0f);
       for (float& v : y) v = std::round(v * 4.0f) / 4.0f;  // ties: the first maximum is the prediction
-      compare("metric", {{y}, {1}, random_labels(rows, cols == 1 ? 2 : cols), [=](Backend& b, auto& in, auto& out, int32_t* l) {
-                           b.metric(spec, rows, cols, in[0], l, out[0]);
-                         }},
-              {Floats{2.0f}});
+      const OpCall call{{y}, {1}, random_labels(rows, cols == 1 ? 2 : cols),
+                        [=](Backend& b, auto& in, auto& out, int32_t* l) { b.metric(spec, rows, cols, in[0], l, out[0]); }};
+      compare("metric", call, {Floats{2.0f}});
     }
   }
 }
