@@ -1,7 +1,7 @@
 // Geometry of the windowed ops (convolution, pooling). Tensors are NHWC; convolution kernels are
 // HWIO (kernel_h, kernel_w, in_channels, out_channels), Keras's layout. Padding is explicit per
 // side, so Keras's "same" padding with strides (which may pad one pixel more at the bottom and
-// right than at the top and left) is expressed exactly; see same_padding().
+// right than at the top and left) is expressed exactly; see padding_for().
 #pragma once
 
 #include <algorithm>

@@ -46,6 +46,7 @@ void HostBackend::bind_current_thread() {
   // made on another thread (or before this call) are dropped and remade here on first use.
   omp_set_num_threads(threads_);
   conv_cache_.clear();
+  eltwise_cache_.clear();
 }
 
 // ---- memory ----

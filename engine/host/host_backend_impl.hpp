@@ -43,6 +43,16 @@ namespace mirror::host {
 // Below this many elements a parallel region costs more than it saves.
 inline constexpr int64_t kParallelMinCount = int64_t{1} << 15;
 
+// Runs a primitive through the C API with argument arrays built once, so a call allocates nothing.
+inline void execute(const dnnl::primitive& p, const dnnl::stream& stream, const std::vector<dnnl_exec_arg_t>& args) {
+  MIRROR_DNNL_CHECK(dnnl_primitive_execute(p.get(), stream.get(), static_cast<int>(args.size()), args.data()));
+}
+
+// Points a cached memory object at a caller's buffer.
+inline void set_handle(const dnnl::memory& m, const void* data) {
+  MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
+}
+
 // A weight layout oneDNN prefers over HWIO: memory in its layout and the reorder between the
 // two (args empty when the primitive takes the caller's HWIO weights directly).
 struct WeightLayout {
@@ -82,6 +92,19 @@ struct ConvPrimitives {
   WeightLayout backward_data_weights;
   dnnl::memory backward_data_scratch;
   std::vector<dnnl_exec_arg_t> backward_data_args;
+};
+
+// oneDNN's element-wise primitive for one activation, direction and element count, created once:
+// its JIT code evaluates exp, erf and tanh in vector registers, where libm's calls run one
+// element at a time. src / dst / diff_dst / diff_src get no buffer of their own; each call points
+// them at its arguments.
+struct EltwisePrimitive {
+  Activation activation = Activation::Linear;
+  bool backward = false;
+  int64_t count = 0;
+  dnnl::memory src, dst, diff_dst, diff_src, scratch;
+  dnnl::primitive primitive;
+  std::vector<dnnl_exec_arg_t> args;
 };
 
 class HostBackend final : public Backend {
@@ -167,6 +190,8 @@ class HostBackend final : public Backend {
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
   void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
+  // The cached oneDNN eltwise primitive for `act` over `count` elements (host_activations.cpp).
+  EltwisePrimitive& eltwise_primitive(Activation act, bool backward, int64_t count);
   // Two per-channel sums over rows in a fixed order, whatever the thread count (host_batch_norm.cpp).
   template <class Term>
   void channel_sums(int64_t rows, int64_t channels, float* sums, const Term& term);
@@ -178,6 +203,8 @@ class HostBackend final : public Backend {
   // A handful of geometries per model, so a linear search beats hashing. Keyed by the geometry
   // (padding included) and ConvPrimitives::has_bias.
   std::vector<std::pair<ConvGeometry, std::unique_ptr<ConvPrimitives>>> conv_cache_;
+  // Keyed by activation, direction and element count: a few per layer and batch size.
+  std::vector<std::unique_ptr<EltwisePrimitive>> eltwise_cache_;
   // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
   std::vector<double> reduce_scratch_;
 };

@@ -36,17 +36,9 @@ memory weights_for(const memory::desc& wanted, const memory& user, bool into_use
   return layout.internal;
 }
 
-void execute(const dnnl::primitive& p, const dnnl::stream& stream, const std::vector<dnnl_exec_arg_t>& args) {
-  MIRROR_DNNL_CHECK(dnnl_primitive_execute(p.get(), stream.get(), static_cast<int>(args.size()), args.data()));
-}
-
 void run_reorder(const WeightLayout& layout, const dnnl::stream& stream) {
   if (layout.args.empty()) return;
   execute(layout.reorder, stream, layout.args);
-}
-
-void set_handle(const memory& m, const void* data) {
-  MIRROR_DNNL_CHECK(dnnl_memory_set_data_handle_v2(m.get(), const_cast<void*>(data), nullptr));
 }
 
 // The dimensions oneDNN's descriptors take: strides and the padding before and after each
