@@ -274,11 +274,11 @@ TEST_F(CudaBackendTest, Activations) {
   for (Activation act : {Activation::Linear, Activation::ReLU, Activation::Softmax}) {
     SCOPED_TRACE(to_string(act));
     const Floats z = random_floats(n, rng_, -4.0f, 4.0f);
-    OpCall fwd{{}, {n}, {}, [=](Backend& b, auto&, auto& o, int32_t*) { b.activation_forward(act, rows, cols, o[0]); }};
+    OpCall fwd{{}, {n}, {}, [=](Backend& b, auto&, auto& o, int32_t*) { b.activation_forward(act, rows, cols, o[0], o[0]); }};
     compare("activation_forward", fwd, {z});
     const Floats y = fwd.run(*host_, {z})[0];
     OpCall bwd{{y}, {n}, {},
-               [=](Backend& b, auto& i, auto& o, int32_t*) { b.activation_backward(act, rows, cols, i[0], o[0]); }};
+               [=](Backend& b, auto& i, auto& o, int32_t*) { b.activation_backward(act, rows, cols, nullptr, i[0], o[0], o[0]); }};
     compare("activation_backward", bwd, {random_floats(n, rng_)});
   }
 }
@@ -287,18 +287,20 @@ TEST_F(CudaBackendTest, CrossEntropyAccumulatesOnDevice) {
   for (int64_t rows : {1, 32, 1000}) {
     const int64_t classes = 10;
     Floats probs = random_floats(size_t(rows * classes), rng_, -3.0f, 3.0f);
-    host_->activation_forward(Activation::Softmax, rows, classes, probs.data());  // host memory is the host's "device"
+    host_->activation_forward(Activation::Softmax, rows, classes, probs.data(), probs.data());  // host memory is the host's "device"
     probs[0] = 0.0f;  // clipped: no gradient through the probability path
     std::vector<int32_t> labels(static_cast<size_t>(rows));
     for (auto& l : labels) l = int32_t(rng_() % classes);
     labels[0] = 0;
     for (bool from_logits : {true, false}) {
       OpCall call{{probs}, {size_t(rows * classes), 2}, labels, [=](Backend& b, auto& i, auto& o, int32_t* l) {
-                    b.sparse_categorical_crossentropy(rows, classes, i[0], l, 0.25f, from_logits, o[0], o[1]);
+                    b.loss({.gradient_through_activation = from_logits}, rows, classes, i[0], l, 0.25f, o[0], o[1]);
+                    b.metric({}, rows, classes, i[0], l, o[1] + 1);
                   }};
       compare("cross-entropy", call, {Floats(size_t(rows * classes), kNaN), Floats{1.5f, 2.0f}});
       OpCall stats_only{{probs}, {2}, labels, [=](Backend& b, auto& i, auto& o, int32_t* l) {
-                          b.sparse_categorical_crossentropy(rows, classes, i[0], l, 1.0f, from_logits, nullptr, o[0]);
+                          b.loss({.gradient_through_activation = from_logits}, rows, classes, i[0], l, 1.0f, nullptr, o[0]);
+                          b.metric({}, rows, classes, i[0], l, o[0] + 1);
                         }};
       compare("cross-entropy stats", stats_only, {Floats{0.0f, 0.0f}});
     }
@@ -364,7 +366,7 @@ TEST_F(CudaBackendTest, GatherBatchAndMemoryOps) {
   expect_close("fill", out[1], Floats(10, 2.5f));
   // Zero rows: nothing happens, even with null pointers.
   gpu_->dense_forward(0, 3, 4, nullptr, nullptr, nullptr, nullptr);
-  gpu_->sparse_categorical_crossentropy(0, 10, nullptr, nullptr, 1.0f, true, nullptr, nullptr);
+  gpu_->loss({}, 0, 10, nullptr, nullptr, 1.0f, nullptr, nullptr);
   gpu_->synchronize();
 }
 

@@ -1,5 +1,5 @@
-// CudaBackend, part 1: construction, memory, input batches. (Layers, loss and optimizers are in
-// cuda_layers.cpp.)
+// CudaBackend, part 1: construction, memory, input batches. (The layer ops are in cuda_layers.cpp;
+// batch normalization, losses, metrics and optimizers in cuda_training_ops.cpp.)
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
@@ -52,6 +52,7 @@ CudaBackend::~CudaBackend() {
   cudaStreamSynchronize(stream_.get());
   convolutions_.reset();
   ones_.reset();
+  partials_.reset();
   device_indices_.reset();
   pool_.retire_stream(stream_.get());
   cudnn_.reset();

@@ -32,22 +32,53 @@ class CudaBackend final : public Backend {
                     int32_t* labels) override;
 
   void conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
+  void conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) override;
   void conv2d_backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db) override;
   void conv2d_backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) override;
   void max_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
   void max_pool_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy, float* dx) override;
+  void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
+                              float* dx) override;
+  void avg_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
+  void avg_pool_backward(const PoolGeometry& g, const float* dy, float* dx) override;
+  void global_avg_pool_forward(int64_t batch, int64_t pixels, int64_t channels, const float* x, float* y) override;
+  void global_avg_pool_backward(int64_t batch, int64_t pixels, int64_t channels, const float* dy, float* dx) override;
   void dense_forward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* b,
                      float* y) override;
   void dense_backward(int64_t rows, int64_t in, int64_t out, const float* x, const float* w, const float* dy,
                       float* dx, float* dw, float* db) override;
-  void activation_forward(Activation act, int64_t rows, int64_t cols, float* y) override;
-  void activation_backward(Activation act, int64_t rows, int64_t cols, const float* y, float* dy) override;
-  void sparse_categorical_crossentropy(int64_t rows, int64_t classes, const float* probs, const int32_t* labels,
-                                       float scale, bool from_softmax_logits, float* dinput, float* stats) override;
-  void accumulate_stats(const float* step_stats, float* totals, int64_t step) override;
-  void adam_update(size_t count, const AdamStep& step, const float* stats, float* params, const float* grads,
+  void activation_forward(Activation act, int64_t rows, int64_t cols, const float* x, float* y) override;
+  void activation_backward(Activation act, int64_t rows, int64_t cols, const float* x, const float* y,
+                           const float* dy, float* dx) override;
+
+  void batch_norm_sums(int64_t rows, int64_t channels, const float* x, const float* shift, float* sums) override;
+  void batch_norm_moments(int64_t channels, double count, float epsilon, const float* shift, const float* sums,
+                          float* mean, float* var, float* invstd) override;
+  void batch_norm_invstd(int64_t channels, float epsilon, const float* var, float* invstd) override;
+  void batch_norm_forward(int64_t rows, int64_t channels, const float* x, const float* mean, const float* invstd,
+                          const float* gamma, const float* beta, float* y) override;
+  void batch_norm_backward_sums(int64_t rows, int64_t channels, const float* x, const float* dy, const float* mean,
+                                const float* invstd, float* sums) override;
+  void batch_norm_backward_data(int64_t rows, int64_t channels, const float* x, const float* dy, const float* mean,
+                                const float* invstd, const float* gamma, const float* sums, double count,
+                                float* dx) override;
+  void batch_norm_update_moving(int64_t channels, float momentum, const float* mean, const float* var,
+                                const float* guard, float* moving_mean, float* moving_var) override;
+
+  void dropout_forward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x, float* y) override;
+  void dropout_backward(const DropoutSpec& spec, int64_t rows, int64_t cols, const float* dy, float* dx) override;
+  void add(size_t count, const float* a, const float* b, float* y) override;
+  void copy_columns(int64_t rows, int64_t cols, const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                    bool accumulate) override;
+
+  void loss(const LossSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
+            float scale, float* dinput, float* stats) override;
+  void metric(const MetricSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
+              float* stats) override;
+  void accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) override;
+  void adam_update(size_t count, const AdamStep& step, const float* guard, float* params, const float* grads,
                    float* m, float* v) override;
-  void sgd_update(size_t count, const SgdStep& step, const float* stats, float* params, const float* grads,
+  void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params, const float* grads,
                   float* momentum) override;
 
  private:
@@ -55,6 +86,8 @@ class CudaBackend final : public Backend {
   void activate() const;
   // db[c] = sum over rows of dy[r, c], through cuBLAS against a vector of ones. dy: (rows, cols)
   void column_sums(int64_t rows, int64_t cols, const float* dy, float* db);
+  // Scratch for batch normalization's partial sums, grown to the largest shape seen.
+  double* batch_norm_partials(int64_t rows, int64_t channels);
 
   Device device_;
   DeviceMemoryPool& pool_;
@@ -63,6 +96,7 @@ class CudaBackend final : public Backend {
   CublasHandle cublas_;
   std::unique_ptr<CudnnConvolutions> convolutions_;
   DeviceBuffer ones_;            // ones for column sums; grows to the most rows seen
+  DeviceBuffer partials_;        // batch normalization's per-chunk sums
   // gather_batch: indices go host -> pinned staging -> device; two staging slots, each reused
   // only after the copy out of it (marked by its event) has run.
   std::array<PinnedBuffer, 2> staging_;

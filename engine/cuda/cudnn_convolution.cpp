@@ -1,6 +1,7 @@
 // cuDNN convolutions with Keras's HWIO kernels (see cudnn_convolution.hpp for the layout choice).
 #include "engine/cuda/cudnn_convolution.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <iterator>
 #include <optional>
@@ -35,6 +36,12 @@ int as_int(int64_t value, const char* what) {
   return static_cast<int>(value);
 }
 
+int as_padding(int64_t value, const char* what) {
+  MIRROR_REQUIRE(value >= 0 && value <= INT_MAX, InvalidArgument, "convolution ", what, " = ", value,
+                 " is outside what cuDNN accepts (0 .. ", INT_MAX, ")");
+  return static_cast<int>(value);
+}
+
 TensorDesc nhwc_tensor(int64_t n, int64_t h, int64_t w, int64_t c) {
   cudnnTensorDescriptor_t d = nullptr;
   MIRROR_CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
@@ -48,7 +55,8 @@ ConvDesc conv_descriptor(const ConvGeometry& g, cudnnMathType_t math) {
   cudnnConvolutionDescriptor_t d = nullptr;
   MIRROR_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
   ConvDesc owner(d);
-  MIRROR_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, 0, 0, as_int(g.stride_h, "stride_h"),
+  MIRROR_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, as_padding(g.pad_top, "pad_top"),
+                                                     as_padding(g.pad_left, "pad_left"), as_int(g.stride_h, "stride_h"),
                                                      as_int(g.stride_w, "stride_w"), 1, 1, CUDNN_CROSS_CORRELATION,
                                                      CUDNN_DATA_FLOAT));
   MIRROR_CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
@@ -73,7 +81,7 @@ std::optional<Perf> pick(const Perf* results, int count, bool allow_tf32, bool p
 
 std::string describe(const ConvGeometry& g) {
   return str("batch ", g.batch, ", input ", g.in_h, "x", g.in_w, "x", g.in_c, ", kernel ", g.kernel_h, "x", g.kernel_w,
-             " -> ", g.out_c, " channels, stride ", g.stride_h, "x", g.stride_w);
+             " -> ", g.out_c, " channels, stride ", g.stride_h, "x", g.stride_w, ", padding ", g.pad_top, "x", g.pad_left);
 }
 
 [[noreturn]] void no_algorithm(const char* direction, const ConvGeometry& g, bool allow_tf32) {
@@ -125,6 +133,28 @@ const char* math_name(cudnnMathType_t math) {
 
 }  // namespace
 
+// g's padding split into the part a cuDNN descriptor takes (the same on both sides) and the rest,
+// applied explicitly: `inner` is the convolution cuDNN runs, on the input grown by `extra`.
+struct SplitPadding {
+  ConvGeometry inner;
+  kernels::ImagePadding extra;
+  bool explicit_padding() const { return extra.top || extra.left || extra.bottom || extra.right; }
+};
+
+static SplitPadding split_padding(const ConvGeometry& g) {
+  MIRROR_REQUIRE(g.pad_top >= 0 && g.pad_left >= 0 && g.pad_bottom >= 0 && g.pad_right >= 0, InvalidArgument,
+                 "convolution padding ", g.pad_top, ", ", g.pad_left, ", ", g.pad_bottom, ", ", g.pad_right,
+                 " (top, left, bottom, right) is negative");
+  const int64_t both_h = std::min(g.pad_top, g.pad_bottom), both_w = std::min(g.pad_left, g.pad_right);
+  SplitPadding s{g, {g.batch, g.in_h, g.in_w, g.in_c, g.pad_top - both_h, g.pad_left - both_w,
+                     g.pad_bottom - both_h, g.pad_right - both_w}};
+  s.inner.in_h = s.extra.padded_h();
+  s.inner.in_w = s.extra.padded_w();
+  s.inner.pad_top = s.inner.pad_bottom = both_h;
+  s.inner.pad_left = s.inner.pad_right = both_w;
+  return s;
+}
+
 struct CudnnConvolutions::Plan {
   ConvGeometry geometry;
   TensorDesc x, y;
@@ -149,7 +179,8 @@ CudnnConvolutions::Plan& CudnnConvolutions::plan_for(const ConvGeometry& g) {
   for (auto& plan : plans_)
     if (plan->geometry == g) return *plan;
   MIRROR_REQUIRE(g.out_h() >= 1 && g.out_w() >= 1, InvalidArgument, "convolution kernel ", g.kernel_h, "x",
-                 g.kernel_w, " does not fit the ", g.in_h, "x", g.in_w, " input");
+                 g.kernel_w, " does not fit the ", g.in_h, "x", g.in_w, " input padded by ", g.pad_top, "x",
+                 g.pad_left);
   auto plan = std::make_unique<Plan>();
   plan->geometry = g;
   plan->x = nhwc_tensor(g.batch, g.in_h, g.in_w, g.in_c);
@@ -222,8 +253,23 @@ float* CudnnConvolutions::weight_scratch(size_t count) {
   return weight_scratch_.as<float>();
 }
 
-void CudnnConvolutions::forward(const ConvGeometry& g, const float* x, const float* w, float* y) {
-  if (g.batch == 0) return;
+float* CudnnConvolutions::padded_scratch(size_t count) {
+  if (padded_scratch_.count() < count) padded_scratch_ = allocate_(count * sizeof(float));
+  return padded_scratch_.as<float>();
+}
+
+const float* CudnnConvolutions::padded_input(const SplitPadding& split, const float* x) {
+  if (!split.explicit_padding()) return x;
+  float* padded = padded_scratch(split.extra.padded_count());
+  kernels::pad_images(stream_, split.extra, x, padded);
+  return padded;
+}
+
+void CudnnConvolutions::forward(const ConvGeometry& outer, const float* x, const float* w, float* y) {
+  if (outer.batch == 0) return;
+  const SplitPadding split = split_padding(outer);
+  const ConvGeometry& g = split.inner;
+  x = padded_input(split, x);
   Plan& p = plan_for(g);
   if (!p.forward) {
     cudnnConvolutionFwdAlgoPerf_t results[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
@@ -243,8 +289,11 @@ void CudnnConvolutions::forward(const ConvGeometry& g, const float* x, const flo
                                              p.forward->algo, ws, p.forward->memory, &zero, p.y.get(), y));
 }
 
-void CudnnConvolutions::backward_weights(const ConvGeometry& g, const float* x, const float* dy, float* dw) {
-  if (g.batch == 0) return;
+void CudnnConvolutions::backward_weights(const ConvGeometry& outer, const float* x, const float* dy, float* dw) {
+  if (outer.batch == 0) return;
+  const SplitPadding split = split_padding(outer);
+  const ConvGeometry& g = split.inner;
+  x = padded_input(split, x);
   Plan& p = plan_for(g);
   if (!p.weights) {
     cudnnConvolutionBwdFilterAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
@@ -266,8 +315,12 @@ void CudnnConvolutions::backward_weights(const ConvGeometry& g, const float* x, 
   kernels::transpose(stream_, g.out_c, rsc, dw_krsc, dw);  // KRSC (K, rsc) -> HWIO (rsc, K)
 }
 
-void CudnnConvolutions::backward_data(const ConvGeometry& g, const float* w, const float* dy, float* dx) {
-  if (g.batch == 0) return;
+void CudnnConvolutions::backward_data(const ConvGeometry& outer, const float* w, const float* dy, float* dx) {
+  if (outer.batch == 0) return;
+  const SplitPadding split = split_padding(outer);
+  const ConvGeometry& g = split.inner;
+  // With explicit padding cuDNN writes the gradient of the padded input; the border is cropped off.
+  float* dx_inner = split.explicit_padding() ? padded_scratch(split.extra.padded_count()) : dx;
   Plan& p = plan_for(g);
   if (!p.data) {
     cudnnConvolutionBwdDataAlgoPerf_t results[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
@@ -284,7 +337,8 @@ void CudnnConvolutions::backward_data(const ConvGeometry& g, const float* w, con
   void* ws = workspace(p.data->memory);
   const float one = 1.0f, zero = 0.0f;
   MIRROR_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, p.w.get(), w_krsc, p.y.get(), dy, p.data_conv.get(),
-                                                  p.data->algo, ws, p.data->memory, &zero, p.x.get(), dx));
+                                                  p.data->algo, ws, p.data->memory, &zero, p.x.get(), dx_inner));
+  if (split.explicit_padding()) kernels::crop_images(stream_, split.extra, dx_inner, dx);
 }
 
 }  // namespace mirror::cuda

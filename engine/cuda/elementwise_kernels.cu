@@ -1,5 +1,5 @@
-// Fill, bias, activations and the fused softmax-cross-entropy-accuracy loss on the GPU. The math
-// per element or row is engine/elementwise.hpp's, shared with the host backend.
+// Fill, bias, add, column copies, activations and dropout on the GPU. The math per element or row
+// is engine/elementwise.hpp's, shared with the host backend.
 #include "engine/cuda/cuda_check.hpp"
 #include "engine/cuda/kernels.hpp"
 #include "engine/cuda/launch.cuh"
@@ -16,62 +16,63 @@ __global__ void broadcast_bias_kernel(size_t count, size_t cols, const float* b,
   for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] = b[i % cols];
 }
 
-__global__ void add_bias_kernel(size_t count, size_t cols, const float* b, float* y) {
-  for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] += b[i % cols];
+// y = act(y + b) in one pass: a convolution's bias and activation. b may be null.
+__global__ void bias_activation_kernel(Activation act, size_t count, size_t cols, const float* b, float* y) {
+  for (size_t i = global_thread(); i < count; i += grid_stride())
+    y[i] = ew::activation(act, b ? y[i] + b[i % cols] : y[i]);
 }
 
-__global__ void relu_forward_kernel(size_t count, float* y) {
-  for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] = ew::relu(y[i]);
+__global__ void add_kernel(size_t count, const float* a, const float* b, float* y) {
+  for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] = a[i] + b[i];
 }
 
-__global__ void relu_backward_kernel(size_t count, const float* y, float* dy) {
-  for (size_t i = global_thread(); i < count; i += grid_stride()) dy[i] = ew::relu_backward(y[i], dy[i]);
+// One thread per copied element. src: (rows, >= cols) rows src_stride apart; dst likewise.
+__global__ void copy_columns_kernel(size_t count, int64_t cols, const float* src, int64_t src_stride, float* dst,
+                                    int64_t dst_stride, bool accumulate) {
+  for (size_t i = global_thread(); i < count; i += grid_stride()) {
+    const int64_t r = static_cast<int64_t>(i) / cols, c = static_cast<int64_t>(i) % cols;
+    const float v = src[r * src_stride + c];
+    float& out = dst[r * dst_stride + c];
+    out = accumulate ? out + v : v;
+  }
+}
+
+__global__ void activation_forward_kernel(Activation act, size_t count, const float* x, float* y) {
+  for (size_t i = global_thread(); i < count; i += grid_stride()) y[i] = ew::activation(act, x[i]);
+}
+
+// x or y is null where the activation's gradient does not read it (backward_needs_input).
+__global__ void activation_backward_kernel(Activation act, size_t count, const float* x, const float* y,
+                                           const float* dy, float* dx) {
+  for (size_t i = global_thread(); i < count; i += grid_stride())
+    dx[i] = ew::activation_grad(act, x ? x[i] : 0.0f, y ? y[i] : 0.0f, dy[i]);
 }
 
 // One thread per row: the rows of a classifier are short (tens of classes).
-__global__ void softmax_forward_kernel(size_t rows, int64_t cols, float* y) {
-  for (size_t r = global_thread(); r < rows; r += grid_stride()) ew::softmax_row(y + r * cols, cols);
+__global__ void softmax_forward_kernel(size_t rows, int64_t cols, const float* x, float* y) {
+  for (size_t r = global_thread(); r < rows; r += grid_stride()) {
+    float* y_row = y + r * cols;
+    if (x != y)
+      for (int64_t j = 0; j < cols; ++j) y_row[j] = x[r * cols + j];
+    ew::softmax_row(y_row, cols);
+  }
 }
 
-__global__ void softmax_backward_kernel(size_t rows, int64_t cols, const float* y, float* dy) {
-  for (size_t r = global_thread(); r < rows; r += grid_stride())
-    ew::softmax_backward_row(y + r * cols, dy + r * cols, cols);
+__global__ void softmax_backward_kernel(size_t rows, int64_t cols, const float* y, const float* dy, float* dx) {
+  for (size_t r = global_thread(); r < rows; r += grid_stride()) {
+    float* dx_row = dx + r * cols;
+    if (dx != dy)
+      for (int64_t j = 0; j < cols; ++j) dx_row[j] = dy[r * cols + j];
+    ew::softmax_backward_row(y + r * cols, dx_row, cols);
+  }
 }
 
-// A single block walks all rows, then reduces in a fixed order, so the sums are reproducible and
-// need no atomics; the host never waits for them.
-__global__ void cross_entropy_kernel(int64_t rows, int64_t classes, const float* probs, const int32_t* labels,
-                                     float scale, bool from_softmax_logits, float* dinput, float* stats) {
-  __shared__ float loss_sums[kBlockSize];
-  __shared__ float correct_sums[kBlockSize];
-  float loss = 0.0f, correct = 0.0f;
-  for (int64_t r = threadIdx.x; r < rows; r += blockDim.x) {
-    const int32_t label = labels[r];
-    float* d = dinput ? dinput + r * classes : nullptr;
-    if (label < 0 || label >= classes) {
-      // Labels are checked when a data set is loaded; a bad one here poisons the loss, so the
-      // optimizer skips the step and the trainer reports a non-finite loss.
-      loss += __int_as_float(0x7fc00000);
-      if (d)
-        for (int64_t j = 0; j < classes; ++j) d[j] = 0.0f;
-      continue;
-    }
-    ew::cross_entropy_row(probs + r * classes, label, classes, scale, from_softmax_logits, d, loss, correct);
-  }
-  loss_sums[threadIdx.x] = loss;
-  correct_sums[threadIdx.x] = correct;
-  __syncthreads();
-  for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) {
-      loss_sums[threadIdx.x] += loss_sums[threadIdx.x + half];
-      correct_sums[threadIdx.x] += correct_sums[threadIdx.x + half];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    stats[0] += loss_sums[0];
-    stats[1] += correct_sums[0];
-  }
+// Element i of the share is element first_row * cols + i of the batch, whose counter decides
+// whether it is kept. in, out: (rows, cols); out may be in.
+__global__ void dropout_kernel(DropoutSpec spec, size_t count, int64_t first_index, const float* in, float* out) {
+  const float scale = ew::dropout_scale(spec);
+  for (size_t i = global_thread(); i < count; i += grid_stride())
+    out[i] = ew::dropout_keep(spec, first_index + static_cast<int64_t>(i)) ? in[i] * scale : 0.0f;
 }
 
 }  // namespace
@@ -89,46 +90,61 @@ void broadcast_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float
   MIRROR_CUDA_LAUNCH_CHECK("broadcast_bias_kernel");
 }
 
-void add_bias(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, float* y) {
+void bias_activation(cudaStream_t stream, int64_t rows, int64_t cols, const float* b, Activation act, float* y) {
   const size_t count = static_cast<size_t>(rows * cols);
+  if (count == 0 || (!b && act == Activation::Linear)) return;
+  bias_activation_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(act, count, static_cast<size_t>(cols), b, y);
+  MIRROR_CUDA_LAUNCH_CHECK("bias_activation_kernel");
+}
+
+void add(cudaStream_t stream, size_t count, const float* a, const float* b, float* y) {
   if (count == 0) return;
-  add_bias_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, static_cast<size_t>(cols), b, y);
-  MIRROR_CUDA_LAUNCH_CHECK("add_bias_kernel");
+  add_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, a, b, y);
+  MIRROR_CUDA_LAUNCH_CHECK("add_kernel");
 }
 
-void relu_forward(cudaStream_t stream, size_t count, float* y) {
-  if (count == 0) return;
-  relu_forward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, y);
-  MIRROR_CUDA_LAUNCH_CHECK("relu_forward_kernel");
+void copy_columns(cudaStream_t stream, int64_t rows, int64_t cols, const float* src, int64_t src_stride, float* dst,
+                  int64_t dst_stride, bool accumulate) {
+  if (rows <= 0 || cols <= 0) return;
+  const size_t count = static_cast<size_t>(rows * cols);
+  copy_columns_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, cols, src, src_stride, dst, dst_stride,
+                                                                  accumulate);
+  MIRROR_CUDA_LAUNCH_CHECK("copy_columns_kernel");
 }
 
-void relu_backward(cudaStream_t stream, size_t count, const float* y, float* dy) {
-  if (count == 0) return;
-  relu_backward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(count, y, dy);
-  MIRROR_CUDA_LAUNCH_CHECK("relu_backward_kernel");
+void activation_forward(cudaStream_t stream, Activation act, int64_t rows, int64_t cols, const float* x, float* y) {
+  if (rows <= 0 || cols <= 0) return;
+  if (is_row_wise(act)) {
+    const size_t n = static_cast<size_t>(rows);
+    softmax_forward_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(n, cols, x, y);
+    MIRROR_CUDA_LAUNCH_CHECK("softmax_forward_kernel");
+    return;
+  }
+  const size_t count = static_cast<size_t>(rows * cols);
+  activation_forward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(act, count, x, y);
+  MIRROR_CUDA_LAUNCH_CHECK("activation_forward_kernel");
 }
 
-void softmax_forward(cudaStream_t stream, int64_t rows, int64_t cols, float* y) {
-  if (rows == 0 || cols == 0) return;
-  const size_t n = static_cast<size_t>(rows);
-  softmax_forward_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(n, cols, y);
-  MIRROR_CUDA_LAUNCH_CHECK("softmax_forward_kernel");
+void activation_backward(cudaStream_t stream, Activation act, int64_t rows, int64_t cols, const float* x,
+                         const float* y, const float* dy, float* dx) {
+  if (rows <= 0 || cols <= 0) return;
+  if (is_row_wise(act)) {
+    const size_t n = static_cast<size_t>(rows);
+    softmax_backward_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(n, cols, y, dy, dx);
+    MIRROR_CUDA_LAUNCH_CHECK("softmax_backward_kernel");
+    return;
+  }
+  const size_t count = static_cast<size_t>(rows * cols);
+  activation_backward_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(act, count, x, y, dy, dx);
+  MIRROR_CUDA_LAUNCH_CHECK("activation_backward_kernel");
 }
 
-void softmax_backward(cudaStream_t stream, int64_t rows, int64_t cols, const float* y, float* dy) {
-  if (rows == 0 || cols == 0) return;
-  const size_t n = static_cast<size_t>(rows);
-  softmax_backward_kernel<<<grid_for(n), kBlockSize, 0, stream>>>(n, cols, y, dy);
-  MIRROR_CUDA_LAUNCH_CHECK("softmax_backward_kernel");
-}
-
-void sparse_categorical_crossentropy(cudaStream_t stream, int64_t rows, int64_t classes, const float* probs,
-                                     const int32_t* labels, float scale, bool from_softmax_logits, float* dinput,
-                                     float* stats) {
-  if (rows == 0) return;
-  cross_entropy_kernel<<<1, kBlockSize, 0, stream>>>(rows, classes, probs, labels, scale, from_softmax_logits,
-                                                    dinput, stats);
-  MIRROR_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
+void dropout_forward(cudaStream_t stream, const DropoutSpec& spec, int64_t rows, int64_t cols, const float* x,
+                     float* y) {
+  if (rows <= 0 || cols <= 0) return;
+  const size_t count = static_cast<size_t>(rows * cols);
+  dropout_kernel<<<grid_for(count), kBlockSize, 0, stream>>>(spec, count, spec.first_row * cols, x, y);
+  MIRROR_CUDA_LAUNCH_CHECK("dropout_kernel");
 }
 
 }  // namespace mirror::cuda::kernels
