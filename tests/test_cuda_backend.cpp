@@ -28,6 +28,7 @@
 #include "engine/error.hpp"
 #include "engine/gpu_runtime.hpp"
 #include "engine/host/host_backend.hpp"
+#include "backend_comparison.hpp"
 #include "test_util.hpp"
 
 namespace mirror {
@@ -62,41 +63,7 @@ void expect_close(const char* what, const Floats& gpu, const Floats& host, Toler
   EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << gpu.size() << " elements differ";
 }
 
-// The inputs of one op call and the sizes of its outputs; run() gives back the outputs.
-struct OpCall {
-  std::vector<Floats> inputs;
-  std::vector<size_t> output_counts;
-  std::vector<int32_t> labels;  // optional int32 input
-  std::function<void(Backend&, const std::vector<float*>& in, const std::vector<float*>& out, int32_t* labels)> op;
-
-  // `initial` gives outputs a starting value (in-place ops, accumulators); NaN otherwise.
-  std::vector<Floats> run(Backend& b, const std::vector<Floats>& initial = {}) const {
-    std::vector<DeviceBuffer> buffers;
-    std::vector<float*> in, out;
-    for (const Floats& v : inputs) {
-      buffers.push_back(b.allocate(v.size() * sizeof(float)));
-      b.upload(v.data(), buffers.back().data(), v.size() * sizeof(float));
-      in.push_back(buffers.back().as<float>());
-    }
-    for (size_t k = 0; k < output_counts.size(); ++k) {
-      buffers.push_back(b.allocate(output_counts[k] * sizeof(float)));
-      if (k < initial.size())
-        b.upload(initial[k].data(), buffers.back().data(), output_counts[k] * sizeof(float));
-      else
-        b.fill(buffers.back().as<float>(), output_counts[k], kNaN);
-      out.push_back(buffers.back().as<float>());
-    }
-    DeviceBuffer label_buffer = b.allocate(labels.size() * sizeof(int32_t));
-    if (!labels.empty()) b.upload(labels.data(), label_buffer.data(), labels.size() * sizeof(int32_t));
-    op(b, in, out, label_buffer.as<int32_t>());
-    std::vector<Floats> results;
-    for (size_t k = 0; k < output_counts.size(); ++k) {
-      results.emplace_back(output_counts[k]);
-      b.download(out[k], results.back().data(), output_counts[k] * sizeof(float));
-    }
-    return results;
-  }
-};
+using testing::OpCall;  // one op call on a backend from host inputs, outputs poisoned with NaN
 
 class CudaBackendTest : public ::testing::Test {
  protected:

@@ -16,18 +16,8 @@ namespace mirror {
 namespace {
 
 using testing::all_close;
+using testing::message_of;
 using testing::synthetic_images;
-
-template <typename E>
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception of the expected type";
-  return "";
-}
 
 // A residual block as ResNets build it: conv-BN-ReLU-conv-BN, a shortcut (a 1x1 projection when
 // the shape changes), add, ReLU.

@@ -12,23 +12,13 @@
 namespace mirror {
 namespace {
 
+using testing::message_of;
 using testing::synthetic_images;
 
 std::unique_ptr<Sequential> reference_cnn(int64_t classes = 10) {
   return std::make_unique<Sequential>(std::vector<LayerPtr>{
       layers::Conv2D(32, {3, 3}, Activation::ReLU, Shape{28, 28, 1}), layers::MaxPooling2D({2, 2}), layers::Flatten(),
       layers::Dense(classes, Activation::Softmax)});
-}
-
-template <typename E>
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception of the expected type";
-  return "";
 }
 
 TEST(Model, ReferenceSummaryMatchesKeras) {

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <string>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,5 +63,17 @@ class ScopedEnv {
   const char* name_;
   std::optional<std::string> saved_;
 };
+
+// The message of the exception of type E that fn() throws (a test failure if it throws none).
+template <typename E>
+std::string message_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no exception of the expected type";
+  return "";
+}
 
 }  // namespace mirror::testing

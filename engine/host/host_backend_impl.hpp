@@ -188,6 +188,8 @@ class HostBackend final : public Backend {
   // The cached primitives for `g` with or without a bias, created on first use (host_convolution.cpp).
   ConvPrimitives& conv_primitives(const ConvGeometry& g, bool has_bias);
   float* pointwise_scratch(size_t count);
+  // x itself, or for a strided 1x1 convolution its subsampled copy (see host_convolution.cpp).
+  const float* pointwise_input(const ConvGeometry& g, const float* x);
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
   void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);

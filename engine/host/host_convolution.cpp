@@ -150,6 +150,14 @@ float* HostBackend::pointwise_scratch(size_t count) {
   return pointwise_scratch_.data();
 }
 
+const float* HostBackend::pointwise_input(const ConvGeometry& g, const float* x) {
+  if (!strided_pointwise(g)) return x;
+  const ConvGeometry u = unit_stride(g);
+  float* xs = pointwise_scratch(static_cast<size_t>(u.batch * u.in_h * u.in_w * u.in_c));
+  resample(g, x, xs, false);
+  return xs;
+}
+
 ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bias) {
   for (auto& [geometry, primitives] : conv_cache_)
     if (geometry == g && primitives->has_bias == has_bias) return *primitives;
@@ -182,13 +190,8 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bia
 void HostBackend::run_conv_forward(const ConvGeometry& given, bool relu, const float* x, const float* w, const float* b,
                                    float* y) {
   if (given.batch == 0) return;
-  ConvGeometry g = given;
-  if (strided_pointwise(given)) {
-    g = unit_stride(given);
-    float* xs = pointwise_scratch(static_cast<size_t>(g.batch * g.in_h * g.in_w * g.in_c));
-    resample(given, x, xs, false);
-    x = xs;
-  }
+  const ConvGeometry g = strided_pointwise(given) ? unit_stride(given) : given;
+  x = pointwise_input(given, x);
   ConvPrimitives& c = conv_primitives(g, b != nullptr);
   const ConvForward& f = relu ? c.forward_relu : c.forward;
   set_handle(c.x, x);
@@ -211,13 +214,8 @@ void HostBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, con
 void HostBackend::conv2d_backward_weights(const ConvGeometry& given, const float* x, const float* dy, float* dw,
                                           float* db) {
   if (given.batch == 0) return;
-  ConvGeometry g = given;
-  if (strided_pointwise(given)) {
-    g = unit_stride(given);
-    float* xs = pointwise_scratch(static_cast<size_t>(g.batch * g.in_h * g.in_w * g.in_c));
-    resample(given, x, xs, false);
-    x = xs;
-  }
+  const ConvGeometry g = strided_pointwise(given) ? unit_stride(given) : given;
+  x = pointwise_input(given, x);
   ConvPrimitives& c = conv_primitives(g, db != nullptr);
   set_handle(c.x, x);
   set_handle(c.y, dy);
