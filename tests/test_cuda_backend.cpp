@@ -212,7 +212,7 @@ TEST_F(CudaBackendTest, GridStrideLoopsCoverMoreThan2To24Elements) {
   const int64_t cols = 16, rows = int64_t(n) / cols + 1;  // rows * cols > n
   const size_t count = size_t(rows * cols);
   OpCall relu{{}, {count}, {}, [=](Backend& b, auto&, auto& o, int32_t*) {
-                b.activation_forward(Activation::ReLU, rows, cols, o[0]);
+                b.activation_forward(Activation::ReLU, rows, cols, o[0], o[0]);
               }};
   compare("relu", relu, {random_floats(count, rng_)});
   const AdamStep adam{0.001f, 0.9f, 0.999f, 1e-7f};
