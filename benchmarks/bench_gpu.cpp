@@ -1,5 +1,6 @@
 // GPU benchmarks (CUDA builds; every case reports "no GPU: <why>" and is skipped without one):
-//   BM_GpuStep/<strategy>   training-step time of the reference CNN (batch 32 per replica) with
+//   BM_GpuStep/<strategy>   training-step time of the model of --model cnn|resnet20|resnet50
+//                           (bench_util.hpp; default the reference CNN, batch 32 per replica) with
 //                           one-device, mirrored over 2 logical replicas of GPU 0, and mirrored
 //                           over every visible GPU: samples/s and step time.
 //   BM_GpuAllReduce/<bytes> the mirrored strategy's all-reduce over every visible GPU (NCCL; with
@@ -18,6 +19,8 @@
 namespace mirror::bench {
 namespace {
 
+ModelChoice g_model;
+
 std::vector<Device> gpus_or_skip(benchmark::State& state) {
   auto gpus = list_physical_devices(DeviceKind::GPU);
   if (gpus.empty()) state.SkipWithError(("no GPU: " + gpu_unavailable_reason()).c_str());
@@ -34,16 +37,15 @@ void BM_GpuStep(benchmark::State& state) {
   const auto gpus = gpus_or_skip(state);
   if (gpus.empty()) return;
   auto strategy = gpu_strategy(static_cast<int>(state.range(0)), gpus);
-  const int64_t batch = 32 * strategy->num_replicas();
-  const ImageSet data = synthetic_images(batch * 64);
-  Sequential model({layers::Conv2D(32, {3, 3}, Activation::ReLU, data.sample_shape()), layers::MaxPooling2D({2, 2}),
-                    layers::Flatten(), layers::Dense(10, Activation::Softmax)});
-  model.compile(*strategy, optimizers::Adam(), {}, {metrics::Accuracy()}, 1);
-  model.fit(data, {.epochs = 1, .batch_size = batch, .verbose = 0, .steps_per_epoch = 8});  // warm-up
+  const int64_t batch = g_model.per_replica_batch * strategy->num_replicas();
+  const ImageSet data = model_images(g_model, batch * 64);
+  const std::unique_ptr<Model> model = make_model(g_model);
+  model->compile(*strategy, optimizers::Adam(), {}, {metrics::Accuracy()}, 1);
+  model->fit(data, {.epochs = 1, .batch_size = batch, .verbose = 0, .steps_per_epoch = 8});  // warm-up
   constexpr int64_t kSteps = 64;
   double seconds = 0;
   for (auto _ : state) {
-    const History h = model.fit(data, {.epochs = 1, .batch_size = batch, .verbose = 0, .steps_per_epoch = kSteps});
+    const History h = model->fit(data, {.epochs = 1, .batch_size = batch, .verbose = 0, .steps_per_epoch = kSteps});
     state.SetIterationTime(h.epochs[0].seconds);
     seconds += h.epochs[0].seconds;
   }
@@ -99,4 +101,12 @@ BENCHMARK(BM_GpuAllReduce)->RangeMultiplier(16)->Range(4 << 10, 256 << 20)->UseM
 }  // namespace
 }  // namespace mirror::bench
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  mirror::bench::g_model = mirror::bench::take_model_flag(argc, argv);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+  benchmark::AddCustomContext("model", mirror::bench::g_model.name);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,24 +1,40 @@
-// Training-step time of the reference CNN (Sequential.fit with steps_per_epoch, Adam, synthetic
-// 28x28 images) against the host replica count:
-//   weak/     per-replica batch 32, one thread per replica (a replica owns a core, as it would a GPU)
-//   strong/   global batch 128, one thread per replica
-//   same_cores/  --threads cores in all, split among 1 or 2 replicas (2 x 1 thread vs 1 x 2 threads)
-// Counters: step_ms, samples_per_s, and two all-reduce shares of the step:
-//   allreduce_share   time rank threads spent inside all_reduce_sum during fit (a timing
-//                     decorator around the host communicator), mean over ranks / step time; it
-//                     includes waiting for the slowest replica;
-//   allreduce_alone   the same all-reduce (the model's gradient buffer, 54,410 parameters padded,
-//                     plus the 2 loss statistics) timed alone on the same replicas / step time.
+// Training-step time against the host replica count, for the model of --model (Model.fit with
+// steps_per_epoch, Adam, synthetic images of the model's input shape):
+//   cnn (default)  the reference CNN on 28x28x1, 54,410 parameters, in three modes:
+//     weak/        per-replica batch 32, one thread per replica (a replica owns a core, as it would a GPU)
+//     strong/      global batch 128, one thread per replica
+//     same_cores/  --threads cores in all, split among 1 or 2 replicas (2 x 1 thread vs 1 x 2 threads)
+//   resnet20       CIFAR-style ResNet-20 on 28x28x1 (0.27 M parameters): resnet20/weak/, 32 per replica
+//   resnet50       Keras applications' ResNet-50 on 224x224x3, 1000 classes (25.6 M parameters):
+//                  resnet50/weak/, 2 per replica
+// --per-replica-batch N changes the weak batch of resnet20 / resnet50.
+// Counters, each a mean over the ranks and the timed steps:
+//   step_ms, samples_per_s  wall time of a step (fit's time / steps), global batch / step time;
+//   allreduce_share  time rank threads spent inside the gradient buckets' all-reduces (a timing
+//                    decorator around the host communicator: all_reduce_sum_async and wait_all,
+//                    each bucket's collective timed) / step time; it includes waiting for the
+//                    slowest replica. The step statistics' all-reduce is not in it;
+//   other_collective_share  the other collectives of the step (the loss and metric sums) / step time;
+//   allreduce_alone  the same buckets' all-reduces timed alone on the same replicas / step time;
+//   allreduce_floats, buckets  gradient floats and buckets all-reduced per step (25 MiB buckets,
+//                    FitOptions' default); gradient_MiB = allreduce_floats * 4 / 2^20;
+//   backward_ms      from the backward pass's start to its end (Strategy::step_phase);
+//   window_ms        from the first bucket's launch to the last bucket's completion;
+//   window_in_backward_ms  the part of that window inside the backward span;
+//   hidden_share     the share of the all-reduce time that backward compute hides. 0 on the host
+//                    by construction: the host communicator runs an "async" all-reduce at once,
+//                    inside backward, which stops computing meanwhile, so window_in_backward_ms
+//                    is time backward waited, not time hidden. A GPU strategy, whose buckets run
+//                    on a communication stream, would report window_in_backward / allreduce.
 // Speedup and efficiency against the 1-replica run of the same mode are printed last and computed
-// by plot_scaling.py from --benchmark_out JSON.
+// by plot_scaling.py from --benchmark_out JSON (cnn's weak and strong modes).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -26,37 +42,119 @@
 #include "collectives/host_communicator.hpp"
 #include "engine/host/host_backend.hpp"
 #include "mirror.hpp"
+#include "strategy/gradient_reducer.hpp"
 
 namespace mirror::bench {
 namespace {
 
-// Forwards to a HostCommunicator and adds the time each rank spends in all_reduce_sum.
+// Forwards to a HostCommunicator and times, per rank, the gradient buckets' all-reduces apart from
+// the other collectives, and each step's bucket window against its backward span.
 class TimedCommunicator final : public Communicator {
  public:
-  explicit TimedCommunicator(int size) : inner_(size), nanos_(static_cast<size_t>(size)) {}
+  explicit TimedCommunicator(int size) : inner_(size), ranks_(static_cast<size_t>(size)) {}
   int size() const override { return inner_.size(); }
   void all_reduce_sum(int rank, std::span<float> data, const char* what) override {
+    timed(rank, data.size(), what, [&] { inner_.all_reduce_sum(rank, data, what); });
+  }
+  void all_reduce_sum_async(int rank, std::span<float> data, const char* what) override {
+    timed(rank, data.size(), what, [&] { inner_.all_reduce_sum_async(rank, data, what); });
+  }
+  // Waiting for the buckets is part of their all-reduce (nothing to wait for on the host).
+  void wait_all(int rank) override {
+    Rank& r = ranks_[static_cast<size_t>(rank)];
     const auto start = Clock::now();
-    inner_.all_reduce_sum(rank, data, what);
-    nanos_[static_cast<size_t>(rank)] += std::chrono::nanoseconds(Clock::now() - start).count();
-    if (rank == 0) last_count_ = data.size();
+    inner_.wait_all(rank);
+    const auto end = Clock::now();
+    r.gradient_ns += std::chrono::nanoseconds(end - start).count();
+    if (r.step_buckets > 0) r.last_done = end;
   }
   void broadcast(int rank, std::span<float> data, int root) override { inner_.broadcast(rank, data, root); }
   void barrier(int rank) override { inner_.barrier(rank); }
   void abort(const std::string& reason) override { inner_.abort(reason); }
 
-  void reset() { std::fill(nanos_.begin(), nanos_.end(), 0); }
-  double mean_seconds() const {
-    double sum = 0;
-    for (int64_t n : nanos_) sum += double(n);
-    return sum / double(nanos_.size()) * 1e-9;
+  // Strategy::step_phase of `rank`; a step's window is closed when the next step begins.
+  void step_phase(int rank, StepPhase phase) {
+    Rank& r = ranks_[static_cast<size_t>(rank)];
+    if (phase == StepPhase::BackwardEnd) {
+      r.backward_end = Clock::now();
+      return;
+    }
+    close_step(r);
+    r.in_step = true;
+    r.step_buckets = 0;
+    r.step_floats = 0;
+    r.backward_begin = Clock::now();
   }
-  size_t last_count() const { return last_count_; }
+
+  void reset() { std::fill(ranks_.begin(), ranks_.end(), Rank{}); }
+
+  struct Totals {  // sums over the timed steps, in seconds; means over the ranks
+    double gradient_s = 0, other_s = 0, backward_s = 0, window_s = 0, window_in_backward_s = 0;
+    int64_t steps = 0;               // steps whose window was seen (rank 0)
+    size_t floats = 0, buckets = 0;  // one step's gradient floats and buckets (rank 0's last step)
+    std::vector<size_t> bucket_floats;
+  };
+  // Closes the open steps; only once every rank's thread is done (after fit returns).
+  Totals totals() {
+    Totals t;
+    for (Rank& r : ranks_) {
+      close_step(r);
+      const double n = double(ranks_.size());
+      t.gradient_s += double(r.gradient_ns) * 1e-9 / n;
+      t.other_s += double(r.other_ns) * 1e-9 / n;
+      t.backward_s += double(r.backward_ns) * 1e-9 / n;
+      t.window_s += double(r.window_ns) * 1e-9 / n;
+      t.window_in_backward_s += double(r.window_in_backward_ns) * 1e-9 / n;
+    }
+    t.steps = ranks_[0].steps;
+    t.bucket_floats = ranks_[0].last_bucket_floats;
+    t.buckets = t.bucket_floats.size();
+    for (size_t f : t.bucket_floats) t.floats += f;
+    return t;
+  }
 
  private:
+  struct Rank {  // written only by its own rank's thread
+    int64_t gradient_ns = 0, other_ns = 0, backward_ns = 0, window_ns = 0, window_in_backward_ns = 0, steps = 0;
+    bool in_step = false;
+    int64_t step_buckets = 0;
+    size_t step_floats = 0;
+    Clock::time_point backward_begin, backward_end, first_launch, last_done;
+    std::vector<size_t> bucket_floats, last_bucket_floats;  // this step's and the last closed step's
+  };
+
+  template <typename Fn>
+  void timed(int rank, size_t count, const char* what, Fn&& collective) {
+    Rank& r = ranks_[static_cast<size_t>(rank)];
+    const bool bucket = std::string_view(what) == kGradientAllReduce;
+    const auto start = Clock::now();
+    collective();
+    const auto end = Clock::now();
+    (bucket ? r.gradient_ns : r.other_ns) += std::chrono::nanoseconds(end - start).count();
+    if (!bucket || !r.in_step) return;
+    if (r.step_buckets++ == 0) {
+      r.first_launch = start;
+      r.bucket_floats.clear();
+    }
+    r.bucket_floats.push_back(count);
+    r.last_done = end;
+  }
+
+  static void close_step(Rank& r) {
+    if (!r.in_step) return;
+    r.in_step = false;
+    ++r.steps;
+    const auto ns = [](auto d) { return std::chrono::nanoseconds(d).count(); };
+    r.backward_ns += ns(r.backward_end - r.backward_begin);
+    if (r.step_buckets == 0) return;
+    r.window_ns += ns(r.last_done - r.first_launch);
+    const auto from = std::max(r.first_launch, r.backward_begin), to = std::min(r.last_done, r.backward_end);
+    if (from < to) r.window_in_backward_ns += ns(to - from);
+    r.last_bucket_floats = r.bucket_floats;
+  }
+
   HostCommunicator inner_;
-  std::vector<int64_t> nanos_;  // per rank; each written only by its own rank's thread
-  size_t last_count_ = 0;
+  std::vector<Rank> ranks_;
 };
 
 // HostStrategy's replicas (same thread split) with the timing communicator.
@@ -64,6 +162,7 @@ class TimedHostStrategy final : public Strategy {
  public:
   TimedHostStrategy(int replicas, int threads) : Strategy("host", backends(replicas, threads)) { start(); }
   TimedCommunicator& timed() { return static_cast<TimedCommunicator&>(communicator()); }
+  void step_phase(int replica, StepPhase phase) override { timed().step_phase(replica, phase); }
 
  protected:
   std::unique_ptr<Communicator> make_communicator() override {
@@ -79,8 +178,10 @@ class TimedHostStrategy final : public Strategy {
   }
 };
 
+ModelChoice g_model;
+
 struct Config {
-  std::string mode;
+  std::string mode;  // weak, strong, same_cores
   int replicas, threads;
   int64_t global_batch;
 };
@@ -88,64 +189,87 @@ struct Config {
 struct Result {
   Config config;
   int64_t iterations;
-  double step_s, samples_per_s, allreduce_share, allreduce_alone;
+  double step_s, samples_per_s, allreduce_share, allreduce_alone, other_share;
+  double backward_s, window_s, window_in_backward_s;  // per step
+  size_t floats, buckets;
 };
 std::vector<Result> g_results;  // every run (repetition) of every config
 
-// Seconds of one all-reduce of `count` floats on the strategy's replicas (mean of many, after a
-// warm-up), the way a training step issues it.
-double time_all_reduce_alone(Strategy& strategy, size_t count) {
+// Seconds of one step's bucket all-reduces (`bucket_floats`) on the strategy's replicas, issued
+// as a step issues them, alone (mean of several, after a warm-up; fewer for large gradients).
+double time_all_reduce_alone(Strategy& strategy, const std::vector<size_t>& bucket_floats) {
+  size_t total = 0;
+  for (size_t f : bucket_floats) total += f;
+  const int reps = static_cast<int>(std::clamp<size_t>(size_t{200} * 100'000 / std::max<size_t>(total, 1), 3, 200));
   const int n = strategy.num_replicas();
   std::vector<std::vector<float>> bufs(static_cast<size_t>(n));
-  const int reps = 200;
   double seconds = 0;
   strategy.run([&](int r) {
     auto& b = bufs[static_cast<size_t>(r)];
-    b.assign(count, 1e-6f);
-    for (int k = 0; k < 10; ++k) strategy.communicator().all_reduce_sum(r, b);
+    b.assign(total, 1e-6f);
+    const auto step = [&] {
+      size_t offset = 0;
+      for (size_t f : bucket_floats) {
+        strategy.communicator().all_reduce_sum(r, {b.data() + offset, f});
+        offset += f;
+      }
+    };
+    for (int k = 0; k < std::min(reps, 10); ++k) step();
     strategy.communicator().barrier(r);
     const auto start = Clock::now();
-    for (int k = 0; k < reps; ++k) strategy.communicator().all_reduce_sum(r, b);
+    for (int k = 0; k < reps; ++k) step();
     if (r == 0) seconds = seconds_since(start) / reps;
   });
   return seconds;
 }
 
+// Steps per fit() call, so fit's per-call work is amortised without making a ResNet-50 run long.
+int64_t steps_per_fit() { return g_model.name == "cnn" ? 20 : g_model.name == "resnet20" ? 5 : 2; }
+
 void BM_step(benchmark::State& state, Config c) {
-  constexpr int64_t kSteps = 20;  // steps per fit() call, so fit's per-call work is amortised
-  const ImageSet data = synthetic_images(c.global_batch * kSteps);
+  const int64_t steps_per_call = steps_per_fit();
+  const ImageSet data = model_images(g_model, c.global_batch * steps_per_call);
   TimedHostStrategy strategy(c.replicas, c.threads);
-  Sequential model(reference_layers());
-  model.compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, 1);
-  const FitOptions options{.epochs = 1, .batch_size = c.global_batch, .verbose = 0, .steps_per_epoch = kSteps};
-  model.fit(data, options);  // warm-up: buffers, oneDNN primitives, caches
+  const std::unique_ptr<Model> model = make_model(g_model);
+  model->compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, 1);
+  const FitOptions options{.epochs = 1, .batch_size = c.global_batch, .verbose = 0, .steps_per_epoch = steps_per_call};
+  model->fit(data, options);  // warm-up: buffers, oneDNN primitives, caches
 
   strategy.timed().reset();
   double seconds = 0;
   int64_t steps = 0;
   for (auto _ : state) {
     const auto start = Clock::now();
-    model.fit(data, options);
+    model->fit(data, options);
     const double s = seconds_since(start);
-    state.SetIterationTime(s / kSteps);
+    state.SetIterationTime(s / double(steps_per_call));
     seconds += s;
-    steps += kSteps;
+    steps += steps_per_call;
   }
+  const TimedCommunicator::Totals t = strategy.timed().totals();
   const double step_s = seconds / double(steps);
-  const double in_all_reduce = strategy.timed().mean_seconds() / double(steps);
-  const size_t count = strategy.timed().last_count();
-  const double alone = c.replicas > 1 ? time_all_reduce_alone(strategy, count) : 0.0;
+  const double alone = c.replicas > 1 ? time_all_reduce_alone(strategy, t.bucket_floats) : 0.0;
+  const double per_step = 1.0 / double(std::max<int64_t>(t.steps, 1));
 
+  Result r{c, static_cast<int64_t>(state.iterations()), step_s, double(c.global_batch) / step_s,
+           t.gradient_s / double(steps) / step_s, alone / step_s, t.other_s / double(steps) / step_s,
+           t.backward_s * per_step, t.window_s * per_step, t.window_in_backward_s * per_step, t.floats, t.buckets};
   state.counters["replicas"] = c.replicas;
   state.counters["cpu_threads"] = c.threads;
   state.counters["global_batch"] = double(c.global_batch);
   state.counters["step_ms"] = step_s * 1e3;
-  state.counters["samples_per_s"] = double(c.global_batch) / step_s;
-  state.counters["allreduce_share"] = in_all_reduce / step_s;
-  state.counters["allreduce_alone"] = alone / step_s;
-  state.counters["allreduce_floats"] = double(count);
-  g_results.push_back({c, static_cast<int64_t>(state.iterations()), step_s, double(c.global_batch) / step_s,
-                       in_all_reduce / step_s, alone / step_s});
+  state.counters["samples_per_s"] = r.samples_per_s;
+  state.counters["allreduce_share"] = r.allreduce_share;
+  state.counters["allreduce_alone"] = r.allreduce_alone;
+  state.counters["other_collective_share"] = r.other_share;
+  state.counters["allreduce_floats"] = double(t.floats);
+  state.counters["gradient_MiB"] = double(t.floats) * sizeof(float) / double(1 << 20);
+  state.counters["buckets"] = double(t.buckets);
+  state.counters["backward_ms"] = r.backward_s * 1e3;
+  state.counters["window_ms"] = r.window_s * 1e3;
+  state.counters["window_in_backward_ms"] = r.window_in_backward_s * 1e3;
+  state.counters["hidden_share"] = 0.0;  // host: the all-reduce runs inside backward, which waits (see header)
+  g_results.push_back(r);
 }
 
 bool same_config(const Config& a, const Config& b) {
@@ -181,9 +305,10 @@ void print_table() {
     };
     return key(a) < key(b);
   });
-  std::printf("\nMedian over the runs of each configuration:");
-  std::printf("\n%-11s %8s %7s %12s %9s %13s %8s %10s %12s %12s\n", "mode", "replicas", "threads", "global_batch",
-              "step_ms", "samples/s", "speedup", "efficiency", "allreduce%", "alone%");
+  std::printf("\nModel %s. Median over the runs of each configuration (times per step, means over ranks):", g_model.name.c_str());
+  std::printf("\n%-11s %8s %7s %12s %9s %11s %8s %10s %11s %8s %7s %9s %8s %8s %9s %7s %7s\n", "mode", "replicas",
+              "threads", "global_batch", "step_ms", "samples/s", "speedup", "efficiency", "allreduce%", "alone%",
+              "other%", "grad_MiB", "buckets", "bwd_ms", "window_ms", "in_bwd", "hidden%");
   for (const Result& r : medians) {
     // Speedup against the 1-replica run of the same mode (and, for same_cores, the same batch).
     const Result* base = nullptr;
@@ -193,22 +318,29 @@ void print_table() {
         base = &b;
     const double speedup = base ? r.samples_per_s / base->samples_per_s : 0.0;
     const double ideal = r.config.mode == "same_cores" ? 1.0 : double(r.config.replicas);
-    std::printf("%-11s %8d %7d %12lld %9.3f %13.0f %8.2f %9.0f%% %11.1f%% %11.1f%%\n", r.config.mode.c_str(),
-                r.config.replicas, r.config.threads, static_cast<long long>(r.config.global_batch), r.step_s * 1e3,
-                r.samples_per_s, speedup, base ? 100 * speedup / ideal : 0.0, 100 * r.allreduce_share,
-                100 * r.allreduce_alone);
+    std::printf("%-11s %8d %7d %12lld %9.3f %11.1f %8.2f %9.0f%% %10.1f%% %7.1f%% %6.1f%% %9.2f %8zu %8.2f %9.2f %7.2f %6.0f%%\n",
+                r.config.mode.c_str(), r.config.replicas, r.config.threads, static_cast<long long>(r.config.global_batch),
+                r.step_s * 1e3, r.samples_per_s, speedup, base ? 100 * speedup / ideal : 0.0, 100 * r.allreduce_share,
+                100 * r.allreduce_alone, 100 * r.other_share, double(r.floats) * sizeof(float) / double(1 << 20),
+                r.buckets, r.backward_s * 1e3, r.window_s * 1e3, r.window_in_backward_s * 1e3, 0.0);
   }
 }
 
-void register_benchmarks(int threads) {
+void register_benchmarks(int threads, int64_t per_replica_batch) {
   std::vector<Config> configs;
-  for (int replicas : {1, 2, 4}) configs.push_back({"weak", replicas, replicas, 32 * int64_t{replicas}});
-  for (int replicas : {1, 2, 4}) configs.push_back({"strong", replicas, replicas, 128});
-  for (int64_t batch : {32, 256})
-    for (int replicas : {1, 2}) configs.push_back({"same_cores", replicas, threads, batch});
+  if (g_model.name == "cnn") {
+    for (int replicas : {1, 2, 4}) configs.push_back({"weak", replicas, replicas, 32 * int64_t{replicas}});
+    for (int replicas : {1, 2, 4}) configs.push_back({"strong", replicas, replicas, 128});
+    for (int64_t batch : {32, 256})
+      for (int replicas : {1, 2}) configs.push_back({"same_cores", replicas, threads, batch});
+  } else {
+    for (int replicas : {1, 2, 4}) configs.push_back({"weak", replicas, replicas, per_replica_batch * replicas});
+  }
+  // The cnn's names stay as they were (plot_scaling.py reads them); other models carry a prefix.
+  const std::string prefix = g_model.name == "cnn" ? "" : g_model.name + "/";
   for (const Config& c : configs) {
-    const std::string name = c.mode + "/replicas:" + std::to_string(c.replicas) + "/threads:" + std::to_string(c.threads) +
-                             "/global_batch:" + std::to_string(c.global_batch);
+    const std::string name = prefix + c.mode + "/replicas:" + std::to_string(c.replicas) +
+                             "/threads:" + std::to_string(c.threads) + "/global_batch:" + std::to_string(c.global_batch);
     benchmark::RegisterBenchmark(name.c_str(), BM_step, c)->UseManualTime()->Unit(benchmark::kMillisecond);
   }
 }
@@ -219,11 +351,14 @@ void register_benchmarks(int threads) {
 int main(int argc, char** argv) {
   using namespace mirror::bench;
   const int threads = take_threads_flag(argc, argv);
+  g_model = take_model_flag(argc, argv);
+  const int per_replica_batch = take_int_flag(argc, argv, "--per-replica-batch", 0);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
   benchmark::AddCustomContext("mirror_threads", std::to_string(threads));
   benchmark::AddCustomContext("host_cores", std::to_string(mirror::host_thread_count()));
-  register_benchmarks(threads);
+  benchmark::AddCustomContext("model", g_model.name);
+  register_benchmarks(threads, per_replica_batch > 0 ? per_replica_batch : g_model.per_replica_batch);
   benchmark::RunSpecifiedBenchmarks();
   print_table();
   benchmark::Shutdown();

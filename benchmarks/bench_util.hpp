@@ -1,6 +1,6 @@
 // Helpers the benchmark programs share: their own flags (taken out of argv before Google
 // Benchmark sees it), the ceilings recorded in the output's context, synthetic images and the
-// reference model.
+// models the training benchmarks take with --model.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -78,5 +79,37 @@ inline std::vector<LayerPtr> reference_layers() {
 }
 
 inline constexpr int64_t kReferenceParams = 54'410;
+
+// The models of --model: "cnn" (the reference CNN above), "resnet20" (CIFAR-style, on 28x28x1
+// Fashion-MNIST-shaped images) and "resnet50" (Keras applications' layout on 224x224x3, 1000
+// classes, 25.6 M parameters). Batch normalization is per replica, Keras's default under
+// MirroredStrategy.
+struct ModelChoice {
+  std::string name;
+  Shape input;
+  int32_t classes;
+  int64_t per_replica_batch;  // the default batch on each replica for this CPU
+};
+
+// Removes --model NAME from argv; exits with a usage message on a name it does not know.
+inline ModelChoice take_model_flag(int& argc, char** argv) {
+  const std::string name = take_flag(argc, argv, "--model", "cnn");
+  if (name == "cnn") return {name, Shape{28, 28, 1}, 10, 32};
+  if (name == "resnet20") return {name, Shape{28, 28, 1}, 10, 32};
+  if (name == "resnet50") return {name, Shape{224, 224, 3}, 1000, 2};
+  std::fprintf(stderr, "--model takes cnn, resnet20 or resnet50, got '%s'\n", name.c_str());
+  std::exit(2);
+}
+
+inline std::unique_ptr<Model> make_model(const ModelChoice& m) {
+  if (m.name == "resnet20") return applications::CifarResNet(20, m.input, m.classes);
+  if (m.name == "resnet50") return applications::ResNet50(m.input, m.classes);
+  return std::make_unique<Sequential>(reference_layers());
+}
+
+// `count` synthetic images of the model's input shape and classes.
+inline ImageSet model_images(const ModelChoice& m, int64_t count, uint64_t seed = 7) {
+  return synthetic_images(count, m.input[0], m.input[1], m.classes, seed, m.input[2]);
+}
 
 }  // namespace mirror::bench

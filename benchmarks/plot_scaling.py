@@ -4,6 +4,7 @@
     build/benchmarks/bench_step_scaling --benchmark_out=scaling.json --benchmark_out_format=json
     python3 benchmarks/plot_scaling.py scaling.json scaling.svg
 
+Any --model's JSON: the ResNets' names carry a prefix ("resnet50/weak/...") that is skipped.
 Speedup is samples/s over the 1-replica run of the same mode (weak: per-replica batch fixed;
 strong: global batch fixed). The dashed line is ideal scaling (speedup = replicas); the dotted one
 is what the machine's cores allow when each replica owns one core (min(replicas, cores)). Also
@@ -25,7 +26,8 @@ def load_points(path):
     chosen = medians or [e for e in entries if e.get("run_type", "iteration") == "iteration"]
     points = {}
     for e in chosen:
-        mode = e.get("run_name", e["name"]).split("/")[0]
+        parts = e.get("run_name", e["name"]).split("/")
+        mode = parts[1] if parts[0] not in COLOURS and len(parts) > 1 else parts[0]  # "resnet50/weak/..."
         if mode not in COLOURS or "samples_per_s" not in e:
             continue
         points.setdefault(mode, {})[int(e["replicas"])] = float(e["samples_per_s"])
@@ -57,7 +59,9 @@ def svg(series, cores, context):
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
            f'font-size="12">', f'<rect width="{width}" height="{height}" fill="white"/>']
-    title = f"Reference CNN step: speedup vs host replicas ({context.get('num_cpus', '?')} cores)"
+    model = {"cnn": "Reference CNN", "resnet20": "ResNet-20", "resnet50": "ResNet-50"}.get(
+        context.get("model", "cnn"), context.get("model", ""))
+    title = f"{model} step: speedup vs host replicas ({context.get('num_cpus', '?')} cores)"
     out.append(f'<text x="{left}" y="22" font-size="14">{escape(title)}</text>')
     for r in range(1, max_r + 1):  # x grid and ticks
         out.append(f'<line x1="{x(r):.1f}" y1="{top}" x2="{x(r):.1f}" y2="{top + ph}" stroke="#eee"/>')
@@ -112,7 +116,7 @@ def main():
     print(f"{'mode':<8} {'replicas':>8} {'samples/s':>10} {'speedup':>8} {'efficiency':>10}")
     for mode, pts in series.items():
         for r, s, sps in pts:
-            print(f"{mode:<8} {r:>8} {sps:>10.0f} {s:>8.2f} {100 * s / r:>9.0f}%")
+            print(f"{mode:<8} {r:>8} {sps:>10.{0 if sps >= 100 else 2}f} {s:>8.2f} {100 * s / r:>9.0f}%")
     with open(sys.argv[2], "w") as f:
         f.write(svg(series, cores, context))
     print(f"wrote {sys.argv[2]}")

@@ -15,6 +15,9 @@ quick=(--benchmark_min_time=0.01)
 "$bin/bench_step_scaling" "${quick[@]}" --benchmark_filter='^(weak|strong)/replicas:(1|2)/' \
   --benchmark_out="$out/scaling.json" --benchmark_out_format=json
 python3 "$root/benchmarks/plot_scaling.py" "$out/scaling.json" "$out/scaling.svg"
+# A ResNet-20 (residual graph, bucketed reducer, step timeline) on one and two replicas at batch 4
+"$bin/bench_step_scaling" --model resnet20 --per-replica-batch 4 "${quick[@]}" \
+  --benchmark_filter='^resnet20/weak/replicas:(1|2)/'
 "$bin/bench_epoch" --train-samples 640 --epochs 1
 if [[ -x "$bin/bench_gpu" ]]; then  # CUDA builds; each case skips, saying why, without a GPU
   "$bin/bench_gpu" "${quick[@]}"

@@ -246,7 +246,9 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
     for (size_t m = 0; m < metrics_.size(); ++m)
       b.metric(metrics_[m].spec(), rows, width_out, outputs, s.labels.as<int32_t>(), s.stats.as<float>() + 1 + m);
   }
+  ctx.replica.step_phase(StepPhase::BackwardBegin);
   backward(s, ctx, reducer);
+  ctx.replica.step_phase(StepPhase::BackwardEnd);
   reducer.finish(ctx.replica, s.grads.as<float>(), {s.stats.as<float>(), width});
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer (and
   // the non-trainable updates) for the rest of the epoch without the host looking at every step.

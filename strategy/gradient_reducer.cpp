@@ -20,7 +20,7 @@ void GradientReducer::start_buckets(const ReplicaContext& ctx, float* grads, siz
   // collectives in the same order. The last bucket may be short.
   while (next < count_ && (next + bucket_floats_ <= ready || ready == count_)) {
     const size_t n = std::min(bucket_floats_, count_ - next);
-    ctx.all_reduce_sum_async({grads + next, n}, "gradient all_reduce");
+    ctx.all_reduce_sum_async({grads + next, n}, kGradientAllReduce);
     next += n;
   }
 }

@@ -18,6 +18,10 @@
 
 namespace mirror {
 
+// The `what` of every gradient bucket's all-reduce, by which a communicator's decorator can tell
+// them from the other collectives of a step.
+inline constexpr const char* kGradientAllReduce = "gradient all_reduce";
+
 class GradientReducer {
  public:
   // Buffers of `count` floats on every replica, reduced in buckets of `bucket_floats` (> 0).

@@ -25,4 +25,6 @@ void ReplicaContext::broadcast(std::span<float> data, int root) const {
   strategy_->communicator().broadcast(replica_, data, root);
 }
 
+void ReplicaContext::step_phase(StepPhase phase) const { strategy_->step_phase(replica_, phase); }
+
 }  // namespace mirror

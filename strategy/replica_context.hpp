@@ -15,6 +15,7 @@
 namespace mirror {
 
 class Strategy;
+enum class StepPhase;
 
 class ReplicaContext {
  public:
@@ -33,6 +34,8 @@ class ReplicaContext {
   void wait_all() const;
   // data = replica `root`'s data on every replica.
   void broadcast(std::span<float> data, int root = 0) const;
+  // Tells the strategy that this replica's step reached `phase` (Strategy::step_phase).
+  void step_phase(StepPhase phase) const;
 
  private:
   Strategy* strategy_;

@@ -24,6 +24,10 @@ struct BatchShare {
   friend bool operator==(const BatchShare&, const BatchShare&) = default;
 };
 
+// Points of a replica's training step that a profiler can time: host clock, so on a GPU the time
+// the work was queued, not when it ran.
+enum class StepPhase { BackwardBegin, BackwardEnd };
+
 class Strategy {
  public:
   virtual ~Strategy();
@@ -51,6 +55,11 @@ class Strategy {
 
   // One line: the strategy, its replicas and their devices.
   std::string describe() const;
+
+  // Called on replica `replica`'s worker thread when its backward pass begins and ends, every
+  // training step (the gradient buckets' all-reduces start in between). Does nothing; a benchmark
+  // overrides it to see how much of the all-reduce the backward pass hides.
+  virtual void step_phase(int /*replica*/, StepPhase /*phase*/) {}
 
  protected:
   Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backends);

@@ -1,5 +1,6 @@
 // Tests for the dataset helpers: per-epoch shuffling (a reproducible permutation), batching that
-// keeps the last partial batch, label checks with actionable messages, class_count and head.
+// keeps the last partial batch, label checks with actionable messages, class_count and head,
+// synthetic images of any channel count.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -154,6 +155,18 @@ TEST(ImageSet, HeadTakesTheFirstSamples) {
   EXPECT_EQ(s.head(100).labels, s.labels);
   EXPECT_EQ(s.head(0).count, 0);
   EXPECT_TRUE(s.head(0).pixels.empty());
+}
+
+TEST(SyntheticImages, HaveTheShapeAskedForAndOneChannelByDefault) {
+  const ImageSet rgb = synthetic_images(3, 5, 4, 10, 7, 3);
+  EXPECT_EQ(rgb.sample_shape(), (Shape{5, 4, 3}));
+  EXPECT_EQ(rgb.pixels.size(), size_t{3 * 5 * 4 * 3});
+  EXPECT_EQ(rgb.labels.size(), size_t{3});
+  const ImageSet gray = synthetic_images(3, 5, 4, 10, 7);
+  EXPECT_EQ(gray.sample_shape(), (Shape{5, 4, 1}));
+  // The labels are drawn apart from the pixels: the same whatever the channel count.
+  EXPECT_EQ(gray.labels, rgb.labels);
+  EXPECT_THROW(synthetic_images(1, 2, 2, 10, 7, 0), InvalidArgument);
 }
 
 }  // namespace

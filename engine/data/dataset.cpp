@@ -137,21 +137,23 @@ std::span<const int32_t> batch_indices(std::span<const int32_t> order, int64_t b
   return order.subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin));
 }
 
-ImageSet synthetic_images(int64_t count, int64_t h, int64_t w, int32_t classes, uint64_t seed) {
+ImageSet synthetic_images(int64_t count, int64_t h, int64_t w, int32_t classes, uint64_t seed, int64_t channels) {
+  MIRROR_REQUIRE(channels >= 1, InvalidArgument, "synthetic images need at least one channel, got ", channels);
   ImageSet set;
   set.count = count;
   set.height = h;
   set.width = w;
-  set.channels = 1;
-  set.pixels.resize(static_cast<size_t>(count * h * w));
+  set.channels = channels;
+  const int64_t size = set.sample_size();
+  set.pixels.resize(static_cast<size_t>(count * size));
   set.labels.resize(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
     const auto label = static_cast<int32_t>(random::below(seed, 1, static_cast<uint64_t>(i), static_cast<uint64_t>(classes)));
     set.labels[static_cast<size_t>(i)] = label;
-    for (int64_t p = 0; p < h * w; ++p) {
-      const float noise = random::uniform(seed, 2, static_cast<uint64_t>(i * h * w + p));
+    for (int64_t p = 0; p < size; ++p) {
+      const float noise = random::uniform(seed, 2, static_cast<uint64_t>(i * size + p));
       const bool lit = (p % classes) == label;
-      set.pixels[static_cast<size_t>(i * h * w + p)] = static_cast<uint8_t>((lit ? 128.0f : 0.0f) + 127.0f * noise);
+      set.pixels[static_cast<size_t>(i * size + p)] = static_cast<uint8_t>((lit ? 128.0f : 0.0f) + 127.0f * noise);
     }
   }
   return set;

@@ -71,10 +71,11 @@ void check_labels(const ImageSet& images, int64_t class_count, const std::string
 // replica count. Fisher-Yates driven by the counter-based generator in engine/random.hpp.
 std::vector<int32_t> shuffled_indices(int64_t count, uint64_t seed, uint64_t epoch);
 
-// `count` random h x w x 1 images with labels in [0, classes) drawn from `seed`; the pixels at
-// positions p with p % classes == label are brighter, so a model can learn something. For tests
-// and benchmarks that need data of a given shape without files.
-ImageSet synthetic_images(int64_t count, int64_t h = 28, int64_t w = 28, int32_t classes = 10, uint64_t seed = 7);
+// `count` random h x w x channels images with labels in [0, classes) drawn from `seed`; the pixel
+// values at positions p (of h * w * channels) with p % classes == label are brighter, so a model
+// can learn something. For tests and benchmarks that need data of a given shape without files.
+ImageSet synthetic_images(int64_t count, int64_t h = 28, int64_t w = 28, int32_t classes = 10, uint64_t seed = 7,
+                          int64_t channels = 1);
 
 // Number of batches of `batch_size` in `count` samples, the last partial batch kept.
 int64_t batch_count(int64_t count, int64_t batch_size);
