@@ -179,10 +179,10 @@ class HostBackend final : public Backend {
               float* stats) override;
 
   void accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) override;
-  void adam_update(size_t count, const AdamStep& step, const float* guard, float* params, const float* grads,
-                   float* m, float* v) override;
-  void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params, const float* grads,
-                  float* momentum) override;
+  void optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments, const float* guard,
+                        float* params, const float* grads, float* slots) override;
+  void clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                   float* scales) override;
 
  private:
   // The cached primitives for `g` with or without a bias, created on first use (host_convolution.cpp).
