@@ -245,7 +245,7 @@ TEST_F(CudaBackendTest, GridStrideLoopsCoverMoreThan2To24Elements) {
   const int64_t cols = 16, rows = int64_t(n) / cols + 1;  // rows * cols > n
   const size_t count = size_t(rows * cols);
   OpCall relu{{}, {count}, {}, [=](Backend& b, auto&, auto& o, int32_t*) {
-                b.activation_forward(Activation::ReLU, rows, cols, o[0]);
+                b.activation_forward(Activation::ReLU, rows, cols, o[0], o[0]);
               }};
   compare("relu", relu, {random_floats(count, rng_)});
   const OptimizerStep adam{.alpha = 0.001f};
@@ -330,7 +330,7 @@ TEST_F(CudaBackendTest, OptimizersAndTheirSkip) {
   for (float loss : {0.7f, kNaN}) {
     for (const OptimizerStep& step : steps) {
       for (bool global : {false, true}) {
-        SCOPED_TRACE(testing::Message() << "loss " << loss << " rule " << int(step.rule) << " global " << global);
+        SCOPED_TRACE(::testing::Message() << "loss " << loss << " rule " << int(step.rule) << " global " << global);
         const size_t slots = size_t(optimizer_slot_count(step)) * n;
         OpCall call{{Floats{loss, 3.0f}, g, bound_bits, decay}, {n, std::max<size_t>(slots, 1), 3}, {},
                     [=](Backend& b, auto& i, auto& o, int32_t*) {
