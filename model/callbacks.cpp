@@ -25,6 +25,20 @@ bool maximizes(Mode mode, const std::string& monitor) {
   return monitor.find("acc") != std::string::npos || monitor.find("auc") != std::string::npos;
 }
 
+// Keras warns when a monitored value is missing; a val_ value is missing by design on the epochs
+// validation_freq skips, so only a name no epoch will have is reported (once).
+bool monitored(const Callback& c, const char* who, const std::string& monitor, const EpochLog& log, bool& warned) {
+  if (log.has(monitor)) return true;
+  const bool validation_later = monitor.rfind("val_", 0) == 0 && c.params().has_validation;
+  if (!warned && !validation_later) {
+    *c.params().out << who << " monitors '" << monitor << "', which the epoch's values do not have; they are:";
+    for (const auto& [name, value] : log.values) *c.params().out << ' ' << name;
+    *c.params().out << '\n';
+    warned = true;
+  }
+  return false;
+}
+
 float current_learning_rate(const Model& model) { return model.optimizer().learning_rate(model.iterations()); }
 
 // Keras's EarlyStopping: stops once `monitor` has not improved by min_delta for `patience` epochs.
@@ -42,7 +56,7 @@ class EarlyStoppingCallback final : public Callback {
     best_epoch_ = 0;
   }
   void on_epoch_end(int epoch, EpochLog& log) override {
-    if (!log.has(o_.monitor) || epoch < o_.start_from_epoch) return;
+    if (!monitored(*this, "EarlyStopping", o_.monitor, log, warned_) || epoch < o_.start_from_epoch) return;
     const double current = log.get(o_.monitor);
     if (o_.restore_best_weights && best_weights_.empty()) {  // the first monitored epoch is the best so far
       best_weights_ = model().get_weights();
@@ -79,6 +93,7 @@ class EarlyStoppingCallback final : public Callback {
   EarlyStoppingOptions o_;
   bool max_;
   int wait_ = 0, stopped_epoch_ = 0, best_epoch_ = 0;
+  bool warned_ = false;
   std::optional<double> best_;
   std::vector<float> best_weights_;
 };
@@ -170,7 +185,7 @@ class ReduceLROnPlateauCallback final : public Callback {
   }
   void on_epoch_end(int epoch, EpochLog& log) override {
     log.set("learning_rate", current_learning_rate(model()));
-    if (!log.has(o_.monitor)) return;
+    if (!monitored(*this, "ReduceLROnPlateau", o_.monitor, log, warned_)) return;
     const double current = log.get(o_.monitor);
     if (cooldown_counter_ > 0) {
       --cooldown_counter_;
@@ -197,6 +212,7 @@ class ReduceLROnPlateauCallback final : public Callback {
   bool max_;
   double best_ = 0;
   int cooldown_counter_ = 0, wait_ = 0;
+  bool warned_ = false;
 };
 
 class TerminateOnNaNCallback final : public Callback {

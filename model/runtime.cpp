@@ -13,6 +13,27 @@ namespace {
 
 constexpr size_t kMaxInputs = 64;  // inputs of one layer call (Concatenate of many branches)
 
+// The trainable variables as the optimizer sees them: their bounds in the flat buffer (in buffer
+// order, the first from 0 and the last to its padded end, ParameterSegments' form) and names.
+struct TrainableLayout {
+  std::vector<int64_t> bounds;
+  std::vector<std::string> names;
+};
+
+TrainableLayout trainable_layout(const Plan& plan) {
+  std::vector<const VariableSlot*> vars;
+  for (const VariableSlot& v : plan.variables)
+    if (v.spec.trainable) vars.push_back(&v);
+  std::sort(vars.begin(), vars.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  TrainableLayout layout;
+  for (const VariableSlot* v : vars) {
+    layout.bounds.push_back(layout.bounds.empty() ? 0 : static_cast<int64_t>(v->offset));
+    layout.names.push_back(v->spec.name);
+  }
+  layout.bounds.push_back(static_cast<int64_t>(plan.trainable_floats));
+  return layout;
+}
+
 }  // namespace
 
 struct ModelRuntime::Replica {
@@ -69,18 +90,7 @@ void ModelRuntime::initialize_variables(uint64_t seed) {
     initialize(v.spec, seed, (static_cast<uint64_t>(v.node - 1) << 8) | static_cast<uint64_t>(v.index), {dst, v.count});
   }
   const size_t slot_floats = static_cast<size_t>(optimizer_->slot_count()) * plan_.trainable_floats;
-  // The trainable variables in buffer order, as the optimizer sees them (made once).
-  std::vector<const VariableSlot*> trainable_vars;
-  for (const VariableSlot& v : plan_.variables)
-    if (v.spec.trainable) trainable_vars.push_back(&v);
-  std::sort(trainable_vars.begin(), trainable_vars.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-  std::vector<int64_t> bounds;
-  std::vector<std::string> names;
-  for (const VariableSlot* v : trainable_vars) {
-    bounds.push_back(bounds.empty() ? 0 : static_cast<int64_t>(v->offset));
-    names.push_back(v->spec.name);
-  }
-  bounds.push_back(static_cast<int64_t>(plan_.trainable_floats));
+  const auto [bounds, names] = trainable_layout(plan_);
   const std::vector<float> decay = optimizer_->decay_factors(names);
   segment_count_ = static_cast<int64_t>(names.size());
   replicas_.clear();
