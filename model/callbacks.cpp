@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iomanip>
 #include <iostream>
 #include <limits>
 
@@ -106,6 +107,7 @@ class CSVLoggerCallback final : public Callback {
     header_written_ = append_ && std::filesystem::exists(path_) && std::filesystem::file_size(path_) > 0;
     file_.open(path_, append_ ? std::ios::app : std::ios::trunc);
     MIRROR_REQUIRE(file_.is_open(), Error, "CSVLogger cannot open '", path_, "' for writing");
+    file_ << std::setprecision(std::numeric_limits<double>::max_digits10);  // as Python writes a float: exactly
     keys_.clear();
   }
   void on_epoch_end(int epoch, EpochLog& log) override {

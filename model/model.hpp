@@ -92,7 +92,8 @@ class Model {
   // DataError for labels the loss cannot take or images of the wrong shape (in the training or the
   // validation set, before any step), and NumericalError when the loss becomes NaN or infinite
   // (naming the epoch and step; that step's update is not applied, so the variables are those of
-  // the last good step).
+  // the last good step) unless callbacks::TerminateOnNaN is among the callbacks: then fit stops
+  // and returns the history. Callbacks run on the calling thread, once per hook.
   History fit(const ImageSet& train, const FitOptions& options = {});
   // The loss and every metric over `data`, in inference mode.
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});

@@ -210,6 +210,8 @@ class HostBackend final : public Backend {
   std::vector<std::unique_ptr<EltwisePrimitive>> eltwise_cache_;
   // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
   std::vector<double> reduce_scratch_;
+  // Per-variable sums of squares for clip_scales, sized by the most variables seen.
+  std::vector<double> clip_sums_;
 };
 
 }  // namespace mirror::host

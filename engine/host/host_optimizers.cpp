@@ -2,8 +2,6 @@
 // variables carry their own gradient scale or decay factor), and the sums of squares that clipping
 // by norm needs, each variable's summed in order in double, so every replica gets the same factors.
 // The per-element rules are engine/elementwise.hpp's, shared with the CUDA kernels.
-#include <vector>
-
 #include "engine/elementwise.hpp"
 #include "engine/host/host_backend_impl.hpp"
 
@@ -46,17 +44,17 @@ void HostBackend::clip_scales(const ParameterSegments& segments, const float* gr
                               float* scales) {
   MIRROR_REQUIRE(segments.bounds != nullptr && segments.count > 0, InvalidArgument,
                  "clip_scales needs the variables' bounds");
-  std::vector<double> sums(static_cast<size_t>(segments.count), 0.0);
+  if (clip_sums_.size() < static_cast<size_t>(segments.count)) clip_sums_.resize(static_cast<size_t>(segments.count));
+  double* sums = clip_sums_.data();  // nothing allocated after the first step
 #pragma omp parallel for num_threads(threads_) if (segments.bounds[segments.count] >= kParallelMinCount)
   for (int64_t s = 0; s < segments.count; ++s) {
     double sum = 0.0;
     for (int64_t i = segments.bounds[s]; i < segments.bounds[s + 1]; ++i) sum += double{grads[i]} * double{grads[i]};
-    sums[static_cast<size_t>(s)] = sum;
+    sums[s] = sum;
   }
   double total = 0.0;
-  for (double sum : sums) total += sum;
-  for (int64_t s = 0; s < segments.count; ++s)
-    scales[s] = ew::clip_factor(global ? total : sums[static_cast<size_t>(s)], clip_norm);
+  for (int64_t s = 0; s < segments.count; ++s) total += sums[s];
+  for (int64_t s = 0; s < segments.count; ++s) scales[s] = ew::clip_factor(global ? total : sums[s], clip_norm);
 }
 
 }  // namespace mirror::host
