@@ -69,8 +69,7 @@ struct Tensors {
     for (int64_t i = 0; i < batch; ++i) labels.as<int32_t>()[i] = static_cast<int32_t>(i % kClasses);
     params = make(kReferenceParams, 0.01f);
     grads = make(kReferenceParams, 0.001f);
-    m = make(kReferenceParams, 0.0f);
-    v = make(kReferenceParams, 0.0f);
+    slots = make(2 * kReferenceParams, 0.0f);  // Adam's m, then v
     stats = make(kStatCount, 0.0f);
     totals = make(kTotalCount, 0.0f);
     totals.as<float>()[2] = -1.0f;  // no non-finite step yet
@@ -82,7 +81,7 @@ struct Tensors {
   ConvGeometry conv;
   PoolGeometry pool;
   DeviceBuffer x, conv_w, conv_b, conv_y, conv_dy, conv_dx, conv_dw, conv_db, pool_y, pool_dy, dense_w, dense_b, probs,
-      dprobs, dense_dw, dense_db, labels, params, grads, m, v, stats, totals;
+      dprobs, dense_dw, dense_db, labels, params, grads, slots, stats, totals;
   std::vector<int32_t> indices;
   std::unique_ptr<ResidentImages> resident;
 };
@@ -111,8 +110,8 @@ void run_softmax_ce(Backend& be, Tensors& t) {
 }
 void run_adam(Backend& be, Tensors& t) {
   t.stats.as<float>()[0] = 1.0f;  // a finite loss, so the update is applied
-  be.adam_update(kReferenceParams, {1e-3f, 0.9f, 0.999f, 1e-7f}, t.stats.as<float>(), t.params.as<float>(),
-                 t.grads.as<float>(), t.m.as<float>(), t.v.as<float>());
+  be.optimizer_update(kReferenceParams, {.alpha = 1e-3f}, {}, t.stats.as<float>(), t.params.as<float>(),
+                      t.grads.as<float>(), t.slots.as<float>());
 }
 
 std::vector<Op> reference_ops() {

@@ -29,14 +29,45 @@ class ResidentImages {
   virtual ~ResidentImages() = default;
 };
 
-// Hyper-parameters of one Adam step (Keras 3's rule; `alpha` already holds the bias correction:
-// lr * sqrt(1 - beta2^t) / (1 - beta1^t)).
-struct AdamStep {
-  float alpha = 0, beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-7f;
+// One optimizer step's rule and constants (Keras 3's update rules, see engine/elementwise.hpp).
+// Per element, in Keras's order: the gradient is scaled (clipping by norm) and clipped by value,
+// the decoupled weight decay p -= lr wd p is applied, then the rule.
+enum class OptimizerRule { SGD, Adam, RMSprop };
+
+struct OptimizerStep {
+  OptimizerRule rule = OptimizerRule::Adam;
+  float learning_rate = 0.001f;  // this iteration's rate
+  float alpha = 0;               // Adam: learning_rate * sqrt(1 - beta2^t) / (1 - beta1^t), t = iteration + 1
+  float beta1 = 0.9f, beta2 = 0.999f;  // Adam's moment decays; RMSprop's rho is beta2
+  float epsilon = 1e-7f;
+  float momentum = 0;            // SGD and RMSprop; 0 = no momentum slot
+  bool nesterov = false;         // SGD
+  bool amsgrad = false;          // Adam
+  bool centered = false;         // RMSprop
+  float weight_decay = 0;        // decoupled decay per unit of learning rate; 0 = none
+  float clipvalue = 0;           // gradients clamped to [-clipvalue, clipvalue]; 0 = none
 };
 
-struct SgdStep {
-  float learning_rate = 0.01f, momentum = 0.0f;
+// Slots of `count` floats the rule keeps, in the order optimizer_update expects them:
+// SGD: momentum (when momentum > 0). Adam: m, v, then v_hat with amsgrad. RMSprop: velocity, then
+// momentum (when momentum > 0), then the average gradient (centered).
+inline int optimizer_slot_count(const OptimizerStep& s) {
+  switch (s.rule) {
+    case OptimizerRule::SGD: return s.momentum > 0 ? 1 : 0;
+    case OptimizerRule::Adam: return s.amsgrad ? 3 : 2;
+    case OptimizerRule::RMSprop: return 1 + (s.momentum > 0 ? 1 : 0) + (s.centered ? 1 : 0);
+  }
+  return 0;
+}
+
+// The variables of a flat parameter buffer as the optimizer sees them: variable s covers elements
+// [bounds[s], bounds[s + 1]) (padding included, whose gradient is zero), bounds[count] = the
+// buffer's length. Device pointers, made once per replica. Every pointer may be null.
+struct ParameterSegments {
+  int64_t count = 0;
+  const int64_t* bounds = nullptr;
+  const float* grad_scales = nullptr;  // per variable: its gradient's factor (clipping by norm); null = 1
+  const float* decay = nullptr;        // per variable: 1 decayed, 0 excluded from weight decay; null = all 1
 };
 
 // ---- losses and metrics (computed by one op each over a replica's outputs and integer labels) ----
@@ -228,12 +259,19 @@ class Backend {
   }
 
   // ---- optimizers: one pass over a flat parameter buffer ----
-  // Skipped entirely (parameters and slots unchanged) when guard[0] is not finite (the running
-  // loss total, see accumulate_stats), so a NaN loss never reaches the weights.
-  virtual void adam_update(size_t count, const AdamStep& step, const float* guard, float* params,
-                           const float* grads, float* m, float* v) = 0;
-  virtual void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params,
-                          const float* grads, float* momentum) = 0;
+  // Applies `step` to `count` parameters; `slots` holds optimizer_slot_count(step) consecutive
+  // buffers of `count` floats. `segments` is needed (bounds set) only when it carries gradient
+  // scales or decay factors. Skipped entirely (parameters and slots unchanged) when guard[0] is not
+  // finite (the running loss total, see accumulate_stats), so a NaN loss never reaches the weights.
+  virtual void optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments,
+                                const float* guard, float* params, const float* grads, float* slots) = 0;
+  // Gradient factors for clipping by norm, Keras's clip_by_norm: scales[s] = clip / max(|g_s|, clip)
+  // with |g_s| the L2 norm of variable s's gradient; with `global` (clip_by_global_norm) every
+  // scales[s] = clip / max(|g|, clip), |g| the norm over all of `grads`. The sums of squares are
+  // taken in a fixed order, so equal gradients on two replicas give bitwise equal factors.
+  // segments.bounds must be set; `scales` holds segments.count floats, overwritten.
+  virtual void clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                           float* scales) = 0;
 };
 
 }  // namespace mirror

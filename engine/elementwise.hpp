@@ -321,21 +321,89 @@ MIRROR_HD inline void accumulate_stats(size_t count, const float* step_stats, fl
   for (size_t i = 0; i < count; ++i) totals[i] += step_stats[i];
 }
 
-// Keras 3 Adam, one element: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); p -= alpha m / (sqrt(v) + eps).
-MIRROR_HD inline void adam(const AdamStep& s, float& p, float g, float& m, float& v) {
-  m += (g - m) * (1.0f - s.beta1);
-  v += (g * g - v) * (1.0f - s.beta2);
-  p -= s.alpha * m / (sqrtf(v) + s.epsilon);
+// Keras 3 SGD, one element: m = momentum m - lr g; p += m, or with Nesterov p += momentum m - lr g
+// (m already updated); plain p -= lr g without momentum (m null).
+MIRROR_HD inline void sgd(const OptimizerStep& s, float& p, float g, float* m) {
+  if (!m) {
+    p -= s.learning_rate * g;
+    return;
+  }
+  *m = s.momentum * *m - s.learning_rate * g;
+  p += s.nesterov ? s.momentum * *m - s.learning_rate * g : *m;
 }
 
-// Keras 3 SGD, one element: m = momentum m - lr g; p += m (plain p -= lr g without momentum).
-MIRROR_HD inline void sgd(const SgdStep& s, float& p, float g, float* m) {
-  if (m) {
-    *m = s.momentum * *m - s.learning_rate * g;
-    p += *m;
-  } else {
-    p -= s.learning_rate * g;
+// Keras 3 Adam, one element: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); with amsgrad
+// v_hat = max(v_hat, v) replaces v in the step; p -= alpha m / (sqrt(v) + eps).
+MIRROR_HD inline void adam(const OptimizerStep& s, float& p, float g, float& m, float& v, float* v_hat) {
+  m += (g - m) * (1.0f - s.beta1);
+  v += (g * g - v) * (1.0f - s.beta2);
+  float denominator = v;
+  if (v_hat) {
+    *v_hat = fmaxf(*v_hat, v);
+    denominator = *v_hat;
   }
+  p -= s.alpha * m / (sqrtf(denominator) + s.epsilon);
+}
+
+// Keras 3 RMSprop, one element (rho = beta2): vel = rho vel + (1 - rho) g^2; centered: avg = rho avg +
+// (1 - rho) g and the denominator is vel - avg^2 + eps, else vel + eps; inc = lr g / sqrt(denominator);
+// with momentum mom = momentum mom + inc and p -= mom, else p -= inc.
+MIRROR_HD inline void rmsprop(const OptimizerStep& s, float& p, float g, float& velocity, float* momentum,
+                              float* average) {
+  const float rho = s.beta2;
+  velocity = rho * velocity + (1.0f - rho) * g * g;
+  float denominator = velocity + s.epsilon;
+  if (average) {
+    *average = rho * *average + (1.0f - rho) * g;
+    denominator = velocity - *average * *average + s.epsilon;
+  }
+  const float increment = s.learning_rate * g / sqrtf(denominator);
+  if (momentum) {
+    *momentum = s.momentum * *momentum + increment;
+    p -= *momentum;
+  } else {
+    p -= increment;
+  }
+}
+
+// Backend::optimizer_update for element i of `count`, the rule fixed at compile time: the gradient
+// times `scale` (clipping by norm), clamped by clipvalue, the decoupled decay p -= p wd lr `decay`
+// (Keras: p - p * wd * lr), then the rule with its slots, consecutive buffers of `count` floats.
+template <OptimizerRule kRule>
+MIRROR_HD inline void optimizer_element(const OptimizerStep& s, float scale, float decay, size_t i, size_t count,
+                                        float* params, const float* grads, float* slots) {
+  float g = grads[i] * scale;
+  if (s.clipvalue > 0.0f) g = fminf(fmaxf(g, -s.clipvalue), s.clipvalue);
+  float& p = params[i];
+  if (s.weight_decay > 0.0f) p -= p * s.weight_decay * s.learning_rate * decay;
+  float* slot = slots + i;
+  if constexpr (kRule == OptimizerRule::SGD) {
+    sgd(s, p, g, s.momentum > 0.0f ? slot : nullptr);
+  } else if constexpr (kRule == OptimizerRule::Adam) {
+    adam(s, p, g, slot[0], slot[count], s.amsgrad ? slot + 2 * count : nullptr);
+  } else {
+    float* momentum = s.momentum > 0.0f ? slot + count : nullptr;
+    float* average = s.centered ? slot + (momentum ? 2 : 1) * count : nullptr;
+    rmsprop(s, p, g, slot[0], momentum, average);
+  }
+}
+
+// The variable of `segments` (sorted bounds, bounds[0] = 0) that holds element i: a binary search,
+// for kernels that see single elements.
+MIRROR_HD inline int64_t segment_of(const int64_t* bounds, int64_t segments, int64_t i) {
+  int64_t lo = 0, hi = segments - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (bounds[mid] <= i) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+// Keras's clip_by_norm factor clip / max(norm, clip) from a sum of squares (clip_by_global_norm's
+// clip * min(1 / norm, 1 / clip) is the same number).
+MIRROR_HD inline float clip_factor(double sum_of_squares, float clip_norm) {
+  const double norm = sqrt(sum_of_squares);
+  return static_cast<float>(double{clip_norm} / (norm > clip_norm ? norm : double{clip_norm}));
 }
 
 }  // namespace mirror::ew

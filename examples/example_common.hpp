@@ -1,13 +1,18 @@
-// What the example programs share: their flags, the strategy they ask for, the data they load,
+// What the example programs share: their flags (parsed with CLI11, which writes --help), the strategy they ask for, the data they load,
 // the metrics JSON they write, and how main turns exceptions into exit codes (0 success, 1 runtime
 // failure, 2 bad usage). Each program adds only its model.
 #pragma once
 
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -28,88 +33,141 @@ struct Flags {
   bool require_gpu = false;
   bool sync_bn = true;
   uint64_t seed = 42;
-  float learning_rate = 1e-3f;
+  std::string optimizer = "adam";
+  std::optional<float> learning_rate = {};  // unset: the optimizer's Keras default
+  float momentum = 0.0f;
+  bool nesterov = false;
+  float weight_decay = 0.0f;           // unset for AdamW: its 0.004
+  std::string schedule = "constant";
+  int64_t warmup_steps = 0;
+  float clipnorm = 0.0f;
+  int early_stopping_patience = -1;    // -1: no early stopping
+  std::string csv_log = "";
+  double validation_split = 0.0;
   int64_t classes = 10;
   int64_t train_samples = 0;  // 0 = all
   int verbose = 1;
   std::string metrics_json = "";
 };
 
-// The flags both examples take; `defaults` gives each program its own defaults.
-inline const char* kUsageFlags = R"(
-  --data DIR             MNIST-format IDX files (default $MIRROR_DATA_DIR, else
-                         /usr/share/datasets/fashion-mnist)
-  --epochs N             (default: the program's)
-  --batch-size N         global batch size (default: the program's)
-  --strategy S           auto | host | one-device | mirrored (default auto)
-  --replicas N           host strategy: replicas (default 1)
-  --threads N            host strategy: threads in all (default: every core)
-  --devices 0,1          GPUs to use (default: all visible)
-  --replicas-per-gpu K   logical replicas on each GPU (default 1)
-  --require-gpu          fail instead of falling back to the CPU (also MIRROR_REQUIRE_GPU=1)
-  --seed N               weights and shuffling seed (default 42)
-  --learning-rate X      Adam's learning rate (default 0.001)
-  --sync-bn 0|1          synchronized batch normalization (models that have it; default 1)
-  --classes N            units of the last layer (default 10)
-  --train-samples N      train on the first N samples only (default: all)
-  --verbose N            0 silent, 1 progress bar, 2 one line per epoch and the
-                         algorithms cuDNN chose (default 1)
-  --metrics-json PATH    write the strategy, devices, per-epoch and test metrics as JSON
-)";
-
-template <typename T>
-inline T parse_number(const std::string& flag, const std::string& text) {
-  T value{};
-  std::istringstream in(text);
-  in >> value;
-  MIRROR_REQUIRE(in && in.eof(), InvalidArgument, "flag ", flag, " needs a number, got '", text, "'");
-  return value;
-}
-
-inline std::vector<int> parse_list(const std::string& flag, const std::string& text) {
-  std::vector<int> values;
-  std::stringstream in(text);
-  for (std::string item; std::getline(in, item, ',');) values.push_back(parse_number<int>(flag, item));
-  return values;
-}
-
-inline std::string usage(const std::string& program) { return "usage: " + program + " [flags]" + kUsageFlags; }
-
-// Parses argv over `f` (the program's defaults). --help prints the usage and exits 0.
-inline Flags parse_flags(int argc, char** argv, const std::string& program, Flags f) {
-  const std::string kUsage = usage(program);
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      std::cout << kUsage;
-      std::exit(0);
-    }
-    if (flag == "--require-gpu") {
-      f.require_gpu = true;
-      continue;
-    }
-    MIRROR_REQUIRE(i + 1 < argc, InvalidArgument, "flag ", flag, " needs a value\n", kUsage);
-    const std::string v = argv[++i];
-    if (flag == "--data") f.data = v;
-    else if (flag == "--epochs") f.epochs = parse_number<int>(flag, v);
-    else if (flag == "--batch-size") f.batch_size = parse_number<int64_t>(flag, v);
-    else if (flag == "--strategy") f.strategy = v;
-    else if (flag == "--replicas") f.replicas = parse_number<int>(flag, v);
-    else if (flag == "--threads") f.threads = parse_number<int>(flag, v);
-    else if (flag == "--devices") f.devices = parse_list(flag, v);
-    else if (flag == "--replicas-per-gpu") f.replicas_per_gpu = parse_number<int>(flag, v);
-    else if (flag == "--seed") f.seed = parse_number<uint64_t>(flag, v);
-    else if (flag == "--learning-rate") f.learning_rate = parse_number<float>(flag, v);
-    else if (flag == "--classes") f.classes = parse_number<int64_t>(flag, v);
-    else if (flag == "--train-samples") f.train_samples = parse_number<int64_t>(flag, v);
-    else if (flag == "--verbose") f.verbose = parse_number<int>(flag, v);
-    else if (flag == "--metrics-json") f.metrics_json = v;
-    else if (flag == "--sync-bn") f.sync_bn = parse_number<int>(flag, v) != 0;
-    else throw InvalidArgument(str("unknown flag ", flag, "\n", kUsage));
+// Refuses flag combinations that make no sense, before any data is read. Throws InvalidArgument.
+inline void check_flags(const Flags& f) {
+  const bool has_momentum = f.optimizer == "sgd" || f.optimizer == "rmsprop";
+  MIRROR_REQUIRE(f.momentum == 0 || has_momentum, InvalidArgument, "--momentum applies to --optimizer sgd or rmsprop, not ",
+                 f.optimizer);
+  MIRROR_REQUIRE(!f.nesterov || (f.optimizer == "sgd" && f.momentum > 0), InvalidArgument,
+                 "--nesterov needs --optimizer sgd and a --momentum above 0");
+  MIRROR_REQUIRE(f.warmup_steps == 0 || f.schedule == "cosine", InvalidArgument,
+                 "--warmup-steps applies to --schedule cosine only");
+  MIRROR_REQUIRE(f.early_stopping_patience < 0 || f.validation_split > 0, InvalidArgument,
+                 "--early-stopping-patience monitors val_loss, so it needs --validation-split");
+  if (!f.csv_log.empty()) {
+    const auto dir = std::filesystem::absolute(f.csv_log).parent_path();
+    MIRROR_REQUIRE(std::filesystem::is_directory(dir), InvalidArgument, "--csv-log ", f.csv_log, ": the directory ",
+                   dir.string(), " does not exist");
   }
   MIRROR_REQUIRE(f.classes >= 2, InvalidArgument, "--classes must be at least 2, got ", f.classes);
-  MIRROR_REQUIRE(f.epochs >= 1, InvalidArgument, "--epochs must be at least 1, got ", f.epochs);
+}
+
+// A CLI11 check that the value is a number above `low` (or at least `low` when `inclusive`), with a
+// message that says which.
+inline CLI::Validator number_above(double low, bool inclusive) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "needs a number, got '" + text + "'";
+        if (inclusive ? value >= low : value > low) return "";
+        return str("must be ", inclusive ? "at least " : "above ", low, ", got ", text);
+      },
+      str(inclusive ? ">= " : "> ", low));
+}
+
+// Parses argv over `f` (the program's defaults) with CLI11. Returns nullopt with `exit_code` set
+// when the program should exit now: 0 after --help, 2 for a flag CLI11 refused (its message printed).
+inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string& program, Flags f, int& exit_code) {
+  CLI::App app{program + ": trains on MNIST-format IDX files through a Mirror strategy", program};
+  app.add_option("--data", f.data, "directory of MNIST-format IDX files ($MIRROR_DATA_DIR, else Fashion-MNIST)")
+      ->capture_default_str();
+  app.add_option("--epochs", f.epochs, "epochs")->capture_default_str()->check(number_above(0, false));
+  app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")->capture_default_str();
+  app.add_option("--strategy", f.strategy, "auto | host | one-device | mirrored")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored"}));
+  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str();
+  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")->capture_default_str();
+  app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")->delimiter(',');
+  app.add_option("--replicas-per-gpu", f.replicas_per_gpu, "logical replicas on each GPU")->capture_default_str();
+  app.add_flag("--require-gpu", f.require_gpu, "fail instead of falling back to the CPU (also MIRROR_REQUIRE_GPU=1)");
+  app.add_option("--seed", f.seed, "weights and shuffling seed")->capture_default_str();
+  app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw | rmsprop (Keras 3's rules and defaults)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
+  app.add_option("--learning-rate", f.learning_rate, "peak learning rate (default: the optimizer's Keras default)")
+      ->check(number_above(0, false));
+  app.add_option("--momentum", f.momentum, "sgd, rmsprop: momentum")->check(CLI::Range(0.0f, 1.0f));
+  app.add_flag("--nesterov", f.nesterov, "sgd: Nesterov momentum");
+  app.add_option("--weight-decay", f.weight_decay, "decoupled weight decay (adamw: default 0.004); biases and "
+                                                   "batch-normalization parameters are excluded")
+      ->check(number_above(0, true));
+  app.add_option("--schedule", f.schedule, "constant | exponential (x0.1 over the run) | cosine (to 0 over the run)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"constant", "exponential", "cosine"}));
+  app.add_option("--warmup-steps", f.warmup_steps, "cosine: linear warm-up from 0 over this many steps")
+      ->check(number_above(0, true));
+  app.add_option("--clipnorm", f.clipnorm, "clip the all-reduced gradient to this global L2 norm")
+      ->check(number_above(0, false));
+  app.add_option("--early-stopping-patience", f.early_stopping_patience,
+                 "stop after this many epochs without a better val_loss, restoring the best weights")
+      ->check(number_above(0, true));
+  app.add_option("--csv-log", f.csv_log, "write one CSV row of metrics per epoch to PATH");
+  app.add_option("--validation-split", f.validation_split, "hold out this fraction of the training samples")
+      ->check(CLI::Range(0.0, 0.99));
+  app.add_option("--sync-bn", f.sync_bn, "synchronized batch normalization (models that have it)")->capture_default_str();
+  app.add_option("--classes", f.classes, "units of the last layer")->capture_default_str();
+  app.add_option("--train-samples", f.train_samples, "train on the first N samples only (0 = all)")
+      ->capture_default_str()
+      ->check(number_above(0, true));
+  app.add_option("--verbose", f.verbose, "0 silent, 1 progress bar, 2 one line per epoch and cuDNN's choices")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 2));
+  app.add_option("--metrics-json", f.metrics_json, "write the strategy, devices, per-epoch and test metrics as JSON");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    exit_code = app.exit(e) == 0 ? 0 : 2;  // prints the help, or the error and a hint
+    return std::nullopt;
+  }
+  check_flags(f);
   return f;
+}
+
+// The optimizer the flags ask for; `total_steps` (epochs x batches per epoch) sizes the schedule.
+inline OptimizerPtr make_optimizer(const Flags& f, int64_t total_steps) {
+  const float peak = f.learning_rate.value_or(f.optimizer == "sgd" ? 0.01f : 0.001f);
+  LearningRate rate = peak;
+  if (f.schedule == "exponential") rate = schedules::ExponentialDecay(peak, std::max<int64_t>(total_steps, 1), 0.1f);
+  if (f.schedule == "cosine") {
+    MIRROR_REQUIRE(f.warmup_steps < total_steps, InvalidArgument, "--warmup-steps ", f.warmup_steps,
+                   " leaves nothing of the run's ", total_steps, " steps to decay over");
+    rate = f.warmup_steps > 0 ? schedules::CosineDecay(0.0f, total_steps - f.warmup_steps,
+                                                       {.warmup_target = peak, .warmup_steps = f.warmup_steps})
+                              : schedules::CosineDecay(peak, total_steps);
+  }
+  OptimizerCommon common{.weight_decay = f.weight_decay, .global_clipnorm = f.clipnorm,
+                         .exclude_from_weight_decay = {"^bias$", "^gamma$", "^beta$"}};
+  if (f.optimizer == "sgd")
+    return optimizers::SGD({.learning_rate = rate, .momentum = f.momentum, .nesterov = f.nesterov, .common = common});
+  if (f.optimizer == "rmsprop") return optimizers::RMSprop({.learning_rate = rate, .momentum = f.momentum, .common = common});
+  if (f.optimizer == "adamw")
+    return optimizers::AdamW({.learning_rate = rate, .weight_decay = f.weight_decay > 0 ? f.weight_decay : 0.004f,
+                              .common = common});
+  return optimizers::Adam({.learning_rate = rate, .common = common});
+}
+
+// The batches of one epoch fit will run on `data` (for the schedules' length).
+inline int64_t steps_per_epoch(const Flags& f, const Dataset& data) {
+  const auto train = static_cast<int64_t>(std::floor(double(data.train.count) * (1.0 - f.validation_split)));
+  return (train + f.batch_size - 1) / std::max<int64_t>(f.batch_size, 1);
 }
 
 inline std::string json_string(const std::string& s) {
@@ -167,7 +225,13 @@ inline Dataset load_data(const Flags& f) {
 // accuracy and writes the metrics JSON.
 inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset& data, const Flags& f) {
   if (f.verbose > 0) model.summary();
-  const History history = model.fit(data.train, {.epochs = f.epochs, .batch_size = f.batch_size, .seed = f.seed, .verbose = f.verbose});
+  FitOptions fit{.epochs = f.epochs, .batch_size = f.batch_size, .seed = f.seed, .verbose = f.verbose,
+                 .validation_split = f.validation_split};
+  if (f.early_stopping_patience >= 0)
+    fit.callbacks.push_back(
+        callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));
+  if (!f.csv_log.empty()) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
+  const History history = model.fit(data.train, fit);
   const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
   if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, history, test);
@@ -178,7 +242,9 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
 inline int main_with(int argc, char** argv, const std::string& program, const Flags& defaults,
                      const std::function<int(const Flags&)>& program_body) {
   try {
-    return program_body(parse_flags(argc, argv, program, defaults));
+    int exit_code = 0;
+    const std::optional<Flags> flags = parse_flags(argc, argv, program, defaults, exit_code);
+    return flags ? program_body(*flags) : exit_code;
   } catch (const InvalidArgument& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 2;

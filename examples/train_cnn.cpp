@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
                       layers::MaxPooling2D({2, 2}),
                       layers::Flatten(),
                       layers::Dense(f.classes, Activation::Softmax)});
-    model.compile(*strategy, optimizers::Adam({.learning_rate = f.learning_rate}),
+    model.compile(*strategy, example::make_optimizer(f, f.epochs * example::steps_per_epoch(f, data)),
                   losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, f.seed);
     return example::fit_and_report(model, *strategy, data, f);
   });

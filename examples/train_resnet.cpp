@@ -12,7 +12,7 @@ int main(int argc, char** argv) {
     auto strategy = example::make_strategy_from(f);
     const Dataset data = example::load_data(f);
     auto model = applications::CifarResNet(20, data.train.sample_shape(), f.classes, f.sync_bn);
-    model->compile(*strategy, optimizers::Adam({.learning_rate = f.learning_rate}),
+    model->compile(*strategy, example::make_optimizer(f, f.epochs * example::steps_per_epoch(f, data)),
                    losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, f.seed);
     return example::fit_and_report(*model, *strategy, data, f);
   });

@@ -1,6 +1,7 @@
 // Model: graph, naming, compile, weights (see model.hpp). The loops are the Trainer's.
 #include "model/model.hpp"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -15,6 +16,19 @@ double EpochLog::get(const std::string& name) const {
   for (const auto& [key, value] : values)
     if (key == name) return value;
   throw InvalidArgument(str("epoch ", epoch, " has no value named '", name, "'"));
+}
+
+bool EpochLog::has(const std::string& name) const {
+  return std::any_of(values.begin(), values.end(), [&](const auto& kv) { return kv.first == name; });
+}
+
+void EpochLog::set(const std::string& name, double value) {
+  for (auto& [key, v] : values)
+    if (key == name) {
+      v = value;
+      return;
+    }
+  values.emplace_back(name, value);
 }
 
 Model::Model(std::string name) : name_(std::move(name)) {}
@@ -99,7 +113,7 @@ ModelRuntime& Model::runtime(const ImageSet* data, const char* what) {
 }
 
 History Model::fit(const ImageSet& train, const FitOptions& options) {
-  return Trainer(runtime(&train, "fit")).fit(train, options);
+  return Trainer(runtime(&train, "fit")).fit(train, options, *this);
 }
 
 EvaluateResult Model::evaluate(const ImageSet& data, const EvaluateOptions& options) {
@@ -109,6 +123,13 @@ EvaluateResult Model::evaluate(const ImageSet& data, const EvaluateOptions& opti
 std::vector<float> Model::predict(const ImageSet& data, int64_t batch_size) {
   return Trainer(runtime(&data, "predict")).predict(data, batch_size);
 }
+
+Optimizer& Model::optimizer() const {
+  MIRROR_REQUIRE(optimizer_ != nullptr, InvalidArgument, "the model has no optimizer: call compile() first");
+  return *optimizer_;
+}
+
+int64_t Model::iterations() const { return runtime_ ? runtime_->iterations() : 0; }
 
 std::vector<float> Model::get_weights(int replica) { return runtime(nullptr, "get_weights").get_weights(replica); }
 

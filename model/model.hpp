@@ -22,7 +22,9 @@
 #include <vector>
 
 #include "engine/data/dataset.hpp"
+#include "model/callbacks.hpp"
 #include "model/graph.hpp"
+#include "model/history.hpp"
 #include "model/losses.hpp"
 #include "model/optimizer.hpp"
 #include "strategy/strategy.hpp"
@@ -39,28 +41,18 @@ struct FitOptions {
   int verbose = 1;                  // 0 silent; 1 progress bar (in place on a terminal); 2 one line per epoch
   std::ostream* out = nullptr;      // progress output (nullptr = std::cout)
   const ImageSet* validation_data = nullptr;  // evaluated after each epoch when set
+  // Keras's validation_split: the last fraction of the training samples (taken before shuffling)
+  // is held out and evaluated instead of trained on. In [0, 1); not with validation_data.
+  double validation_split = 0.0;
+  int validation_freq = 1;          // validate after every N-th epoch (and its val_ values are logged then)
+  // Run on the host, once per hook, in order (never per replica). Without callbacks::TerminateOnNaN
+  // a loss that is not finite throws NumericalError; with it, fit stops and returns the history.
+  std::vector<CallbackPtr> callbacks = {};
   int64_t steps_per_epoch = 0;      // 0 = every batch of the data set
   bool verify_replicas = false;     // debug: check after every step that all replicas hold identical variables
   // Gradients are all-reduced in buckets of this size, each started as soon as backward has
   // produced it (last layers first), as in PyTorch's DDP (its default: 25 MB).
   size_t gradient_bucket_bytes = size_t{25} << 20;
-};
-
-// Named values in the order Keras reports them: "loss", then each metric by name (then "val_...").
-using MetricValues = std::vector<std::pair<std::string, double>>;
-
-struct EpochLog {
-  int epoch = 0;                    // 1-based
-  double loss = 0, accuracy = 0;    // means over the epoch's samples ("accuracy": 0 when not compiled with it)
-  double seconds = 0, samples_per_second = 0;
-  std::optional<double> val_loss, val_accuracy;
-  MetricValues values;              // every metric by its Keras name, with the val_ ones
-  // The value named `name` ("loss", "accuracy", "val_loss", ...); throws InvalidArgument if absent.
-  double get(const std::string& name) const;
-};
-
-struct History {
-  std::vector<EpochLog> epochs;
 };
 
 struct EvaluateOptions {
@@ -100,13 +92,22 @@ class Model {
   // DataError for labels the loss cannot take or images of the wrong shape (in the training or the
   // validation set, before any step), and NumericalError when the loss becomes NaN or infinite
   // (naming the epoch and step; that step's update is not applied, so the variables are those of
-  // the last good step).
+  // the last good step) unless callbacks::TerminateOnNaN is among the callbacks: then fit stops
+  // and returns the history. Callbacks run on the calling thread, once per hook.
   History fit(const ImageSet& train, const FitOptions& options = {});
   // The loss and every metric over `data`, in inference mode.
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});
   // The model's outputs for every sample of `data` (labels are not read): count * output size
   // floats, row-major.
   std::vector<float> predict(const ImageSet& data, int64_t batch_size = 32);
+
+  // The optimizer given to compile() (callbacks change its learning rate through it).
+  Optimizer& optimizer() const;
+  // Optimizer updates applied since compile().
+  int64_t iterations() const;
+  // Set by a callback to end fit() after the current batch (Keras's model.stop_training).
+  void set_stop_training(bool stop) { stop_training_ = stop; }
+  bool stop_training() const { return stop_training_; }
 
   // Keras-style table of layers, output shapes and parameter counts.
   void summary(std::ostream& out = std::cout) const;
@@ -155,6 +156,7 @@ class Model {
   std::vector<Metric> metrics_;
   uint64_t seed_ = 0;
   std::unique_ptr<ModelRuntime> runtime_;
+  bool stop_training_ = false;
 };
 
 }  // namespace mirror

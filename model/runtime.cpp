@@ -13,12 +13,36 @@ namespace {
 
 constexpr size_t kMaxInputs = 64;  // inputs of one layer call (Concatenate of many branches)
 
+// The trainable variables as the optimizer sees them: their bounds in the flat buffer (in buffer
+// order, the first from 0 and the last to its padded end, ParameterSegments' form) and names.
+struct TrainableLayout {
+  std::vector<int64_t> bounds;
+  std::vector<std::string> names;
+};
+
+TrainableLayout trainable_layout(const Plan& plan) {
+  std::vector<const VariableSlot*> vars;
+  for (const VariableSlot& v : plan.variables)
+    if (v.spec.trainable) vars.push_back(&v);
+  std::sort(vars.begin(), vars.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  TrainableLayout layout;
+  for (const VariableSlot* v : vars) {
+    layout.bounds.push_back(layout.bounds.empty() ? 0 : static_cast<int64_t>(v->offset));
+    layout.names.push_back(v->spec.name);
+  }
+  layout.bounds.push_back(static_cast<int64_t>(plan.trainable_floats));
+  return layout;
+}
+
 }  // namespace
 
 struct ModelRuntime::Replica {
   DeviceBuffer params;    // plan.trainable_floats
   DeviceBuffer grads;     // plan.trainable_floats
   DeviceBuffer slots;     // optimizer slots: slot_count * trainable_floats
+  DeviceBuffer bounds;    // int64: the trainable variables' bounds in `params` (ParameterSegments)
+  DeviceBuffer decay;     // per trainable variable: its weight-decay factor, when some are excluded
+  DeviceBuffer scales;    // per trainable variable: its gradient's clipping factor, when clipping by norm
   DeviceBuffer frozen;    // plan.non_trainable_floats
   DeviceBuffer stats;     // stats_width(): one step's loss and metric sums
   DeviceBuffer totals;    // stats_width() + 1: the running totals and the first bad step
@@ -66,6 +90,9 @@ void ModelRuntime::initialize_variables(uint64_t seed) {
     initialize(v.spec, seed, (static_cast<uint64_t>(v.node - 1) << 8) | static_cast<uint64_t>(v.index), {dst, v.count});
   }
   const size_t slot_floats = static_cast<size_t>(optimizer_->slot_count()) * plan_.trainable_floats;
+  const auto [bounds, names] = trainable_layout(plan_);
+  const std::vector<float> decay = optimizer_->decay_factors(names);
+  segment_count_ = static_cast<int64_t>(names.size());
   replicas_.clear();
   for (int r = 0; r < strategy_->num_replicas(); ++r) replicas_.push_back(std::make_unique<Replica>());
   strategy_->run([&](int r) {
@@ -82,6 +109,13 @@ void ModelRuntime::initialize_variables(uint64_t seed) {
       s.slots = b.allocate(floats(slot_floats));
       b.fill(s.slots.as<float>(), slot_floats, 0.0f);
     }
+    s.bounds = b.allocate(bounds.size() * sizeof(int64_t));
+    b.upload(bounds.data(), s.bounds.data(), bounds.size() * sizeof(int64_t));
+    if (!decay.empty()) {
+      s.decay = b.allocate(floats(decay.size()));
+      b.upload(decay.data(), s.decay.data(), floats(decay.size()));
+    }
+    if (optimizer_->clips_by_norm()) s.scales = b.allocate(floats(names.size()));
     s.vars.assign(plan_.nodes.size(), {});
     s.var_grads.assign(plan_.nodes.size(), {});
     for (size_t n = 0; n < plan_.nodes.size(); ++n)
@@ -130,6 +164,13 @@ void ModelRuntime::reset_totals() {
   });
   std::fill(host_totals_.begin(), host_totals_.end(), 0.0f);
   host_totals_.back() = -1.0f;
+}
+
+void ModelRuntime::read_totals() {
+  strategy_->run([&](int r) {
+    if (r == 0)
+      strategy_->backend(r).download(replicas_[0]->totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
+  });
 }
 
 void ModelRuntime::gather(int replica, const ImageSet& data, std::span<const int32_t> share) {
@@ -253,8 +294,18 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer (and
   // the non-trainable updates) for the rest of the epoch without the host looking at every step.
   b.accumulate_stats(width, s.stats.as<float>(), s.totals.as<float>(), step.step);
-  optimizer_->apply(b, step.iteration, plan_.trainable_floats, s.params.as<float>(), s.grads.as<float>(),
-                    s.slots.as<float>(), s.totals.as<float>());
+  // After finish(), so clipping by the global norm sees the all-reduced gradient: every replica
+  // holds the same sums and computes the same factors.
+  optimizer_->apply(b, step.iteration, step.learning_rate,
+                    {.count = plan_.trainable_floats,
+                     .params = s.params.as<float>(),
+                     .grads = s.grads.as<float>(),
+                     .slots = s.slots.as<float>(),
+                     .guard = s.totals.as<float>(),
+                     .segments = {.count = segment_count_,
+                                  .bounds = s.bounds.as<int64_t>(),
+                                  .decay = s.decay.as<float>()},
+                     .scales = s.scales.as<float>()});
   LayerContext update = ctx;
   for (size_t n = 1; n < plan_.nodes.size(); ++n) {
     update.node = static_cast<int>(n);

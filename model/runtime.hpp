@@ -25,6 +25,7 @@ namespace mirror {
 struct StepInfo {
   int64_t global_rows = 0;   // samples in the global batch
   int64_t iteration = 0;     // optimizer steps before this one
+  float learning_rate = 0;   // the optimizer's rate for this step (training)
   int64_t step = 0;          // the batch's index in its epoch (or evaluation)
   bool read_totals = false;  // replica 0 copies the running totals to the host after the step
 };
@@ -38,6 +39,7 @@ class ModelRuntime {
   ModelRuntime& operator=(const ModelRuntime&) = delete;
 
   const Plan& plan() const { return plan_; }
+  Optimizer& optimizer() const { return *optimizer_; }
   Strategy& strategy() const { return *strategy_; }
   const Loss& loss() const { return loss_; }
   const std::vector<Metric>& metrics() const { return metrics_; }
@@ -53,6 +55,8 @@ class ModelRuntime {
   void reserve_rows(int64_t rows);
   // Sets every replica's running totals to zero (and "no bad step").
   void reset_totals();
+  // Replica 0 copies its running totals to the host now (and waits for them).
+  void read_totals();
   // The totals replica 0 last copied to the host: stats_width() sums, then the first bad step or -1.
   const std::vector<float>& host_totals() const { return host_totals_; }
 
@@ -90,6 +94,7 @@ class ModelRuntime {
   std::vector<std::unique_ptr<Replica>> replicas_;
   std::vector<float> host_totals_;
   int64_t iterations_ = 0;
+  int64_t segment_count_ = 0;  // trainable variables
 };
 
 }  // namespace mirror

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "engine/error.hpp"
 #include "engine/progress.hpp"
@@ -66,36 +67,47 @@ MetricValues Trainer::means(int64_t seen) const {
   return values;
 }
 
-int64_t Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, int64_t first_iteration,
-                             bool read_every_step, const ReplicaStep& replica_step, const AfterRead& after_read) {
+Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps,
+                                         int64_t first_iteration, bool read_every_step, const ReplicaStep& replica_step,
+                                         const BeforeStep& before, const AfterStep& after) {
   Strategy& strategy = runtime_.strategy();
   runtime_.reset_totals();
-  int64_t seen = 0;
+  BatchesRun run;
   auto last_read = Clock::now();
   for (int64_t step = 0; step < steps; ++step) {
+    if (before) before(step);
     const auto batch = data::batch_indices(order, batch_size, step);
     const auto rows = static_cast<int64_t>(batch.size());
     const auto shares = strategy.split_batch(rows);
     // The host reads the running totals only now and then (on a GPU each read waits for the step).
     const bool read = read_every_step || step + 1 == steps || Clock::now() - last_read >= kReadInterval;
-    const StepInfo info{.global_rows = rows, .iteration = first_iteration + step, .step = step, .read_totals = read};
+    const int64_t iteration = first_iteration + step;
+    const StepInfo info{.global_rows = rows,
+                        .iteration = iteration,
+                        .learning_rate = runtime_.optimizer().learning_rate(iteration),
+                        .step = step,
+                        .read_totals = read};
     strategy.run([&](int r) {
       const BatchShare& share = shares[static_cast<size_t>(r)];
       replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), share.offset,
                    info);
     });
-    seen += rows;
-    if (!read) continue;
-    last_read = Clock::now();
-    after_read(step, seen);
+    run.seen += rows;
+    run.steps = step + 1;
+    if (read) last_read = Clock::now();
+    if (!after(step, run.seen, read)) {
+      if (!read) runtime_.read_totals();
+      break;
+    }
   }
-  return seen;
+  return run;
 }
 
-void Trainer::run_epoch(const ImageSet& train, const FitOptions& o, int epoch, EpochLog& log) {
-  const std::vector<int32_t> samples = o.shuffle ? data::shuffled_indices(train.count, o.seed, static_cast<uint64_t>(epoch - 1))
-                                                 : identity_order(train.count);
-  int64_t steps = data::batch_count(train.count, o.batch_size);
+void Trainer::run_epoch(const FitData& data, const FitOptions& o, int epoch, Model& model, EpochLog& log) {
+  const int64_t rows = data.train_rows;
+  const std::vector<int32_t> samples =
+      o.shuffle ? data::shuffled_indices(rows, o.seed, static_cast<uint64_t>(epoch - 1)) : identity_order(rows);
+  int64_t steps = data::batch_count(rows, o.batch_size);
   if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
 
   std::ostream& out = out_or_cout(o.out);
@@ -109,56 +121,100 @@ void Trainer::run_epoch(const ImageSet& train, const FitOptions& o, int epoch, E
   runtime_.add_iterations(steps);  // every step of the epoch is either applied or, after a NaN, skipped as fit stops
   GradientReducer reducer(runtime_.plan().trainable_floats, std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)),
                           runtime_.strategy().num_replicas());
-  const int64_t seen = run_batches(
+  const BatchesRun run = run_batches(
       samples, o.batch_size, steps, first_iteration, o.verify_replicas,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
-        runtime_.train_step(r, train, share, first_row, info, reducer);
+        runtime_.train_step(r, *data.train, share, first_row, info, reducer);
       },
-      [&](int64_t step, int64_t seen) {
-        MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the loss became ", totals[0], " at epoch ", epoch, ", step ",
-                       static_cast<int64_t>(totals[bad_step]) + 1, "/", steps, "; no update was applied from that step on, so "
-                       "the weights are those of the step before. Lower the learning rate or check the input data.");
+      [&](int64_t step) {
+        for (const CallbackPtr& c : o.callbacks) c->on_train_batch_begin(step);
+      },
+      [&](int64_t step, int64_t seen, bool read) {
+        const MetricValues logs = read ? means(seen) : MetricValues{};
+        for (const CallbackPtr& c : o.callbacks) c->on_train_batch_end(step, read ? &logs : nullptr);
+        if (!read) return !model.stop_training();
+        MIRROR_REQUIRE(totals[bad_step] < 0 || model.stop_training(), NumericalError, "the loss became ", totals[0],
+                       " at epoch ", epoch, ", step ", static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
+                       "; no update was applied from that step on, so the weights are those of the step before. Lower "
+                       "the learning rate or check the input data (or add callbacks::TerminateOnNaN() to stop quietly).");
         if (o.verify_replicas)
           MIRROR_REQUIRE(runtime_.replicas_identical(), Error, "replicas diverged after epoch ", epoch, " step ", step + 1,
                          ": their variables are no longer bitwise identical (a non-deterministic reduction or a missed update)");
-        if (bar) progress.update(step + 1, means(seen));
+        if (bar) progress.update(step + 1, logs);
+        return !model.stop_training();
       });
+  runtime_.add_iterations(run.steps - steps);  // a callback stopped the epoch early
   log.epoch = epoch;
-  log.values = means(seen);
+  log.values = means(run.seen);
   log.loss = value_of(log.values, "loss");
   log.accuracy = value_of(log.values, "accuracy");
   log.seconds = seconds_since(start);
-  log.samples_per_second = double(seen) / log.seconds;
-  MetricValues shown = log.values;
-  if (o.validation_data) {
-    const EvaluateResult val = evaluate(*o.validation_data, {.batch_size = o.batch_size, .verbose = 0});
-    for (const auto& [name, value] : val.values) {
-      log.values.push_back({"val_" + name, value});
-      shown.push_back({"val_" + name, value});
-    }
+  log.samples_per_second = double(run.seen) / log.seconds;
+  if (data.val && epoch % o.validation_freq == 0) {
+    const EvaluateResult val = evaluate_rows(*data.val, data.val_order, {.batch_size = o.batch_size, .verbose = 0});
+    for (const auto& [name, value] : val.values) log.values.push_back({"val_" + name, value});
     log.val_loss = val.loss;
     if (has_value(val.values, "accuracy")) log.val_accuracy = val.accuracy;
   }
-  if (bar) progress.finish(shown, str(" - ", static_cast<int64_t>(log.samples_per_second), " samples/s"));
+  log.values.push_back({"learning_rate", runtime_.optimizer().learning_rate(runtime_.iterations())});
+  if (bar) progress.finish(log.values, str(" - ", static_cast<int64_t>(log.samples_per_second), " samples/s"));
 }
 
-History Trainer::fit(const ImageSet& train, const FitOptions& o) {
+Trainer::FitData Trainer::split_data(const ImageSet& train, const FitOptions& o) const {
+  MIRROR_REQUIRE(o.validation_split >= 0 && o.validation_split < 1, InvalidArgument,
+                 "validation_split must be in [0, 1), got ", o.validation_split);
+  MIRROR_REQUIRE(!(o.validation_data && o.validation_split > 0), InvalidArgument,
+                 "give validation_data or validation_split, not both");
+  MIRROR_REQUIRE(o.validation_freq >= 1, InvalidArgument, "validation_freq must be >= 1, got ", o.validation_freq);
+  FitData d{.train = &train, .train_rows = train.count, .val = o.validation_data, .val_order = {}};
+  if (o.validation_split > 0) {
+    // Keras: the last samples, taken before shuffling.
+    d.train_rows = static_cast<int64_t>(std::floor(static_cast<double>(train.count) * (1.0 - o.validation_split)));
+    MIRROR_REQUIRE(d.train_rows > 0 && d.train_rows < train.count, InvalidArgument, "validation_split ",
+                   o.validation_split, " of ", train.count, " samples leaves ", d.train_rows,
+                   " to train on and ", train.count - d.train_rows, " to validate on: both need at least one");
+    d.val = &train;
+    for (int64_t i = d.train_rows; i < train.count; ++i) d.val_order.push_back(static_cast<int32_t>(i));
+  } else if (d.val) {
+    d.val_order = identity_order(d.val->count);
+  }
+  return d;
+}
+
+History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
   MIRROR_REQUIRE(o.batch_size > 0, InvalidArgument, "batch_size must be a positive number of samples, got ", o.batch_size);
   MIRROR_REQUIRE(o.epochs >= 0, InvalidArgument, "epochs must be >= 0, got ", o.epochs);
   MIRROR_REQUIRE(o.steps_per_epoch >= 0, InvalidArgument, "steps_per_epoch must be >= 0 (0 = all), got ", o.steps_per_epoch);
   MIRROR_REQUIRE(o.gradient_bucket_bytes >= sizeof(float), InvalidArgument,
                  "gradient_bucket_bytes must hold at least one float, got ", o.gradient_bucket_bytes);
+  for (const CallbackPtr& c : o.callbacks) MIRROR_REQUIRE(c != nullptr, InvalidArgument, "a callback is null");
   // Both sets are checked before the first step: a bad validation set must not cost an epoch.
   check_data(train, "training set", true);
   if (o.validation_data) check_data(*o.validation_data, "validation set", true);
+  const FitData data = split_data(train, o);
   const int64_t n = runtime_.strategy().num_replicas();
   runtime_.reserve_rows((std::min(o.batch_size, train.count) + n - 1) / n);  // the largest share of any batch
-  ScopeExit release{[&] { runtime_.release(train); }};
+  if (data.val) runtime_.reserve_rows((std::min<int64_t>(o.batch_size, data.val->count) + n - 1) / n);
+  ScopeExit release{[&] {
+    runtime_.release(train);
+    if (o.validation_data) runtime_.release(*o.validation_data);
+  }};
+  int64_t steps = data::batch_count(data.train_rows, o.batch_size);
+  if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
+  const FitParams params{.epochs = o.epochs, .steps = steps, .has_validation = data.val != nullptr,
+                         .verbose = o.verbose, .out = &out_or_cout(o.out)};
+  for (const CallbackPtr& c : o.callbacks) c->set_context(model, params);
+  model.set_stop_training(false);
+  for (const CallbackPtr& c : o.callbacks) c->on_train_begin();
   History history;
-  for (int epoch = 1; epoch <= o.epochs; ++epoch) {
-    history.epochs.emplace_back();
-    run_epoch(train, o, epoch, history.epochs.back());
+  for (int epoch = 1; epoch <= o.epochs && !model.stop_training(); ++epoch) {
+    for (const CallbackPtr& c : o.callbacks) c->on_epoch_begin(epoch - 1);
+    EpochLog log;
+    run_epoch(data, o, epoch, model, log);
+    for (const CallbackPtr& c : o.callbacks) c->on_epoch_end(epoch - 1, log);
+    history.epochs.push_back(std::move(log));
   }
+  for (const CallbackPtr& c : o.callbacks) c->on_train_end();
   return history;
 }
 
@@ -168,27 +224,33 @@ EvaluateResult Trainer::evaluate(const ImageSet& data, const EvaluateOptions& o)
   const int64_t n = runtime_.strategy().num_replicas();
   runtime_.reserve_rows((std::min(o.batch_size, data.count) + n - 1) / n);
   ScopeExit release{[&] { runtime_.release(data); }};
+  return evaluate_rows(data, identity_order(data.count), o);
+}
 
-  const std::vector<int32_t> order = identity_order(data.count);
-  const int64_t steps = data::batch_count(data.count, o.batch_size);
+EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int32_t> order, const EvaluateOptions& o) {
+  const auto count = static_cast<int64_t>(order.size());
+  const int64_t steps = data::batch_count(count, o.batch_size);
   std::ostream& out = out_or_cout(o.out);
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
   const std::vector<float>& totals = runtime_.host_totals();
   const size_t bad_step = runtime_.stats_width();
   const auto start = Clock::now();
-  const int64_t seen = run_batches(
+  const BatchesRun run = run_batches(
       order, o.batch_size, steps, runtime_.iterations(), false,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
         runtime_.evaluate_step(r, data, share, first_row, info);
       },
-      [&](int64_t step, int64_t seen) {
+      nullptr,
+      [&](int64_t step, int64_t seen, bool read) {
+        if (!read) return true;
         MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
                        static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
                        " of the evaluation set: its weights or the data hold NaN or huge values");
         if (o.verbose >= 1) progress.update(step + 1, means(seen));
+        return true;
       });
   EvaluateResult result;
-  result.values = means(seen);
+  result.values = means(run.seen);
   result.loss = value_of(result.values, "loss");
   result.accuracy = value_of(result.values, "accuracy");
   result.seconds = seconds_since(start);

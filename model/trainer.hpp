@@ -18,23 +18,41 @@ class Trainer {
  public:
   explicit Trainer(ModelRuntime& runtime) : runtime_(runtime) {}
 
-  History fit(const ImageSet& train, const FitOptions& options);
+  // `model` is what the callbacks see (the model this runtime belongs to).
+  History fit(const ImageSet& train, const FitOptions& options, Model& model);
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options);
   std::vector<float> predict(const ImageSet& data, int64_t batch_size);
 
  private:
+  // The rows fit trains on and validates on: `train`'s [0, train_rows), and `val` (all of
+  // validation_data, or the rows of `train` that validation_split holds out).
+  struct FitData {
+    const ImageSet* train = nullptr;
+    int64_t train_rows = 0;
+    const ImageSet* val = nullptr;
+    std::vector<int32_t> val_order;
+  };
+  struct BatchesRun {
+    int64_t seen = 0;   // samples
+    int64_t steps = 0;  // batches run (fewer than asked when a hook stopped the loop)
+  };
   // Throws DataError for an empty or inconsistent set, images of another shape, or (with
   // `labels`) label values the loss cannot take.
   void check_data(const ImageSet& data, const char* what, bool labels) const;
-  void run_epoch(const ImageSet& train, const FitOptions& options, int epoch, EpochLog& log);
+  FitData split_data(const ImageSet& train, const FitOptions& options) const;
+  void run_epoch(const FitData& data, const FitOptions& options, int epoch, Model& model, EpochLog& log);
+  EvaluateResult evaluate_rows(const ImageSet& data, std::span<const int32_t> order, const EvaluateOptions& options);
   // One step's work on one replica: (replica, its share, the share's first row, the step).
   using ReplicaStep = std::function<void(int, std::span<const int32_t>, int64_t, const StepInfo&)>;
-  // Called on the host after the totals were read: (step, samples so far).
-  using AfterRead = std::function<void(int64_t, int64_t)>;
+  // Called on the host before a step, and after it with (step, samples so far, whether the totals
+  // were read); returning false ends the loop after that step (the totals are read then).
+  using BeforeStep = std::function<void(int64_t)>;
+  using AfterStep = std::function<bool(int64_t, int64_t, bool)>;
   // Runs `steps` batches of `order` on every replica, reading the device's totals at least every
-  // 100 ms and after the last step (or after every step). Returns the number of samples.
-  int64_t run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, int64_t first_iteration,
-                      bool read_every_step, const ReplicaStep& replica_step, const AfterRead& after_read);
+  // 100 ms and after the last step (or after every step).
+  BatchesRun run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, int64_t first_iteration,
+                         bool read_every_step, const ReplicaStep& replica_step, const BeforeStep& before,
+                         const AfterStep& after);
   // The running means of the loss and each metric over `seen` samples, by Keras name.
   MetricValues means(int64_t seen) const;
 

@@ -8,7 +8,7 @@ set -euo pipefail
 build_dir="${1:-build}"
 cd "$(dirname "$0")/.."
 
-packages=(g++ pkg-config meson ninja-build libdnnl-dev zlib1g-dev libgtest-dev libbenchmark-dev dataset-fashion-mnist)
+packages=(g++ pkg-config meson ninja-build libdnnl-dev zlib1g-dev libgtest-dev libbenchmark-dev libcli11-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

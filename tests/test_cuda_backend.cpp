@@ -215,11 +215,14 @@ TEST_F(CudaBackendTest, GridStrideLoopsCoverMoreThan2To24Elements) {
                 b.activation_forward(Activation::ReLU, rows, cols, o[0], o[0]);
               }};
   compare("relu", relu, {random_floats(count, rng_)});
-  const AdamStep adam{0.001f, 0.9f, 0.999f, 1e-7f};
-  OpCall a{{Floats{0.5f, 3.0f}, random_floats(n, rng_)}, {n, n, n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
-             b.adam_update(n, adam, i[0], o[0], i[1], o[1], o[2]);
+  const OptimizerStep adam{.alpha = 0.001f};
+  OpCall a{{Floats{0.5f, 3.0f}, random_floats(n, rng_)}, {n, 2 * n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
+             b.optimizer_update(n, adam, {}, i[0], o[0], i[1], o[1]);
            }};
-  compare("adam", a, {random_floats(n, rng_), random_floats(n, rng_), random_floats(n, rng_, 0.0f, 1.0f)});
+  Floats slots = random_floats(n, rng_);
+  const Floats v = random_floats(n, rng_, 0.0f, 1.0f);
+  slots.insert(slots.end(), v.begin(), v.end());
+  compare("adam", a, {random_floats(n, rng_), slots});
 }
 
 // MIRROR_ALLOW_TF32=1 lets cuBLAS and cuDNN round products' inputs to TF32 (10-bit mantissa): the
@@ -274,28 +277,42 @@ TEST_F(CudaBackendTest, CrossEntropyAccumulatesOnDevice) {
   }
 }
 
+// Every rule with every option that changes the pass (slots, clipping, decay by variable), against
+// the host's pass; a NaN loss must leave everything untouched.
 TEST_F(CudaBackendTest, OptimizersAndTheirSkip) {
   const size_t n = 100003;
-  const Floats p = random_floats(n, rng_), g = random_floats(n, rng_), m = random_floats(n, rng_);
-  const Floats v = random_floats(n, rng_, 0.0f, 1.0f);
+  const Floats p = random_floats(n, rng_), g = random_floats(n, rng_);
+  // Three variables; the bounds travel as the bits of int64s in a float buffer.
+  const std::vector<int64_t> bounds = {0, 7, 50000, int64_t(n)};
+  Floats bound_bits(bounds.size() * 2);
+  std::memcpy(bound_bits.data(), bounds.data(), bounds.size() * sizeof(int64_t));
+  const Floats decay = {1.0f, 0.0f, 1.0f};
+  const std::vector<OptimizerStep> steps = {
+      {.rule = OptimizerRule::Adam, .alpha = 0.001f},
+      {.rule = OptimizerRule::Adam, .alpha = 0.001f, .amsgrad = true, .weight_decay = 0.004f},
+      {.rule = OptimizerRule::SGD, .learning_rate = 0.01f},
+      {.rule = OptimizerRule::SGD, .learning_rate = 0.01f, .momentum = 0.9f, .nesterov = true, .clipvalue = 0.5f},
+      {.rule = OptimizerRule::RMSprop, .learning_rate = 0.001f, .beta2 = 0.9f},
+      {.rule = OptimizerRule::RMSprop, .learning_rate = 0.001f, .beta2 = 0.9f, .momentum = 0.5f, .centered = true}};
   for (float loss : {0.7f, kNaN}) {
-    SCOPED_TRACE(loss);
-    const AdamStep adam{0.001f * std::sqrt(1 - 0.999f) / (1 - 0.9f), 0.9f, 0.999f, 1e-7f};
-    OpCall a{{Floats{loss, 3.0f}, g}, {n, n, n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
-               b.adam_update(n, adam, i[0], o[0], i[1], o[1], o[2]);
-             }};
-    const auto adam_out = a.run(*gpu_, {p, m, v});
-    const auto adam_ref = a.run(*host_, {p, m, v});
-    for (size_t k = 0; k < 3; ++k) expect_close("adam", adam_out[k], adam_ref[k]);
-    if (std::isnan(loss)) expect_close("adam skipped", adam_out[0], p);
-    for (bool with_momentum : {true, false}) {
-      const SgdStep sgd{0.01f, with_momentum ? 0.9f : 0.0f};
-      OpCall s{{Floats{loss, 3.0f}, g}, {n, n}, {}, [=](Backend& b, auto& i, auto& o, int32_t*) {
-                 b.sgd_update(n, sgd, i[0], o[0], i[1], with_momentum ? o[1] : nullptr);
-               }};
-      const auto sgd_out = s.run(*gpu_, {p, m});
-      const auto sgd_ref = s.run(*host_, {p, m});
-      for (size_t k = 0; k < 2; ++k) expect_close("sgd", sgd_out[k], sgd_ref[k]);
+    for (const OptimizerStep& step : steps) {
+      for (bool global : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "loss " << loss << " rule " << int(step.rule) << " global " << global);
+        const size_t slots = size_t(optimizer_slot_count(step)) * n;
+        OpCall call{{Floats{loss, 3.0f}, g, bound_bits, decay}, {n, std::max<size_t>(slots, 1), 3}, {},
+                    [=](Backend& b, auto& i, auto& o, int32_t*) {
+                      ParameterSegments segments{.count = 3, .bounds = reinterpret_cast<const int64_t*>(i[2])};
+                      b.clip_scales(segments, i[1], 40.0f, global, o[2]);
+                      segments.grad_scales = o[2];
+                      segments.decay = i[3];
+                      b.optimizer_update(n, step, segments, i[0], o[0], i[1], slots ? o[1] : nullptr);
+                    }};
+        const std::vector<Floats> start = {p, random_floats(std::max<size_t>(slots, 1), rng_, 0.0f, 1.0f), Floats(3)};
+        const auto out = call.run(*gpu_, start);
+        const auto ref = call.run(*host_, start);
+        for (size_t k = 0; k < 3; ++k) expect_close("optimizer", out[k], ref[k]);
+        if (std::isnan(loss)) expect_close("skipped", out[0], p);
+      }
     }
   }
 }

@@ -78,6 +78,27 @@ TEST(Equivalence, GradientBucketsDoNotChangeTheResult) {
   EXPECT_TRUE(all_close(many_buckets, train(1, 33, 3, optimizers::Adam(), data), 1e-4, 1e-6));
 }
 
+// Clipping by the global norm must see the all-reduced gradient: with buckets of 97 floats each
+// replica's own gradient is a partial sum, and a norm taken from it would differ per replica (the
+// replicas would diverge, which verify_replicas checks after every step) and from one replica's.
+TEST(Equivalence, GlobalClipnormUsesTheAllReducedGradient) {
+  const ImageSet data = synthetic_images(100, 10, 10, 5);
+  const auto make = [] { return optimizers::Adam({.common = {.global_clipnorm = 0.05f}}); };
+  const auto reference = train(1, 33, 3, make(), data, 97 * sizeof(float));
+  for (int replicas : {2, 3}) {
+    SCOPED_TRACE(replicas);
+    EXPECT_TRUE(all_close(train(replicas, 33, 3, make(), data, 97 * sizeof(float)), reference, 1e-4, 1e-6));
+  }
+  // The clip is active: without it the parameters move differently.
+  EXPECT_FALSE(all_close(train(1, 33, 3, optimizers::Adam(), data), reference, 1e-4, 1e-6));
+  // Per-variable clipping and clipping by value are the same on every replica too.
+  for (auto clipped : {+[] { return optimizers::SGD({.learning_rate = 0.5f, .common = {.clipnorm = 0.01f}}); },
+                       +[] { return optimizers::SGD({.learning_rate = 0.5f, .common = {.clipvalue = 0.001f}}); }}) {
+    EXPECT_TRUE(all_close(train(3, 33, 3, clipped(), data, 97 * sizeof(float)), train(1, 33, 3, clipped(), data), 1e-4,
+                          1e-6));
+  }
+}
+
 TEST(Equivalence, SameSeedSameWeightsWhateverTheReplicaCount) {
   HostStrategy one(1, 1), three(3, 1);
   auto a = small_cnn(), b = small_cnn();

@@ -249,12 +249,14 @@ TEST_F(HostOps, ZeroRowsDoNothing) {
 
 TEST_F(HostOps, AdamOneStepMatchesKeras) {
   const size_t count = 100000;  // large enough for the parallel path
-  const AdamStep step{.alpha = 0.01f * std::sqrt(1 - 0.999f * 0.999f) / (1 - 0.9f * 0.9f)};  // lr 0.01, t = 2
+  const OptimizerStep step{.alpha = 0.01f * std::sqrt(1 - 0.999f * 0.999f) / (1 - 0.9f * 0.9f)};  // lr 0.01, t = 2
   const Floats p0 = random_floats(count, rng_), g = random_floats(count, rng_);
   const Floats m0 = random_floats(count, rng_, -0.1f, 0.1f), v0 = random_floats(count, rng_, 0.001f, 0.01f);
-  Floats p = p0, m = m0, v = v0;
+  Floats p = p0, slots = m0;
+  slots.insert(slots.end(), v0.begin(), v0.end());
   const Floats stats = {0.5f, 0.0f};
-  backend_->adam_update(count, step, stats.data(), p.data(), g.data(), m.data(), v.data());
+  backend_->optimizer_update(count, step, {}, stats.data(), p.data(), g.data(), slots.data());
+  const Floats m(slots.begin(), slots.begin() + count), v(slots.begin() + count, slots.end());
   Doubles p_ref(count), m_ref(count), v_ref(count);
   // Keras 3 holds beta1, beta2 and epsilon as float32, so the reference uses those values.
   const double b1 = 0.9f, b2 = 0.999f, eps = 1e-7f;
@@ -268,10 +270,10 @@ TEST_F(HostOps, AdamOneStepMatchesKeras) {
   expect_close("adam p", p, p_ref, 1e-6, 1e-6);
 
   const Floats nan_stats = {kNaN, 1.0f}, inf_stats = {INFINITY, 1.0f};
-  const Floats p1 = p, m1 = m, v1 = v;
-  backend_->adam_update(count, step, nan_stats.data(), p.data(), g.data(), m.data(), v.data());
-  backend_->adam_update(count, step, inf_stats.data(), p.data(), g.data(), m.data(), v.data());
-  EXPECT_TRUE(p == p1 && m == m1 && v == v1) << "a non-finite loss must leave weights and slots untouched";
+  const Floats p1 = p, slots1 = slots;
+  backend_->optimizer_update(count, step, {}, nan_stats.data(), p.data(), g.data(), slots.data());
+  backend_->optimizer_update(count, step, {}, inf_stats.data(), p.data(), g.data(), slots.data());
+  EXPECT_TRUE(p == p1 && slots == slots1) << "a non-finite loss must leave weights and slots untouched";
 }
 
 TEST_F(HostOps, SgdOneStepMatchesKeras) {
@@ -279,13 +281,15 @@ TEST_F(HostOps, SgdOneStepMatchesKeras) {
   const Floats p0 = random_floats(count, rng_), g = random_floats(count, rng_), mom0 = random_floats(count, rng_);
   const Floats stats = {0.5f, 0.0f};
   Floats p = p0;
-  backend_->sgd_update(count, {.learning_rate = 0.1f}, stats.data(), p.data(), g.data(), nullptr);
+  backend_->optimizer_update(count, {.rule = OptimizerRule::SGD, .learning_rate = 0.1f}, {}, stats.data(), p.data(),
+                             g.data(), nullptr);
   Doubles p_ref(count), mom_ref(count);
   for (size_t i = 0; i < count; ++i) p_ref[i] = p0[i] - 0.1 * double{g[i]};
   expect_close("sgd p", p, p_ref, 1e-7, 1e-6);
 
   Floats q = p0, mom = mom0;  // Keras 3: m = momentum m - lr g; p += m
-  backend_->sgd_update(count, {.learning_rate = 0.1f, .momentum = 0.9f}, stats.data(), q.data(), g.data(), mom.data());
+  backend_->optimizer_update(count, {.rule = OptimizerRule::SGD, .learning_rate = 0.1f, .momentum = 0.9f}, {},
+                             stats.data(), q.data(), g.data(), mom.data());
   for (size_t i = 0; i < count; ++i) {
     mom_ref[i] = 0.9 * mom0[i] - 0.1 * double{g[i]};
     p_ref[i] = p0[i] + mom_ref[i];
@@ -294,8 +298,8 @@ TEST_F(HostOps, SgdOneStepMatchesKeras) {
   expect_close("sgd p with momentum", q, p_ref, 1e-7, 1e-6);
 
   const Floats nan_stats = {kNaN, 0.0f}, q1 = q, mom1 = mom;
-  backend_->sgd_update(count, {.learning_rate = 0.1f, .momentum = 0.9f}, nan_stats.data(), q.data(), g.data(),
-                       mom.data());
+  backend_->optimizer_update(count, {.rule = OptimizerRule::SGD, .learning_rate = 0.1f, .momentum = 0.9f}, {},
+                             nan_stats.data(), q.data(), g.data(), mom.data());
   EXPECT_TRUE(q == q1 && mom == mom1) << "a NaN loss must leave weights and momentum untouched";
 }
 
@@ -359,8 +363,8 @@ TEST(HostTotals, AccumulateStatsStopsAtTheFirstNonFiniteLoss) {
   EXPECT_TRUE(std::isnan(totals[0]));
   EXPECT_EQ(totals[2], 2.0f);
   // Given the totals, an optimizer skips every step from the bad one on.
-  float param = 1.0f, grad = 1.0f, m = 0.0f, v = 0.0f;
-  backend->adam_update(1, {0.1f, 0.9f, 0.999f, 1e-7f}, totals, &param, &grad, &m, &v);
+  float param = 1.0f, grad = 1.0f, slots[2] = {0.0f, 0.0f};
+  backend->optimizer_update(1, {.alpha = 0.1f}, {}, totals, &param, &grad, slots);
   EXPECT_EQ(param, 1.0f);
 }
 

@@ -13,7 +13,7 @@ expect() {
   shift 2
   "$train_cnn" --verbose 0 "$@" >"$work/out" 2>"$work/err"
   local got=$?
-  if [ "$got" -ne "$code" ] || ! grep -Eq "$pattern" "$work/err"; then
+  if [ "$got" -ne "$code" ] || ! grep -Eq -- "$pattern" "$work/err"; then
     echo "FAIL: train_cnn $* exited $got (want $code), stderr:"; cat "$work/err"
     failures=$((failures + 1))
   else
@@ -30,8 +30,21 @@ printf 'not an idx file at all' >"$work/corrupt/t10k-labels-idx1-ubyte"
 expect 1 "magic" --data "$work/corrupt"
 expect 2 "batch_size" --batch-size 0 --train-samples 64
 expect 2 "batch_size" --batch-size -3 --train-samples 64
-expect 2 "unknown flag" --bogus 1
-expect 2 "needs a number" --epochs two
+expect 2 "not expected" --bogus 1
+expect 2 "--epochs: needs a number, got 'two'" --epochs two
+expect 2 "--optimizer.*sgd" --optimizer lamb
+expect 2 "--momentum applies to --optimizer sgd or rmsprop" --momentum 0.9
+expect 2 "--nesterov needs" --optimizer sgd --nesterov
+expect 2 "--warmup-steps applies to --schedule cosine" --warmup-steps 10
+expect 2 "needs --validation-split" --early-stopping-patience 2
+expect 2 "does not exist" --csv-log "$work/no/such/dir/log.csv"
+# Refused combinations are refused before any data is read: a missing data directory is not reached.
+expect 2 "--nesterov needs" --optimizer sgd --nesterov --data "$work/missing"
+if "$train_cnn" --help >"$work/out" 2>&1 && grep -q -- "--optimizer" "$work/out"; then
+  echo "ok: --help -> 0"
+else
+  echo "FAIL: --help"; cat "$work/out"; failures=$((failures + 1))
+fi
 expect 1 "label [0-9]+ at index [0-9]+ .* outside \[0, 5\)" --classes 5 --train-samples 64
 # Without a GPU, requiring one is an error that says why (with one, there is nothing to refuse).
 if ! "$(dirname "$train_cnn")/list_devices" 2>/dev/null | grep -q "device_type='GPU'"; then
@@ -56,6 +69,18 @@ then
   echo "ok: metrics JSON"
 else
   echo "FAIL: short run or its metrics JSON"; cat "$work/err"
+  failures=$((failures + 1))
+fi
+
+# The ResNet-style setup of the README on a small run: SGD + Nesterov + cosine with warm-up + global
+# clipping + early stopping + a CSV log with one row per epoch.
+if "$train_cnn" --verbose 0 --epochs 2 --train-samples 1000 --strategy host --replicas 2 --optimizer sgd --momentum 0.9 \
+     --nesterov --schedule cosine --warmup-steps 5 --clipnorm 1 --weight-decay 0.0001 --early-stopping-patience 1 \
+     --validation-split 0.2 --csv-log "$work/log.csv" >"$work/out" 2>"$work/err" &&
+   [ "$(wc -l <"$work/log.csv")" -eq 3 ] && head -1 "$work/log.csv" | grep -q "^epoch,accuracy,learning_rate,loss,val_accuracy,val_loss$"; then
+  echo "ok: sgd + nesterov + cosine warm-up + clipnorm + early stopping + CSV log"
+else
+  echo "FAIL: the training-controls run"; cat "$work/err" "$work/log.csv"
   failures=$((failures + 1))
 fi
 

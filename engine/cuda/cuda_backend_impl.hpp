@@ -76,10 +76,10 @@ class CudaBackend final : public Backend {
   void metric(const MetricSpec& spec, int64_t rows, int64_t cols, const float* outputs, const int32_t* labels,
               float* stats) override;
   void accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) override;
-  void adam_update(size_t count, const AdamStep& step, const float* guard, float* params, const float* grads,
-                   float* m, float* v) override;
-  void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params, const float* grads,
-                  float* momentum) override;
+  void optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments, const float* guard,
+                        float* params, const float* grads, float* slots) override;
+  void clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                   float* scales) override;
 
  private:
   // Makes this backend's GPU current on the calling thread (cheap when it already is).

@@ -97,16 +97,18 @@ void CudaBackend::accumulate_stats(size_t count, const float* step_stats, float*
 
 // ---- optimizers ----
 
-void CudaBackend::adam_update(size_t count, const AdamStep& step, const float* guard, float* params,
-                              const float* grads, float* m, float* v) {
+void CudaBackend::optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments,
+                                   const float* guard, float* params, const float* grads, float* slots) {
   activate();
-  kernels::adam_update(stream_.get(), count, step, guard, params, grads, m, v);
+  kernels::optimizer_update(stream_.get(), count, step, segments, guard, params, grads, slots);
 }
 
-void CudaBackend::sgd_update(size_t count, const SgdStep& step, const float* guard, float* params,
-                             const float* grads, float* momentum) {
+void CudaBackend::clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                              float* scales) {
+  MIRROR_REQUIRE(segments.bounds != nullptr && segments.count > 0, InvalidArgument,
+                 "clip_scales needs the variables' bounds");
   activate();
-  kernels::sgd_update(stream_.get(), count, step, guard, params, grads, momentum);
+  kernels::clip_scales(stream_.get(), segments, grads, clip_norm, global, scales);
 }
 
 }  // namespace mirror::cuda

@@ -114,11 +114,13 @@ void batch_norm_update_moving(cudaStream_t stream, int64_t channels, float momen
 // ---- optimizer_kernels.cu ----
 // ew::accumulate_stats on one device thread (Backend::accumulate_stats); totals: (count + 1).
 void accumulate_stats(cudaStream_t stream, size_t count, const float* step_stats, float* totals, int64_t step);
-// One launch over the flat buffers; does nothing when !ew::step_allowed(guard), read on the device.
-void adam_update(cudaStream_t stream, size_t count, const AdamStep& step, const float* guard, float* params,
-                 const float* grads, float* m, float* v);
-// momentum may be null (plain SGD).
-void sgd_update(cudaStream_t stream, size_t count, const SgdStep& step, const float* guard, float* params,
-                const float* grads, float* momentum);
+// Backend::optimizer_update: one launch over the flat buffers; does nothing when
+// !ew::step_allowed(guard), read on the device.
+void optimizer_update(cudaStream_t stream, size_t count, const OptimizerStep& step, const ParameterSegments& segments,
+                      const float* guard, float* params, const float* grads, float* slots);
+// Backend::clip_scales: one block per variable (or one block over the whole buffer with `global`),
+// each summing in a fixed order, in double.
+void clip_scales(cudaStream_t stream, const ParameterSegments& segments, const float* grads, float clip_norm,
+                 bool global, float* scales);
 
 }  // namespace mirror::cuda::kernels

@@ -104,26 +104,10 @@ void HostBackend::gather_batch(const ResidentImages& resident, std::span<const i
   }
 }
 
-// ---- statistics and optimizers ----
+// ---- statistics (the optimizers are host_optimizers.cpp) ----
 
 void HostBackend::accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) {
   ew::accumulate_stats(count, step_stats, totals, static_cast<float>(step));
-}
-
-void HostBackend::adam_update(size_t count, const AdamStep& step, const float* guard, float* params,
-                              const float* grads, float* m, float* v) {
-  if (!ew::step_allowed(guard)) return;
-  const auto n = static_cast<int64_t>(count);
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-  for (int64_t i = 0; i < n; ++i) ew::adam(step, params[i], grads[i], m[i], v[i]);
-}
-
-void HostBackend::sgd_update(size_t count, const SgdStep& step, const float* guard, float* params,
-                             const float* grads, float* momentum) {
-  if (!ew::step_allowed(guard)) return;
-  const auto n = static_cast<int64_t>(count);
-#pragma omp parallel for num_threads(threads_) if (n >= kParallelMinCount)
-  for (int64_t i = 0; i < n; ++i) ew::sgd(step, params[i], grads[i], momentum ? momentum + i : nullptr);
 }
 
 }  // namespace host

@@ -179,10 +179,10 @@ class HostBackend final : public Backend {
               float* stats) override;
 
   void accumulate_stats(size_t count, const float* step_stats, float* totals, int64_t step) override;
-  void adam_update(size_t count, const AdamStep& step, const float* guard, float* params, const float* grads,
-                   float* m, float* v) override;
-  void sgd_update(size_t count, const SgdStep& step, const float* guard, float* params, const float* grads,
-                  float* momentum) override;
+  void optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments, const float* guard,
+                        float* params, const float* grads, float* slots) override;
+  void clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                   float* scales) override;
 
  private:
   // The cached primitives for `g` with or without a bias, created on first use (host_convolution.cpp).
@@ -212,6 +212,8 @@ class HostBackend final : public Backend {
   std::vector<std::unique_ptr<EltwisePrimitive>> eltwise_cache_;
   // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
   std::vector<double> reduce_scratch_;
+  // Per-variable sums of squares for clip_scales, sized by the most variables seen.
+  std::vector<double> clip_sums_;
 };
 
 }  // namespace mirror::host

@@ -1,0 +1,60 @@
+// The host's optimizer passes: one loop over the flat buffers per step (split by variable only when
+// variables carry their own gradient scale or decay factor), and the sums of squares that clipping
+// by norm needs, each variable's summed in order in double, so every replica gets the same factors.
+// The per-element rules are engine/elementwise.hpp's, shared with the CUDA kernels.
+#include "engine/elementwise.hpp"
+#include "engine/host/host_backend_impl.hpp"
+
+namespace mirror::host {
+namespace {
+
+template <OptimizerRule kRule>
+void update(int threads, const OptimizerStep& step, const ParameterSegments& segments, size_t count, float* params,
+            const float* grads, float* slots) {
+  const auto n = static_cast<int64_t>(count);
+  if (!segments.bounds || (!segments.grad_scales && !segments.decay)) {
+#pragma omp parallel for num_threads(threads) if (n >= kParallelMinCount)
+    for (int64_t i = 0; i < n; ++i) ew::optimizer_element<kRule>(step, 1.0f, 1.0f, size_t(i), count, params, grads, slots);
+    return;
+  }
+  for (int64_t s = 0; s < segments.count; ++s) {
+    const float scale = segments.grad_scales ? segments.grad_scales[s] : 1.0f;
+    const float decay = segments.decay ? segments.decay[s] : 1.0f;
+    const int64_t begin = segments.bounds[s], end = segments.bounds[s + 1];
+#pragma omp parallel for num_threads(threads) if (end - begin >= kParallelMinCount)
+    for (int64_t i = begin; i < end; ++i)
+      ew::optimizer_element<kRule>(step, scale, decay, size_t(i), count, params, grads, slots);
+  }
+}
+
+}  // namespace
+
+void HostBackend::optimizer_update(size_t count, const OptimizerStep& step, const ParameterSegments& segments,
+                                   const float* guard, float* params, const float* grads, float* slots) {
+  if (!ew::step_allowed(guard)) return;
+  switch (step.rule) {
+    case OptimizerRule::SGD: return update<OptimizerRule::SGD>(threads_, step, segments, count, params, grads, slots);
+    case OptimizerRule::Adam: return update<OptimizerRule::Adam>(threads_, step, segments, count, params, grads, slots);
+    case OptimizerRule::RMSprop:
+      return update<OptimizerRule::RMSprop>(threads_, step, segments, count, params, grads, slots);
+  }
+}
+
+void HostBackend::clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
+                              float* scales) {
+  MIRROR_REQUIRE(segments.bounds != nullptr && segments.count > 0, InvalidArgument,
+                 "clip_scales needs the variables' bounds");
+  if (clip_sums_.size() < static_cast<size_t>(segments.count)) clip_sums_.resize(static_cast<size_t>(segments.count));
+  double* sums = clip_sums_.data();  // nothing allocated after the first step
+#pragma omp parallel for num_threads(threads_) if (segments.bounds[segments.count] >= kParallelMinCount)
+  for (int64_t s = 0; s < segments.count; ++s) {
+    double sum = 0.0;
+    for (int64_t i = segments.bounds[s]; i < segments.bounds[s + 1]; ++i) sum += double{grads[i]} * double{grads[i]};
+    sums[s] = sum;
+  }
+  double total = 0.0;
+  for (int64_t s = 0; s < segments.count; ++s) total += sums[s];
+  for (int64_t s = 0; s < segments.count; ++s) scales[s] = ew::clip_factor(global ? total : sums[s], clip_norm);
+}
+
+}  // namespace mirror::host

@@ -1,0 +1,193 @@
+// Keras 3's optimizers and learning-rate schedules against independent references: the parameters
+// after each of four steps of every rule and option (clipping, weight decay and its exclusions,
+// amsgrad, Nesterov, centered RMSprop), and each schedule at chosen iterations, as computed by
+// tests/reference/keras_optimizers.py with NumPy (tests/reference/keras_optimizers.inc).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "engine/host/host_backend.hpp"
+#include "mirror.hpp"
+#include "reference/keras_optimizers.inc"
+
+namespace mirror {
+namespace {
+
+namespace ref = keras_reference;
+
+// Runs ref::kOptimizerSteps updates of `optimizer` on the reference problem through the host
+// backend and returns the parameters after each step (steps x count).
+std::vector<float> run_reference_problem(Optimizer& optimizer) {
+  auto backend = make_host_backend(1);
+  constexpr size_t count = ref::kOptimizerCount;
+  constexpr int64_t variables = std::size(ref::kVariableNames);
+  std::vector<float> params(ref::kInitialParams, ref::kInitialParams + count);
+  std::vector<float> slots(std::max<size_t>(1, size_t(optimizer.slot_count()) * count), 0.0f);
+  std::vector<float> scales(variables), guard = {0.0f};
+  const std::vector<std::string> names(std::begin(ref::kVariableNames), std::end(ref::kVariableNames));
+  const std::vector<float> decay = optimizer.decay_factors(names);
+  std::vector<float> history;
+  for (int t = 0; t < ref::kOptimizerSteps; ++t) {
+    optimizer.apply(*backend, t, optimizer.learning_rate(t),
+                    {.count = count,
+                     .params = params.data(),
+                     .grads = ref::kGradients + t * count,
+                     .slots = slots.data(),
+                     .guard = guard.data(),
+                     .segments = {.count = variables,
+                                  .bounds = ref::kVariableBounds,
+                                  .decay = decay.empty() ? nullptr : decay.data()},
+                     .scales = scales.data()});
+    history.insert(history.end(), params.begin(), params.end());
+  }
+  return history;
+}
+
+template <size_t N>
+void expect_matches(const char* name, OptimizerPtr optimizer, const double (&expected)[N]) {
+  SCOPED_TRACE(name);
+  const std::vector<float> got = run_reference_problem(*optimizer);
+  ASSERT_EQ(got.size(), N);
+  int shown = 0;
+  for (size_t i = 0; i < N; ++i) {
+    const double tolerance = 2e-6 + 2e-5 * std::abs(expected[i]);
+    if (std::abs(got[i] - expected[i]) > tolerance && shown++ < 5)
+      ADD_FAILURE() << "step " << i / ref::kOptimizerCount + 1 << " element " << i % ref::kOptimizerCount << ": got "
+                    << got[i] << ", NumPy " << expected[i];
+  }
+}
+
+TEST(Optimizers, SgdMatchesKeras) {
+  expect_matches("sgd", optimizers::SGD({.learning_rate = 0.1f}), ref::kSgdParams);
+  expect_matches("momentum", optimizers::SGD({.learning_rate = 0.1f, .momentum = 0.9f}), ref::kSgdMomentumParams);
+  expect_matches("nesterov", optimizers::SGD({.learning_rate = 0.1f, .momentum = 0.9f, .nesterov = true}),
+                 ref::kSgdNesterovParams);
+  expect_matches("weight decay",
+                 optimizers::SGD({.learning_rate = 0.1f, .momentum = 0.5f, .common = {.weight_decay = 0.05f}}),
+                 ref::kSgdWeightDecayParams);
+  expect_matches("clipnorm", optimizers::SGD({.learning_rate = 0.1f, .common = {.clipnorm = 0.5f}}), ref::kSgdClipnormParams);
+  expect_matches("clipvalue", optimizers::SGD({.learning_rate = 0.1f, .common = {.clipvalue = 0.3f}}),
+                 ref::kSgdClipvalueParams);
+}
+
+TEST(Optimizers, AdamAndAdamWMatchKeras) {
+  expect_matches("adam", optimizers::Adam({.learning_rate = 0.01f}), ref::kAdamParams);
+  expect_matches("amsgrad", optimizers::Adam({.learning_rate = 0.01f, .amsgrad = true}), ref::kAdamAmsgradParams);
+  expect_matches("global clipnorm", optimizers::Adam({.learning_rate = 0.01f, .common = {.global_clipnorm = 0.7f}}),
+                 ref::kAdamGlobalClipnormParams);
+  expect_matches("adamw", optimizers::AdamW({.learning_rate = 0.01f}), ref::kAdamWParams);
+  expect_matches("adamw excluding bias and gamma",
+                 optimizers::AdamW({.learning_rate = 0.01f, .weight_decay = 0.1f, .amsgrad = true,
+                                    .common = {.exclude_from_weight_decay = {"bias", "^gamma$"}}}),
+                 ref::kAdamWExcludedParams);
+}
+
+TEST(Optimizers, RmspropMatchesKeras) {
+  expect_matches("rmsprop", optimizers::RMSprop({.learning_rate = 0.01f}), ref::kRmspropParams);
+  expect_matches("centered with momentum and clipnorm",
+                 optimizers::RMSprop({.learning_rate = 0.01f, .rho = 0.8f, .momentum = 0.5f, .centered = true,
+                                      .common = {.clipnorm = 1.0f}}),
+                 ref::kRmspropCenteredParams);
+}
+
+TEST(Optimizers, KerasDefaultsAndSlots) {
+  EXPECT_FLOAT_EQ(optimizers::SGD()->learning_rate(0), 0.01f);
+  EXPECT_FLOAT_EQ(optimizers::Adam()->learning_rate(0), 0.001f);
+  EXPECT_EQ(optimizers::SGD()->slot_count(), 0);
+  EXPECT_EQ(optimizers::SGD({.momentum = 0.9f})->slot_count(), 1);
+  EXPECT_EQ(optimizers::Adam()->slot_count(), 2);
+  EXPECT_EQ(optimizers::Adam({.amsgrad = true})->slot_count(), 3);
+  EXPECT_EQ(optimizers::RMSprop()->slot_count(), 1);
+  EXPECT_EQ(optimizers::RMSprop({.momentum = 0.9f, .centered = true})->slot_count(), 3);
+  EXPECT_EQ(optimizers::AdamW()->common().weight_decay, 0.004f);
+  EXPECT_EQ(optimizers::AdamW()->name(), "adamw");
+}
+
+TEST(Optimizers, RefusesWhatKerasRefuses) {
+  EXPECT_THROW(optimizers::Adam({.common = {.clipnorm = 1.0f, .global_clipnorm = 1.0f}}), InvalidArgument);
+  EXPECT_THROW(optimizers::SGD({.common = {.clipnorm = 1.0f, .clipvalue = 1.0f}}), InvalidArgument);
+  EXPECT_THROW(optimizers::RMSprop({.rho = 1.0f}), InvalidArgument);
+  EXPECT_THROW(optimizers::AdamW({.weight_decay = 0.0f}), InvalidArgument);
+  EXPECT_THROW(optimizers::AdamW({.common = {.exclude_from_weight_decay = {"("}}}), InvalidArgument);
+  auto scheduled = optimizers::SGD({.learning_rate = schedules::ExponentialDecay(0.1f, 10, 0.5f)});
+  EXPECT_THROW(scheduled->set_learning_rate(0.01f), InvalidArgument);
+  auto fixed = optimizers::SGD();
+  fixed->set_learning_rate(0.5f);
+  EXPECT_FLOAT_EQ(fixed->learning_rate(1000), 0.5f);
+}
+
+TEST(Optimizers, ANonFiniteLossSkipsEveryRule) {
+  auto backend = make_host_backend(1);
+  for (OptimizerPtr o : {optimizers::SGD({.momentum = 0.9f, .nesterov = true}), optimizers::Adam({.amsgrad = true}),
+                         optimizers::RMSprop({.momentum = 0.5f, .centered = true, .common = {.clipnorm = 1.0f}})}) {
+    SCOPED_TRACE(o->name());
+    std::vector<float> params = {1.0f, 2.0f}, grads = {0.5f, -0.5f}, slots(size_t(o->slot_count()) * 2, 0.25f);
+    const std::vector<float> params0 = params, slots0 = slots;
+    const std::vector<float> guard = {NAN};
+    const int64_t bounds[] = {0, 2};
+    float scale = 0;
+    o->apply(*backend, 0, 0.1f, {.count = 2, .params = params.data(), .grads = grads.data(), .slots = slots.data(),
+                                 .guard = guard.data(), .segments = {.count = 1, .bounds = bounds}, .scales = &scale});
+    EXPECT_EQ(params, params0);
+    EXPECT_EQ(slots, slots0);
+  }
+}
+
+template <size_t N>
+void expect_schedule(const char* name, const LearningRateSchedule& schedule, const double (&expected)[N]) {
+  SCOPED_TRACE(name);
+  static_assert(N == std::size(ref::kScheduleIterations));
+  for (size_t k = 0; k < N; ++k)
+    EXPECT_NEAR(schedule(ref::kScheduleIterations[k]), expected[k], 1e-7 + 1e-6 * std::abs(expected[k]))
+        << "iteration " << ref::kScheduleIterations[k];
+}
+
+TEST(Schedules, MatchKerasAtChosenIterations) {
+  expect_schedule("exponential", *schedules::ExponentialDecay(0.1f, 10, 0.5f), ref::kExponentialRates);
+  expect_schedule("staircase", *schedules::ExponentialDecay(0.1f, 10, 0.5f, true), ref::kExponentialStaircaseRates);
+  expect_schedule("piecewise", *schedules::PiecewiseConstantDecay({10, 100}, {1.0f, 0.5f, 0.1f}), ref::kPiecewiseRates);
+  expect_schedule("cosine", *schedules::CosineDecay(0.1f, 100, {.alpha = 0.1f}), ref::kCosineRates);
+  expect_schedule("cosine warm-up", *schedules::CosineDecay(0.0f, 90, {.warmup_target = 0.2f, .warmup_steps = 10}),
+                  ref::kCosineWarmupRates);
+  expect_schedule("polynomial", *schedules::PolynomialDecay(0.1f, 100, {.power = 2.0f}), ref::kPolynomialRates);
+  expect_schedule("polynomial cycle", *schedules::PolynomialDecay(0.1f, 100, {.end_learning_rate = 0.01f, .cycle = true}),
+                  ref::kPolynomialCycleRates);
+}
+
+TEST(Schedules, WarmupBoundaryInClosedForm) {
+  // Linear from 0 to 0.2 over 10 steps, then the cosine from 0.2: 0.18 at step 9, 0.2 at step 10.
+  const auto s = schedules::CosineDecay(0.0f, 90, {.warmup_target = 0.2f, .warmup_steps = 10});
+  EXPECT_NEAR((*s)(9), 0.18, 1e-7);
+  EXPECT_NEAR((*s)(10), 0.2, 1e-7);
+  EXPECT_NEAR((*s)(55), 0.1, 1e-7);  // half-way through the decay
+  EXPECT_NEAR((*s)(100), 0.0, 1e-7);
+  const auto user = schedules::Lambda([](int64_t i) { return 1.0f / float(i + 1); });
+  EXPECT_FLOAT_EQ((*user)(3), 0.25f);
+  EXPECT_THROW(schedules::CosineDecay(0.1f, 10, {.warmup_steps = 5}), InvalidArgument);
+  EXPECT_THROW(schedules::PiecewiseConstantDecay({10}, {1.0f}), InvalidArgument);
+}
+
+// A schedule steps on the optimizer's iteration, once per global batch, whatever the replica count:
+// fit passes it the rate of iteration `i` for the i-th batch.
+TEST(Schedules, StepOnOptimizerIterations) {
+  const ImageSet data = data::synthetic_images(64, 6, 6, 3);
+  for (int replicas : {1, 3}) {
+    HostStrategy strategy(replicas, 1);
+    Sequential model({layers::Flatten(Shape{6, 6, 1}), layers::Dense(3, Activation::Softmax)});
+    std::vector<int64_t> seen;
+    model.compile(strategy, optimizers::SGD({.learning_rate = schedules::Lambda([&](int64_t i) {
+                                               seen.push_back(i);
+                                               return 0.01f;
+                                             })}));
+    const History h = model.fit(data, {.epochs = 2, .batch_size = 16, .verbose = 0});
+    // One call per step (iterations 0-7), and History's learning_rate at each epoch's end (4, 8).
+    EXPECT_EQ(seen, (std::vector<int64_t>{0, 1, 2, 3, 4, 4, 5, 6, 7, 8})) << replicas << " replicas";
+    EXPECT_DOUBLE_EQ(h.epochs[1].get("learning_rate"), 0.01f);
+    EXPECT_EQ(model.iterations(), 8);
+  }
+}
+
+}  // namespace
+}  // namespace mirror
