@@ -8,7 +8,8 @@ set -euo pipefail
 build_dir="${1:-build}"
 cd "$(dirname "$0")/.."
 
-packages=(g++ pkg-config meson ninja-build libdnnl-dev zlib1g-dev libgtest-dev libbenchmark-dev dataset-fashion-mnist)
+packages=(g++ pkg-config meson ninja-build libdnnl-dev zlib1g-dev libgtest-dev libbenchmark-dev dataset-fashion-mnist
+          libhdf5-dev libzip-dev nlohmann-json3-dev python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
