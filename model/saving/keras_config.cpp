@@ -109,18 +109,32 @@ class ConfigReader {
   template <typename T>
   T get(const std::string& key, T fallback) const {
     if (!c_.contains(key) || c_[key].is_null()) return fallback;
+    T value;
     try {
-      return c_[key].get<T>();
+      value = c_[key].get<T>();
     } catch (const json::exception&) {
-      throw DataError(str(source_, ": ", class_, " layer '", name(), "': argument ", key, " = ", c_[key].dump(),
-                          " is not of the expected type"));
+      fail(key, "is not of the expected type");
     }
+    if constexpr (std::is_same_v<T, int64_t>) check_size(key, value);
+    if constexpr (std::is_same_v<T, std::vector<int64_t>>)
+      for (int64_t v : value) check_size(key, v);
+    return value;
   }
+
+  // Sizes (filters, units, kernel sizes, ...) far past any real model are refused before a layer
+  // is built from them, so that no product of them can overflow.
+  void check_size(const std::string& key, int64_t value) const {
+    if (value < -1 || value > kMaxSize) fail(key, str("is outside [-1, ", kMaxSize, "]"));
+  }
+  static constexpr int64_t kMaxSize = int64_t{1} << 16;
 
   layers::Size2 pair(const std::string& key, layers::Size2 fallback) const {
     if (!c_.contains(key) || c_[key].is_null()) return fallback;
     const json& v = c_[key];
-    if (v.is_number_integer()) return {v.get<int64_t>(), v.get<int64_t>()};
+    if (v.is_number_integer()) {
+      check_size(key, v.get<int64_t>());
+      return {v.get<int64_t>(), v.get<int64_t>()};
+    }
     const auto list = get<std::vector<int64_t>>(key, {});
     if (list.size() != 2) fail(key, "needs two values");
     return {list[0], list[1]};
@@ -217,14 +231,18 @@ LayerPtr make_layer(const std::string& cls, const json& config, const std::strin
   }
   if (cls == "ZeroPadding2D") {
     const json p = config.value("padding", json(1));
-    if (p.is_number_integer()) return layers::ZeroPadding2D(p.get<int64_t>(), name);
+    const auto size = [&](const json& v) {
+      c.check_size("padding", v.get<int64_t>());
+      return v.get<int64_t>();
+    };
+    if (p.is_number_integer()) return layers::ZeroPadding2D(size(p), name);
     std::array<PadPair, 2> pads{};
     if (!p.is_array() || p.size() != 2) c.fail("padding", "is not an integer or a pair");
     for (size_t i = 0; i < 2; ++i) {
       if (p[i].is_number_integer()) {
-        pads[i] = {p[i].get<int64_t>(), p[i].get<int64_t>()};
+        pads[i] = {size(p[i]), size(p[i])};
       } else if (p[i].is_array() && p[i].size() == 2 && p[i][0].is_number_integer() && p[i][1].is_number_integer()) {
-        pads[i] = {p[i][0].get<int64_t>(), p[i][1].get<int64_t>()};
+        pads[i] = {size(p[i][0]), size(p[i][1])};
       } else {
         c.fail("padding", "is not ((top, bottom), (left, right))");
       }
@@ -254,10 +272,15 @@ Shape input_shape_of(const json& layer_config, const std::string& source) {
   MIRROR_REQUIRE(shape.is_array() && shape.size() >= 2, DataError, source, ": InputLayer batch_shape ", shape.dump(),
                  " is not (batch, ...)");
   std::vector<int64_t> dims;
+  int64_t count = 1;
   for (size_t i = 1; i < shape.size(); ++i) {
     MIRROR_REQUIRE(shape[i].is_number_integer() && shape[i].get<int64_t>() > 0, DataError, source,
                    ": InputLayer batch_shape ", shape.dump(), " has a dimension that is not a positive integer");
     dims.push_back(shape[i].get<int64_t>());
+    // Bounded so that no shape computed from it overflows.
+    MIRROR_REQUIRE(dims.back() <= (int64_t{1} << 30) / count, DataError, source, ": InputLayer batch_shape ", shape.dump(),
+                   " has more than 2^30 values per sample");
+    count *= dims.back();
   }
   return Shape(dims);
 }

@@ -131,9 +131,11 @@ WeightsImage weights_of(Model& model) {
 
 void set_weights_from(Model& model, const WeightsImage& file, const std::string& source) {
   // Every variable is in exactly one group and every group is checked complete below, so the file
-  // sets all of them: no need to read the current ones (an uncompiled model has none yet).
-  std::vector<float> weights(static_cast<size_t>(model.count_params()));
+  // sets all of them: no need to read the current ones (an uncompiled model has none yet). The
+  // buffer is allocated only once every shape matched, so its size is bounded by the file's.
   const auto where = places(model);
+  std::vector<float> weights;
+  std::vector<std::pair<const Array*, size_t>> copies;  // (file array, offset)
   std::set<std::string> keys;
   for (const KerasLayer& k : keras_layers(model)) {
     keys.insert(k.key);
@@ -149,12 +151,14 @@ void set_weights_from(Model& model, const WeightsImage& file, const std::string&
       MIRROR_REQUIRE(a.shape == p.shape.dims(), DataError, source, ": variable ", k.name, "/", specs[i].name,
                      " (layers/", k.key, "/vars/", i, ") has shape ", shape_text(a.shape), " in the file but ",
                      shape_text(p.shape.dims()), " in the model");
-      std::copy(a.values.begin(), a.values.end(), weights.begin() + static_cast<ptrdiff_t>(p.offset));
+      copies.emplace_back(&a, p.offset);
     }
   }
   for (const auto& [key, vars] : file.vars)
     MIRROR_REQUIRE(vars.empty() || keys.count(key), DataError, source, ": the file has variables for layer group '", key,
                    "', which the model does not have: the file was saved from another architecture");
+  weights.resize(static_cast<size_t>(model.count_params()));
+  for (const auto& [a, offset] : copies) std::copy(a->values.begin(), a->values.end(), weights.begin() + static_cast<ptrdiff_t>(offset));
   model.set_weights(weights);
 }
 
