@@ -131,6 +131,15 @@ class Model {
   void load_weights(const std::string& path);
   void save(const std::string& path);
 
+  // Training checkpoints: every variable, the optimizer's slots and its iteration count, written
+  // atomically with a CRC-32 of the contents. load_checkpoint needs a model compiled with the same
+  // architecture and optimizer (any strategy, any replica count) and changes nothing when the file
+  // is damaged or does not fit (the error names the variable and both shapes).
+  void save_checkpoint(const std::string& path);
+  void load_checkpoint(const std::string& path);
+  // Optimizer steps taken since compile() (or restored by load_checkpoint).
+  int64_t iterations() const;
+
   // The layers in the order their nodes run (an input has none).
   virtual std::vector<LayerPtr> layers() const;
   bool built() const { return input_.valid(); }

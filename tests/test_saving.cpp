@@ -188,5 +188,60 @@ TEST_F(SavingTest, AFailedSaveLeavesThePreviousFileAndNoTemporary) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
 }
 
+// A checkpoint taken between two fits makes the second one run the same from the file.
+TEST_F(SavingTest, CheckpointResumesTrainingExactly) {
+  const ImageSet data = testing::synthetic_images(64, 8, 8, 3, 11);
+  const FitOptions options{.epochs = 1, .batch_size = 16, .verbose = 0};
+  HostStrategy two(2, 1);
+  auto a = cnn();
+  a->compile(two, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 3);
+  a->fit(data, options);
+  a->save_checkpoint(path("a.ckpt"));
+  a->fit(data, options);
+  auto b = cnn();
+  b->compile(two, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 4);
+  b->load_checkpoint(path("a.ckpt"));
+  EXPECT_EQ(b->iterations(), 4);
+  b->fit(data, options);
+  EXPECT_EQ(b->get_weights(), a->get_weights());  // bitwise: same strategy, same steps
+  // Onto another replica count: the same model up to the order of the gradient sums.
+  auto c = cnn();
+  c->compile(strategy_, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 5);
+  c->load_checkpoint(path("a.ckpt"));
+  c->fit(data, options);
+  const std::vector<float> wa = a->get_weights(), wc = c->get_weights();
+  for (size_t i = 0; i < wa.size(); ++i) ASSERT_NEAR(wc[i], wa[i], 1e-4f + 1e-3f * std::abs(wa[i])) << "at " << i;
+}
+
+TEST_F(SavingTest, DamagedOrForeignCheckpointsChangeNothing) {
+  auto a = cnn(4);
+  a->compile(strategy_, optimizers::Adam());
+  a->save_checkpoint(path("a.ckpt"));
+  std::vector<uint8_t> bytes = saving::read_file(path("a.ckpt"), 1 << 30);
+  const auto write = [&](const std::string& name, const std::vector<uint8_t>& b) {
+    std::ofstream(path(name), std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  };
+  std::vector<uint8_t> flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x10;
+  write("flipped.ckpt", flipped);
+  write("cut.ckpt", std::vector<uint8_t>(bytes.begin(), bytes.end() - 100));
+  write("empty.ckpt", {});
+  auto b = cnn(5);
+  b->compile(strategy_, optimizers::Adam(), {}, {}, 9);
+  const std::vector<float> before = b->get_weights();
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("flipped.ckpt")); }).find("damaged"), std::string::npos);
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("cut.ckpt")); }).find("cut.ckpt"), std::string::npos);
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("empty.ckpt")); }).find("not a Mirror checkpoint"), std::string::npos);
+  const std::string m = message_of<DataError>([&] { b->load_checkpoint(path("a.ckpt")); });
+  EXPECT_NE(m.find("conv2d/kernel"), std::string::npos) << m;
+  EXPECT_NE(m.find("4)"), std::string::npos) << m;
+  EXPECT_NE(m.find("5)"), std::string::npos) << m;
+  auto c = cnn(4);
+  c->compile(strategy_, optimizers::SGD());
+  EXPECT_NE(message_of<DataError>([&] { c->load_checkpoint(path("a.ckpt")); }).find("adam"), std::string::npos);
+  EXPECT_EQ(b->get_weights(), before);
+  EXPECT_EQ(b->iterations(), 0);
+}
+
 }  // namespace
 }  // namespace mirror
