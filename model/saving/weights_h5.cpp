@@ -137,6 +137,16 @@ struct Reader {
     const H5Id type = checked(H5Dget_type(set.get()), H5Tclose, str(source, ": dataset ", path, " has no type"));
     MIRROR_REQUIRE(H5Tget_class(type.get()) == H5T_FLOAT, DataError, source, ": dataset ", path,
                    " does not hold floating-point numbers");
+    // HDF5 sizes its conversion buffers by the stored type, and a filter pipeline can inflate
+    // data without bound: only plain 16-, 32- and 64-bit floats, stored contiguously or compactly
+    // as Keras (h5py) writes them, are read.
+    const size_t type_bytes = H5Tget_size(type.get());
+    MIRROR_REQUIRE(type_bytes == 2 || type_bytes == 4 || type_bytes == 8, DataError, source, ": dataset ", path,
+                   " holds floats of ", type_bytes, " bytes; Keras writes 2-, 4- or 8-byte floats");
+    const H5Id create = checked(H5Dget_create_plist(set.get()), H5Pclose, str(source, ": dataset ", path, " has no layout"));
+    const H5D_layout_t layout = H5Pget_layout(create.get());
+    MIRROR_REQUIRE(layout == H5D_CONTIGUOUS || layout == H5D_COMPACT, DataError, source, ": dataset ", path,
+                   " is stored chunked or virtually; Keras stores weights contiguously");
     const H5Id space = checked(H5Dget_space(set.get()), H5Sclose, str(source, ": dataset ", path, " has no shape"));
     const int rank = H5Sget_simple_extent_ndims(space.get());
     MIRROR_REQUIRE(rank >= 0 && rank <= 8, DataError, source, ": dataset ", path, " has rank ", rank);
