@@ -16,6 +16,7 @@
 #include "model/losses.hpp"
 #include "model/model.hpp"
 #include "model/optimizer.hpp"
+#include "model/saving.hpp"
 #include "model/schedules.hpp"
 #include "model/sequential.hpp"
 #include "strategy/gpu_strategies.hpp"

@@ -131,7 +131,9 @@ class Layer {
   // is the running loss total; the update must be skipped on the device when it is not finite.
   virtual void update_state(const ForwardArgs& /*args*/) {}
 
-  // Keras's get_config() entries that differ by layer, for summaries and files: ("filters", "32").
+  // Keras's get_config() entries that differ by layer, each value as JSON text: ("filters", "32"),
+  // ("padding", "\"same\""). model/saving/ writes them into Keras's config.json and rebuilds the layer
+  // from them, so every argument that changes what the layer computes must be here.
   virtual std::vector<std::pair<std::string, std::string>> config() const { return {}; }
 
  protected:

@@ -87,7 +87,11 @@ void Model::compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss, std::
   metrics_ = std::move(metrics);
   seed_ = seed;
   if (!built()) build_declared();
-  if (built()) make_runtime(keep ? &kept : nullptr);
+  if (!keep && !pending_weights_.empty()) {
+    kept = std::move(pending_weights_);
+    pending_weights_.clear();
+  }
+  if (built()) make_runtime(kept.empty() ? nullptr : &kept);
 }
 
 void Model::make_runtime(const std::vector<float>* weights) {
@@ -131,9 +135,21 @@ Optimizer& Model::optimizer() const {
 
 int64_t Model::iterations() const { return runtime_ ? runtime_->iterations() : 0; }
 
-std::vector<float> Model::get_weights(int replica) { return runtime(nullptr, "get_weights").get_weights(replica); }
+std::vector<float> Model::get_weights(int replica) {
+  if (!runtime_ && !pending_weights_.empty()) return pending_weights_;
+  return runtime(nullptr, "get_weights").get_weights(replica);
+}
 
-void Model::set_weights(std::span<const float> weights) { runtime(nullptr, "set_weights").set_weights(weights); }
+void Model::set_weights(std::span<const float> weights) {
+  if (strategy_ == nullptr && built()) {
+    const auto expected = static_cast<size_t>(count_params());
+    MIRROR_REQUIRE(weights.size() == expected, InvalidArgument, "set_weights got ", weights.size(),
+                   " values, the model has ", expected);
+    pending_weights_.assign(weights.begin(), weights.end());
+    return;
+  }
+  runtime(nullptr, "set_weights").set_weights(weights);
+}
 
 bool Model::replicas_identical() { return runtime(nullptr, "replicas_identical").replicas_identical(); }
 

@@ -116,12 +116,30 @@ class Model {
 
   // Replica `replica`'s variables in Keras's get_weights() order, flattened.
   std::vector<float> get_weights(int replica = 0);
-  // Sets every replica's variables (same order as get_weights()).
+  // Sets every replica's variables (same order as get_weights()). On a built model that is not
+  // compiled yet the values are kept and become the variables at compile().
   void set_weights(std::span<const float> weights);
   // get_weights()'s order: each variable's path, shape and kind.
   std::vector<VariableInfo> variables() const;
   // True when every replica holds bitwise-identical variables.
   bool replicas_identical();
+
+  // Keras 3's files (model/saving.hpp has load_model). save_weights writes a ".weights.h5" file
+  // (HDF5, Keras's layout), save a ".keras" archive (config, weights, metadata); load_weights reads
+  // a ".weights.h5" or ".keras" file into this model's variables, and throws (leaving them as they
+  // were) when the file does not fit the model, naming the variable and both shapes.
+  void save_weights(const std::string& path);
+  void load_weights(const std::string& path);
+  void save(const std::string& path);
+
+  // Training checkpoints: every variable, the optimizer's slots and its iteration count, written
+  // atomically with a CRC-32 of the contents. load_checkpoint needs a model compiled with the same
+  // architecture and optimizer (any strategy, any replica count) and changes nothing when the file
+  // is damaged or does not fit (the error names the variable and both shapes).
+  void save_checkpoint(const std::string& path);
+  void load_checkpoint(const std::string& path);
+  // Optimizer steps taken since compile() (or restored by load_checkpoint).
+  int64_t iterations() const;
 
   // The layers in the order their nodes run (an input has none).
   virtual std::vector<LayerPtr> layers() const;
@@ -129,6 +147,11 @@ class Model {
   Shape input_shape() const;
   Shape output_shape() const;
   const std::string& name() const { return name_; }
+  // The graph's ends (invalid tensors until the model is built).
+  const Tensor& input() const { return input_; }
+  const Tensor& output() const { return output_; }
+  // True for a Sequential (saved files describe it as one).
+  bool sequential() const { return is_sequential(); }
 
  protected:
   explicit Model(std::string name);
@@ -157,6 +180,7 @@ class Model {
   uint64_t seed_ = 0;
   std::unique_ptr<ModelRuntime> runtime_;
   bool stop_training_ = false;
+  std::vector<float> pending_weights_;  // set_weights before compile: used by the first runtime
 };
 
 }  // namespace mirror

@@ -387,6 +387,25 @@ void ModelRuntime::set_weights(std::span<const float> weights) {
   });
 }
 
+std::vector<float> ModelRuntime::get_slots(int replica) {
+  std::vector<float> slots(static_cast<size_t>(optimizer_->slot_count()) * plan_.trainable_floats);
+  if (slots.empty()) return slots;
+  strategy_->run([&](int r) {
+    if (r == replica) strategy_->backend(r).download(replicas_[static_cast<size_t>(r)]->slots.data(), slots.data(), slots.size() * sizeof(float));
+  });
+  return slots;
+}
+
+void ModelRuntime::set_slots(std::span<const float> slots) {
+  const size_t total = static_cast<size_t>(optimizer_->slot_count()) * plan_.trainable_floats;
+  MIRROR_REQUIRE(slots.size() == total, InvalidArgument, "set_slots got ", slots.size(), " values, the optimizer keeps ", total);
+  if (slots.empty()) return;
+  strategy_->run([&](int r) {
+    strategy_->backend(r).upload(slots.data(), replicas_[static_cast<size_t>(r)]->slots.data(), total * sizeof(float));
+    strategy_->backend(r).synchronize();
+  });
+}
+
 bool ModelRuntime::replicas_identical() {
   const size_t n = plan_.trainable_floats + plan_.non_trainable_floats;
   std::vector<std::vector<float>> copies(replicas_.size(), std::vector<float>(n));

@@ -75,6 +75,11 @@ class ModelRuntime {
   std::vector<float> get_weights(int replica);
   void set_weights(std::span<const float> weights);
   bool replicas_identical();
+  // The optimizer's slots of replica `replica` (slot_count buffers laid out as the trainable
+  // parameters), or set on every replica; for checkpoints.
+  std::vector<float> get_slots(int replica);
+  void set_slots(std::span<const float> slots);
+  void set_iterations(int64_t iterations) { iterations_ = iterations; }
 
  private:
   struct Replica;

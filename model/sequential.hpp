@@ -27,6 +27,8 @@ class Sequential final : public Model {
   // Appends a layer (named conv2d, conv2d_1, ... by kind); not after the model is built.
   void add(LayerPtr layer);
   std::vector<LayerPtr> layers() const override { return layers_; }
+  // Builds the graph for samples of shape `input` (Keras's model.build), without data.
+  void build(const Shape& input);
 
  protected:
   void build_declared() override;
@@ -34,8 +36,6 @@ class Sequential final : public Model {
   bool is_sequential() const override { return true; }
 
  private:
-  void build(const Shape& input);
-
   std::vector<LayerPtr> layers_;
 };
 

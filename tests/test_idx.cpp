@@ -176,6 +176,41 @@ TEST_F(IdxTest, AbsurdDimensionsAreRejectedBeforeAllocating) {
   EXPECT_CONTAINS(m, "4294967295");
 }
 
+// 16 bytes whose header claims 3 GB, 512 GB or 1 TB: refused from the file's size (plain) or after
+// the stream runs dry (gzip, whose buffer grows only with the data), never by allocating the claim.
+TEST_F(IdxTest, HeaderClaimsBeyondTheFileAreRefusedBeforeAllocating) {
+  for (const std::vector<uint32_t>& dims :
+       {std::vector<uint32_t>{3000, 1000, 1000}, std::vector<uint32_t>{8192, 8192, 8192}, std::vector<uint32_t>{16384, 8192, 8192}}) {
+    const Bytes bytes = idx_bytes(dims, {});
+    ASSERT_EQ(bytes.size(), 16u);
+    for (bool gz : {false, true}) {
+      const auto path = gz ? write_gz("claim.gz", bytes) : write_plain("claim", bytes);
+      const std::string m = data_error_of([&] { read_idx(path); });
+      EXPECT_CONTAINS(m, path.filename().string());
+      EXPECT_CONTAINS(m, "only 0 are present");
+    }
+  }
+}
+
+TEST_F(IdxTest, TrailingGarbageAfterTheGzipStreamIsRefused) {
+  const auto path = write_gz("tail.gz", idx_bytes({3}, {1, 2, 3}));
+  Bytes raw = read_raw(path);
+  raw.insert(raw.end(), {'j', 'u', 'n', 'k', '!', '\n'});
+  write_plain("tail.gz", raw);
+  const std::string m = data_error_of([&] { read_idx(path); });
+  EXPECT_CONTAINS(m, "tail.gz");
+  EXPECT_CONTAINS(m, "6 bytes of trailing garbage");
+}
+
+TEST_F(IdxTest, ConcatenatedGzipMembersAreOneFile) {
+  const Bytes whole = idx_bytes({6}, iota_bytes(6));
+  const Bytes first = read_raw(write_gz("a.gz", Bytes(whole.begin(), whole.begin() + 9)));
+  Bytes both = read_raw(write_gz("b.gz", Bytes(whole.begin() + 9, whole.end())));
+  both.insert(both.begin(), first.begin(), first.end());
+  const IdxArray a = read_idx(write_plain("both.gz", both));
+  EXPECT_EQ(a.bytes, iota_bytes(6));
+}
+
 TEST_F(IdxTest, TrailingBytesAreCounted) {
   Bytes bytes = idx_bytes({3}, {1, 2, 3});
   bytes.insert(bytes.end(), {9, 9, 9, 9, 9});

@@ -41,42 +41,74 @@ std::string type_name(uint8_t type) {
   }
 }
 
-bool starts_with_gzip_magic(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  unsigned char magic[2] = {0, 0};
-  in.read(reinterpret_cast<char*>(magic), 2);
-  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
-}
-
-// An open gz stream that turns zlib's failures into DataErrors naming the file.
-class GzReader {
+// An IDX file's bytes, gunzipped when the file is gzip (told by its magic bytes, not its name).
+// Decompresses with zlib's inflate itself rather than gzread, which silently ignores anything
+// after the gzip stream: here every byte of the file must belong to a gzip member. Failures
+// become DataErrors naming the file.
+class IdxSource {
  public:
-  GzReader(const std::filesystem::path& path, bool gzipped) : path_(path), gzipped_(gzipped) {
+  explicit IdxSource(const std::filesystem::path& path) : path_(path) {
     errno = 0;
-    file_ = gzopen(path.c_str(), "rb");
-    if (file_ == nullptr) {
-      throw DataError(str("cannot open IDX file ", path, ": ", errno ? std::strerror(errno) : "out of memory"));
-    }
-    gzbuffer(file_, 256 * 1024);
+    file_ = std::fopen(path.c_str(), "rb");
+    if (file_ == nullptr) throw DataError(str("cannot open IDX file ", path, ": ", std::strerror(errno)));
+    std::error_code ec;
+    file_bytes_ = static_cast<int64_t>(std::filesystem::file_size(path, ec));
+    if (ec) file_bytes_ = -1;
+    refill();
+    gzipped_ = z_.avail_in >= 2 && in_[0] == 0x1f && in_[1] == 0x8b;
+    if (gzipped_ && inflateInit2(&z_, 15 + 16) != Z_OK) throw DataError(str("zlib cannot start on ", path, ": out of memory"));
   }
-  ~GzReader() { gzclose(file_); }
-  GzReader(const GzReader&) = delete;
-  GzReader& operator=(const GzReader&) = delete;
+  ~IdxSource() {
+    if (gzipped_) inflateEnd(&z_);
+    std::fclose(file_);
+  }
+  IdxSource(const IdxSource&) = delete;
+  IdxSource& operator=(const IdxSource&) = delete;
+
+  bool gzipped() const { return gzipped_; }
+  // The file's size on disk, or -1 when it cannot be known (not a regular file).
+  int64_t file_bytes() const { return file_bytes_; }
 
   // Reads up to `count` bytes into `data`; returns how many were read (fewer only at the end).
   int64_t read(uint8_t* data, int64_t count) {
     int64_t total = 0;
     while (total < count) {
-      const auto want = static_cast<unsigned>(std::min<int64_t>(count - total, kChunkBytes));
-      const int got = gzread(file_, data + total, want);
-      if (got < 0) throw corrupt();
-      if (got == 0) break;
-      total += got;
+      if (z_.avail_in == 0 && !refill()) break;
+      if (!gzipped_) {
+        const auto n = static_cast<int64_t>(std::min<uint64_t>(z_.avail_in, static_cast<uint64_t>(count - total)));
+        std::memcpy(data + total, z_.next_in, static_cast<size_t>(n));
+        z_.next_in += n, z_.avail_in -= static_cast<uInt>(n), total += n;
+        continue;
+      }
+      if (stream_ended_) {  // another gzip member may follow; anything else is garbage
+        if (z_.avail_in < 2 && !top_up()) {
+          garbage_ = true;
+          break;
+        }
+        if (z_.next_in[0] != 0x1f || z_.next_in[1] != 0x8b) {
+          garbage_ = true;
+          break;
+        }
+        inflateReset(&z_);
+        stream_ended_ = false;
+      }
+      z_.next_out = data + total;
+      z_.avail_out = static_cast<uInt>(std::min<int64_t>(count - total, kChunkBytes));
+      const uInt before = z_.avail_out;
+      const int rc = inflate(&z_, Z_NO_FLUSH);
+      total += before - z_.avail_out;
+      if (rc == Z_STREAM_END) {
+        stream_ended_ = true;
+      } else if (rc != Z_OK && rc != Z_BUF_ERROR) {
+        problem_ = z_.msg ? z_.msg : "corrupt deflate data";
+        throw corrupt();
+      }
     }
+    if (gzipped_ && !stream_ended_ && !garbage_ && total < count && problem_.empty()) problem_ = "unexpected end of file";
     return total;
   }
 
-  // Bytes left before the end of the stream (reads them).
+  // Bytes left before the end of the data (reads them).
   int64_t count_rest() {
     std::vector<uint8_t> scratch(64 * 1024);
     int64_t total = 0;
@@ -84,34 +116,49 @@ class GzReader {
     return total;
   }
 
-  // zlib reports a gzip stream cut short only through gzerror, after a short read.
-  std::string stream_problem() const {
-    int errnum = Z_OK;
-    const char* message = gzerror(file_, &errnum);
-    if (!gzipped_ || errnum == Z_OK || errnum == Z_STREAM_END) return {};
-    return without_path(message ? message : "unknown zlib error");
+  // Bytes of the file after the last gzip member (what gunzip calls "trailing garbage").
+  int64_t garbage_bytes() {
+    if (!garbage_) return 0;
+    int64_t n = z_.avail_in;
+    z_.avail_in = 0;
+    while (refill()) n += z_.avail_in, z_.avail_in = 0;
+    return n;
   }
 
+  // What zlib found wrong with the gzip stream, or empty.
+  std::string stream_problem() const { return gzipped_ ? problem_ : std::string(); }
+
   DataError corrupt() const {
-    if (!gzipped_) {
-      int errnum = Z_OK;
-      const char* message = gzerror(file_, &errnum);
-      return DataError(str("cannot read IDX file ", path_, ": ", without_path(message ? message : "read error")));
-    }
-    return DataError(str("IDX file ", path_, " is not a valid gzip stream (zlib: ", stream_problem(),
+    if (!gzipped_) return DataError(str("cannot read IDX file ", path_, ": ", std::strerror(errno)));
+    return DataError(str("IDX file ", path_, " is not a valid gzip stream (zlib: ", problem_,
                          "); the download is probably damaged: fetch or install the file again"));
   }
 
  private:
-  // gzerror prefixes its text with the path, which our messages already give.
-  std::string without_path(const std::string& message) const {
-    const std::string prefix = path_.string() + ": ";
-    return message.rfind(prefix, 0) == 0 ? message.substr(prefix.size()) : message;
+  // Replaces the consumed input with the next block of the file; false at its end.
+  bool refill() {
+    const size_t got = std::fread(in_.data(), 1, in_.size(), file_);
+    if (got == 0 && std::ferror(file_)) throw corrupt();
+    z_.next_in = in_.data();
+    z_.avail_in = static_cast<uInt>(got);
+    return got > 0;
+  }
+  // Moves the unread input to the front and appends more of the file; false when nothing came.
+  bool top_up() {
+    std::memmove(in_.data(), z_.next_in, z_.avail_in);
+    const size_t got = std::fread(in_.data() + z_.avail_in, 1, in_.size() - z_.avail_in, file_);
+    z_.next_in = in_.data();
+    z_.avail_in += static_cast<uInt>(got);
+    return z_.avail_in >= 2;
   }
 
   std::filesystem::path path_;
-  bool gzipped_;
-  gzFile file_ = nullptr;
+  std::FILE* file_ = nullptr;
+  int64_t file_bytes_ = -1;
+  std::vector<uint8_t> in_ = std::vector<uint8_t>(256 * 1024);
+  z_stream z_{};
+  bool gzipped_ = false, stream_ended_ = false, garbage_ = false;
+  std::string problem_;
 };
 
 std::string dims_text(const std::vector<int64_t>& dims) {
@@ -121,7 +168,7 @@ std::string dims_text(const std::vector<int64_t>& dims) {
 }
 
 // Reads and checks the magic number and the dimensions; leaves `in` at the payload.
-std::vector<int64_t> read_header(GzReader& in, const std::filesystem::path& path, const char* kind) {
+std::vector<int64_t> read_header(IdxSource& in, const std::filesystem::path& path, const char* kind) {
   uint8_t magic[4] = {0, 0, 0, 0};
   const int64_t magic_bytes = in.read(magic, 4);
   if (magic_bytes < 4) {
@@ -173,22 +220,30 @@ IdxArray read_idx(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path, ec)) throw DataError(str("IDX file ", path, " does not exist"));
   if (std::filesystem::is_directory(path, ec)) throw DataError(str("IDX file ", path, " is a directory, not a file"));
 
-  const bool gzipped = starts_with_gzip_magic(path);
-  GzReader in(path, gzipped);
-  const char* kind = gzipped ? " (after gunzip)" : "";
+  IdxSource in(path);
+  const char* kind = in.gzipped() ? " (after gunzip)" : "";
 
   IdxArray result;
   result.dims = read_header(in, path, kind);
   int64_t payload_bytes = 1;
   for (int64_t dim : result.dims) payload_bytes *= dim;
-
-  result.bytes.resize(static_cast<size_t>(payload_bytes));
-  const int64_t present = in.read(result.bytes.data(), payload_bytes);
-  if (present < payload_bytes) {
-    const std::string problem = in.stream_problem();
-    throw DataError(str("IDX file ", path, " is truncated", kind, ": its header (", dims_text(result.dims),
-                        ") promises ", payload_bytes, " bytes of data but only ", present, " are present",
-                        problem.empty() ? "" : " (zlib: " + problem + ")", "; fetch or install the file again"));
+  const auto truncated = [&](int64_t present, const std::string& problem) {
+    return DataError(str("IDX file ", path, " is truncated", kind, ": its header (", dims_text(result.dims), ") promises ",
+                         payload_bytes, " bytes of data but only ", present, " are present",
+                         problem.empty() ? "" : " (zlib: " + problem + ")", "; fetch or install the file again"));
+  };
+  // A header's claim is checked before anything is allocated for it: against the file's size for
+  // a plain file; a gzip stream's buffer grows only as the stream really delivers data.
+  const int64_t header_bytes = 4 + 4 * static_cast<int64_t>(result.dims.size());
+  if (!in.gzipped() && in.file_bytes() >= 0 && in.file_bytes() - header_bytes < payload_bytes)
+    throw truncated(in.file_bytes() - header_bytes, "");
+  constexpr int64_t kGrowBytes = int64_t{64} << 20;
+  for (int64_t present = 0; present < payload_bytes;) {
+    const int64_t want = in.gzipped() ? std::min(payload_bytes - present, kGrowBytes) : payload_bytes;
+    result.bytes.resize(static_cast<size_t>(present + want));
+    const int64_t got = in.read(result.bytes.data() + present, want);
+    present += got;
+    if (got < want) throw truncated(present, in.stream_problem());
   }
   const int64_t trailing = in.count_rest();
   if (trailing > 0) {
@@ -197,6 +252,10 @@ IdxArray read_idx(const std::filesystem::path& path) {
                         ") describes; it is not a well-formed IDX file"));
   }
   if (const std::string problem = in.stream_problem(); !problem.empty()) throw in.corrupt();
+  if (const int64_t garbage = in.garbage_bytes(); garbage > 0) {
+    throw DataError(str("IDX file ", path, " has ", garbage, " bytes of trailing garbage after its gzip stream; "
+                        "it is not a well-formed .gz file: fetch or install it again"));
+  }
   return result;
 }
 

@@ -2,6 +2,7 @@
 // applies, so the fusion pass can fold it into a max pooling's or the loss's backward.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -14,6 +15,11 @@ class ActivationLayer final : public Layer {
   std::string type() const override { return type_; }
   std::string default_name() const override { return default_name_; }
   Activation activation() const override { return act_; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    if (type_ == "ReLU") return {};  // Keras's defaults: no max_value, slope 0, threshold 0
+    return {{"activation", layer_util::json_string(to_string(act_))}};
+  }
 
   void forward(const ForwardArgs& a) override {
     a.ctx.backend.activation_forward(act_, rows(a.ctx), cols(), a.inputs[0], a.output);

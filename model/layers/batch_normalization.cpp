@@ -5,6 +5,7 @@
 // all-reduced, and backward all-reduces its two per-channel sums the same way.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -18,6 +19,12 @@ class BatchNormalizationLayer final : public Layer {
 
   std::string type() const override { return "BatchNormalization"; }
   std::string default_name() const override { return "batch_normalization"; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    using namespace layer_util;
+    return {{"axis", "-1"}, {"momentum", json_number(o_.momentum)}, {"epsilon", json_number(o_.epsilon)},
+            {"center", json_bool(o_.center)}, {"scale", json_bool(o_.scale)}, {"synchronized", json_bool(o_.synchronized)}};
+  }
 
   std::vector<VariableSpec> variables() const override {
     const Shape c{channels_};

@@ -1,6 +1,7 @@
 // Conv2D: convolution + optional bias + activation on the replica's backend.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 #include "model/layers/activation_util.hpp"
 
 namespace mirror {
@@ -18,6 +19,14 @@ class Conv2DLayer final : public Layer {
   std::string type() const override { return "Conv2D"; }
   std::string default_name() const override { return "conv2d"; }
   Activation activation() const override { return options_.activation; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    using namespace layer_util;
+    return {{"filters", std::to_string(filters_)}, {"kernel_size", json_list(kernel_)},
+            {"strides", json_list(options_.strides)}, {"padding", json_padding(options_.padding)},
+            {"activation", json_string(to_string(options_.activation))}, {"use_bias", json_bool(options_.use_bias)},
+            {"kernel_initializer", json_string(to_string(options_.kernel_initializer))}};
+  }
 
   std::vector<VariableSpec> variables() const override {
     const int64_t taps = kernel_[0] * kernel_[1];

@@ -1,6 +1,7 @@
 // Dense: y = act(x kernel + bias) on the replica's backend.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 #include "model/layers/activation_util.hpp"
 
 namespace mirror {
@@ -15,6 +16,13 @@ class DenseLayer final : public Layer {
   std::string type() const override { return "Dense"; }
   std::string default_name() const override { return "dense"; }
   Activation activation() const override { return options_.activation; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    using namespace layer_util;
+    return {{"units", std::to_string(units_)}, {"activation", json_string(to_string(options_.activation))},
+            {"use_bias", json_bool(options_.use_bias)},
+            {"kernel_initializer", json_string(to_string(options_.kernel_initializer))}};
+  }
 
   std::vector<VariableSpec> variables() const override {
     std::vector<VariableSpec> v{{"kernel", Shape{inputs_, units_}, options_.kernel_initializer, true, inputs_, units_}};

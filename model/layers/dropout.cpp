@@ -2,6 +2,7 @@
 // (seed, step, node) for each element's global position, so it does not depend on the split.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -14,6 +15,10 @@ class DropoutLayer final : public Layer {
 
   std::string type() const override { return "Dropout"; }
   std::string default_name() const override { return "dropout"; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"rate", layer_util::json_number(rate_)}};
+  }
 
   void forward(const ForwardArgs& a) override {
     const int64_t cols = output_shape().count();

@@ -3,6 +3,7 @@
 // tensor that feeds a branch and a shortcut costs no extra pass.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -49,6 +50,8 @@ class ConcatenateLayer final : public Layer {
 
   std::string type() const override { return "Concatenate"; }
   std::string default_name() const override { return "concatenate"; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override { return {{"axis", "-1"}}; }
   int input_count() const override { return kAnyInputs; }
   bool accumulates_dx() const override { return true; }
 

@@ -1,6 +1,7 @@
 // MaxPooling2D, AveragePooling2D and GlobalAveragePooling2D on the replica's backend.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -16,6 +17,11 @@ class Pooling2DLayer final : public Layer {
   std::string type() const override { return max_ ? "MaxPooling2D" : "AveragePooling2D"; }
   std::string default_name() const override { return max_ ? "max_pooling2d" : "average_pooling2d"; }
   bool absorbs_input_relu() const override { return max_; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    using namespace layer_util;
+    return {{"pool_size", json_list(pool_)}, {"strides", json_list(strides_)}, {"padding", json_padding(padding_)}};
+  }
 
   void forward(const ForwardArgs& a) override {
     const PoolGeometry g = with_batch(a.ctx.rows);

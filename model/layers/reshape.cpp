@@ -2,6 +2,7 @@
 // flattened order, so no op runs: the output and its gradient share the input's memory.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -16,6 +17,11 @@ class ReshapeLayer final : public Layer {
   std::string type() const override { return type_; }
   std::string default_name() const override { return default_name_; }
   bool is_reshape() const override { return true; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    if (!target_) return {};
+    return {{"target_shape", layer_util::json_list(target_->dims())}};
+  }
 
   // The runtime passes the memory through (is_reshape); these never run.
   void forward(const ForwardArgs&) override {}

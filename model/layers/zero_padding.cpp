@@ -2,6 +2,7 @@
 // sample's rows into place; backward copies the inner rows of the gradient back out.
 #include "engine/error.hpp"
 #include "model/layers.hpp"
+#include "model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {
@@ -16,6 +17,10 @@ class ZeroPadding2DLayer final : public Layer {
   std::string type() const override { return "ZeroPadding2D"; }
   std::string default_name() const override { return "zero_padding2d"; }
   bool accumulates_dx() const override { return true; }
+
+  std::vector<std::pair<std::string, std::string>> config() const override {
+    return {{"padding", str("[[", pad_[0].before, ", ", pad_[0].after, "], [", pad_[1].before, ", ", pad_[1].after, "]]")}};
+  }
 
   void forward(const ForwardArgs& a) override {
     Backend& b = a.ctx.backend;

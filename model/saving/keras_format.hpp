@@ -1,0 +1,78 @@
+// Keras 3's file formats, private to model/saving/: the layout of a ".weights.h5" file, the
+// config.json of a ".keras" archive, and the order in which Keras walks a model's layers (which
+// names the groups of the weights file). model/saving.hpp and model.hpp are the public side.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model.hpp"
+
+namespace mirror::saving {
+
+// One layer as Keras's saving code sees it: the key of its group in the weights file
+// ("layers/<key>/vars"), which is its class name in snake case made unique in walk order
+// (conv2d, conv2d_1, ...), not the layer's own name.
+struct KerasLayer {
+  std::string key;
+  std::string name;          // the layer's (or input's) name, saved as the group's "name" attribute
+  LayerPtr layer;            // null for a functional model's InputLayer
+  std::shared_ptr<Node> node;
+};
+
+// Keras's snake case of a class name: "MaxPooling2D" -> "max_pooling2d", "ReLU" -> "re_lu".
+std::string to_snake_case(const std::string& class_name);
+
+// The layers in the order Keras 3 lists model.layers: a Sequential's layers in order; a functional
+// model's nodes (its InputLayer included) by decreasing depth from the output, ties in the order a
+// depth-first walk from the output first meets them (keras/src/ops/function.py, map_graph).
+std::vector<KerasLayer> keras_layers(const Model& model);
+
+// A float32 array as a weights file holds it.
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+// The contents of a weights file that Mirror reads and writes: each layer group's variables in
+// order, by layer key, and the "name" attributes.
+struct WeightsImage {
+  std::string model_name;
+  std::vector<std::string> keys;                    // write order
+  std::map<std::string, std::string> names;         // key -> layer name
+  std::map<std::string, std::vector<Array>> vars;   // key -> vars/0, vars/1, ...
+};
+
+// The model's variables (get_weights() of replica 0) as Keras lays them out.
+WeightsImage weights_of(Model& model);
+// Sets the model's variables from `file` (read from `source`, named in errors); checks every
+// layer's variable count and every shape first, so a file that does not fit changes nothing.
+void set_weights_from(Model& model, const WeightsImage& file, const std::string& source);
+
+// HDF5 bytes of a weights file (Keras's layout) and back. `source` names the file in errors;
+// reading refuses sizes that the image cannot hold before allocating.
+std::vector<uint8_t> write_weights_h5(const WeightsImage& image);
+WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& source);
+
+// config.json of a ".keras" archive and back. Reading throws DataError naming a layer class that
+// Mirror does not have, or an argument value it does not support.
+nlohmann::json model_config(const Model& model);
+std::unique_ptr<Model> model_from_config(const nlohmann::json& config, const std::string& source);
+
+// Whole files: read (growing the buffer as data really arrives, up to `max_bytes`) and written
+// atomically (a temporary file beside `path`, fsync, rename, fsync of the directory), so a failed
+// write leaves the previous file intact.
+std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes);
+void write_file_atomically(const std::string& path, std::span<const uint8_t> bytes);
+
+// A ".keras" archive's entries by name (config.json, metadata.json, model.weights.h5).
+std::map<std::string, std::vector<uint8_t>> read_zip(std::span<const uint8_t> bytes, const std::string& source);
+std::vector<uint8_t> write_zip(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries);
+
+}  // namespace mirror::saving

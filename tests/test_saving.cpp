@@ -1,0 +1,247 @@
+// Keras files from Mirror's side: round trips of .weights.h5 and .keras, Keras's group keys and
+// layer order, and the errors for files that do not fit (the model in memory stays unchanged).
+// tests/keras/ checks the same files against Keras itself.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "mirror.hpp"
+#include "model/saving/keras_format.hpp"
+#include "test_util.hpp"
+
+namespace mirror {
+namespace {
+
+using testing::message_of;
+namespace fs = std::filesystem;
+
+// A directory of its own per test, removed afterwards.
+class SavingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("mirror_saving_" + std::to_string(::getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  HostStrategy strategy_{1, 1};
+  fs::path dir_;
+};
+
+std::unique_ptr<Model> cnn(int64_t filters = 4) {
+  return std::make_unique<Sequential>(std::vector<LayerPtr>{
+      layers::Conv2D(filters, {3, 3}, Activation::ReLU, Shape{8, 8, 1}), layers::MaxPooling2D({2, 2}), layers::Flatten(),
+      layers::Dense(3, Activation::Softmax)});
+}
+
+std::unique_ptr<Model> residual() {
+  const Tensor x = Input(Shape{6, 6, 2});
+  Tensor y = layers::Conv2D(4, {3, 3}, {.padding = Padding::Same, .use_bias = false})(x);
+  y = layers::BatchNormalization({.momentum = 0.9f})(y);
+  y = layers::ReLU()(y);
+  const Tensor shortcut = layers::Conv2D(4, {1, 1})(x);
+  y = layers::Add()({shortcut, y});
+  y = layers::ZeroPadding2D(1)(y);
+  y = layers::AveragePooling2D({2, 2})(y);
+  y = layers::Dropout(0.25f)(y);
+  y = layers::Flatten()(y);
+  y = layers::Dense(3, Activation::Softmax)(y);
+  return std::make_unique<Model>(x, y);
+}
+
+std::vector<float> ramp(size_t n) {
+  std::vector<float> w(n);
+  for (size_t i = 0; i < n; ++i) w[i] = 0.5f + 0.001f * static_cast<float>(i % 997);
+  return w;
+}
+
+TEST(KerasFormat, SnakeCaseIsKeras) {
+  EXPECT_EQ(saving::to_snake_case("MaxPooling2D"), "max_pooling2d");
+  EXPECT_EQ(saving::to_snake_case("ReLU"), "re_lu");
+  EXPECT_EQ(saving::to_snake_case("BatchNormalization"), "batch_normalization");
+  EXPECT_EQ(saving::to_snake_case("GlobalAveragePooling2D"), "global_average_pooling2d");
+  EXPECT_EQ(saving::to_snake_case("InputLayer"), "input_layer");
+}
+
+// Keras lists a functional model's layers by depth, ties in depth-first order from the output
+// (keras_format.hpp); this graph's order was read from a file Keras 3.15 saved.
+TEST(KerasFormat, FunctionalLayerOrderIsKeras) {
+  const auto model = residual();
+  std::vector<std::string> keys;
+  for (const auto& k : saving::keras_layers(*model)) keys.push_back(k.key);
+  EXPECT_EQ(keys, (std::vector<std::string>{"input_layer", "conv2d", "batch_normalization", "conv2d_1", "re_lu", "add",
+                                            "zero_padding2d", "average_pooling2d", "dropout", "flatten", "dense"}));
+}
+
+TEST_F(SavingTest, WeightsRoundTripThroughH5) {
+  auto a = cnn();
+  a->compile(strategy_, optimizers::Adam());
+  a->set_weights(ramp(static_cast<size_t>(a->count_params())));
+  a->save_weights(path("m.weights.h5"));
+  auto b = cnn();
+  b->compile(strategy_, optimizers::Adam(), {}, {}, 99);
+  b->load_weights(path("m.weights.h5"));
+  EXPECT_EQ(a->get_weights(), b->get_weights());
+}
+
+TEST_F(SavingTest, KerasArchiveRebuildsTheGraphAndWeights) {
+  auto a = residual();
+  a->compile(strategy_, optimizers::Adam());
+  a->set_weights(ramp(static_cast<size_t>(a->count_params())));
+  a->save(path("m.keras"));
+  auto b = load_model(path("m.keras"));
+  EXPECT_EQ(b->variables().size(), a->variables().size());
+  for (size_t i = 0; i < a->variables().size(); ++i) EXPECT_EQ(b->variables()[i].path, a->variables()[i].path);
+  EXPECT_EQ(b->output_shape(), a->output_shape());
+  EXPECT_EQ(b->get_weights(), a->get_weights());  // before compile: kept for it
+  b->compile(strategy_, optimizers::Adam());
+  EXPECT_EQ(b->get_weights(), a->get_weights());
+  ImageSet two;
+  two.count = 8, two.height = 6, two.width = 6, two.channels = 2;
+  for (int i = 0; i < 8 * 6 * 6 * 2; ++i) two.pixels.push_back(static_cast<uint8_t>(i * 37));
+  two.labels.assign(8, 0);
+  EXPECT_EQ(a->predict(two), b->predict(two));
+  // A Sequential stays one, and the archive's weights load into a model built in code.
+  auto c = cnn();
+  c->compile(strategy_, optimizers::Adam());
+  c->save(path("s.keras"));
+  EXPECT_TRUE(load_model(path("s.keras"))->sequential());
+  auto d = cnn();
+  d->load_weights(path("s.keras"));
+  d->compile(strategy_, optimizers::Adam(), {}, {}, 5);
+  EXPECT_EQ(c->get_weights(), d->get_weights());
+}
+
+TEST_F(SavingTest, AnotherArchitectureNamesTheVariableAndBothShapesAndChangesNothing) {
+  auto a = cnn(4);
+  a->compile(strategy_, optimizers::Adam());
+  a->save_weights(path("m.weights.h5"));
+  auto b = cnn(5);
+  b->compile(strategy_, optimizers::Adam());
+  const std::vector<float> before = b->get_weights();
+  const std::string message = message_of<DataError>([&] { b->load_weights(path("m.weights.h5")); });
+  EXPECT_NE(message.find("conv2d/kernel"), std::string::npos) << message;
+  EXPECT_NE(message.find("(3, 3, 1, 4)"), std::string::npos) << message;
+  EXPECT_NE(message.find("(3, 3, 1, 5)"), std::string::npos) << message;
+  EXPECT_EQ(b->get_weights(), before);
+}
+
+TEST_F(SavingTest, BrokenFilesAreClearErrors) {
+  auto a = cnn();
+  a->compile(strategy_, optimizers::Adam());
+  a->save_weights(path("m.weights.h5"));
+  a->save(path("m.keras"));
+  const std::vector<float> before = a->get_weights();
+  const auto write = [&](const std::string& name, const std::vector<uint8_t>& bytes) {
+    std::ofstream(path(name), std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  };
+  std::vector<uint8_t> h5 = saving::read_file(path("m.weights.h5"), 1 << 30);
+  write("cut.weights.h5", std::vector<uint8_t>(h5.begin(), h5.begin() + static_cast<ptrdiff_t>(h5.size() / 2)));
+  write("text.weights.h5", {'h', 'e', 'l', 'l', 'o'});
+  std::vector<uint8_t> zip = saving::read_file(path("m.keras"), 1 << 30);
+  write("cut.keras", std::vector<uint8_t>(zip.begin(), zip.begin() + static_cast<ptrdiff_t>(zip.size() / 2)));
+  for (const char* name : {"cut.weights.h5", "text.weights.h5", "cut.keras", "missing.weights.h5"}) {
+    const std::string message = message_of<DataError>([&] { a->load_weights(path(name)); });
+    EXPECT_NE(message.find(name), std::string::npos) << message;
+  }
+  EXPECT_NE(message_of<DataError>([&] { load_model(path("cut.keras")); }).find("cut.keras"), std::string::npos);
+  EXPECT_EQ(a->get_weights(), before);
+  // An HDF5 file that is not a Keras file.
+  saving::WeightsImage other;
+  other.model_name = "x";
+  write("other.weights.h5", saving::write_weights_h5(other));
+  EXPECT_NE(message_of<DataError>([&] { a->load_weights(path("other.weights.h5")); }).find("has 2 variables in the model but 0"), std::string::npos);
+}
+
+TEST_F(SavingTest, UnknownLayerClassAndOldKerasAreNamed) {
+  auto a = cnn();
+  a->compile(strategy_, optimizers::Adam());
+  nlohmann::json config = saving::model_config(*a);
+  config["config"]["layers"][1]["class_name"] = "LSTM";
+  const std::string message = message_of<DataError>([&] { saving::model_from_config(config, "x.keras"); });
+  EXPECT_NE(message.find("LSTM"), std::string::npos) << message;
+  EXPECT_NE(message.find("x.keras"), std::string::npos) << message;
+  const auto archive = saving::write_zip({{"config.json", {'{', '}'}}, {"metadata.json", {'{', '}'}},
+                                          {"model.weights.h5", saving::write_weights_h5(saving::weights_of(*a))}});
+  EXPECT_NE(message_of<DataError>([&] { saving::model_from_archive(archive, "old.keras"); }).find("Keras 3"), std::string::npos);
+}
+
+TEST_F(SavingTest, AFailedSaveLeavesThePreviousFileAndNoTemporary) {
+  auto a = cnn();
+  a->compile(strategy_, optimizers::Adam());
+  a->save_weights(path("m.weights.h5"));
+  const auto before = saving::read_file(path("m.weights.h5"), 1 << 30);
+  EXPECT_NE(message_of<DataError>([&] { a->save_weights(path("no/such/dir/m.weights.h5")); }).find("No such file"), std::string::npos);
+  EXPECT_NE(message_of<InvalidArgument>([&] { a->save_weights(path("m.h5")); }).find(".weights.h5"), std::string::npos);
+  a->set_weights(ramp(static_cast<size_t>(a->count_params())));
+  fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
+  if (::access(dir_.c_str(), W_OK) != 0) {  // root writes anyway
+    EXPECT_NE(message_of<DataError>([&] { a->save_weights(path("m.weights.h5")); }).find("cannot write"), std::string::npos);
+    EXPECT_EQ(saving::read_file(path("m.weights.h5"), 1 << 30), before);
+  }
+  fs::permissions(dir_, fs::perms::owner_all);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
+}
+
+// A checkpoint taken between two fits makes the second one run the same from the file.
+TEST_F(SavingTest, CheckpointResumesTrainingExactly) {
+  const ImageSet data = testing::synthetic_images(64, 8, 8, 3, 11);
+  const FitOptions options{.epochs = 1, .batch_size = 16, .verbose = 0};
+  HostStrategy two(2, 1);
+  auto a = cnn();
+  a->compile(two, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 3);
+  a->fit(data, options);
+  a->save_checkpoint(path("a.ckpt"));
+  a->fit(data, options);
+  auto b = cnn();
+  b->compile(two, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 4);
+  b->load_checkpoint(path("a.ckpt"));
+  EXPECT_EQ(b->iterations(), 4);
+  b->fit(data, options);
+  EXPECT_EQ(b->get_weights(), a->get_weights());  // bitwise: same strategy, same steps
+  // Onto another replica count: the same model up to the order of the gradient sums.
+  auto c = cnn();
+  c->compile(strategy_, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 5);
+  c->load_checkpoint(path("a.ckpt"));
+  c->fit(data, options);
+  const std::vector<float> wa = a->get_weights(), wc = c->get_weights();
+  for (size_t i = 0; i < wa.size(); ++i) ASSERT_NEAR(wc[i], wa[i], 1e-4f + 1e-3f * std::abs(wa[i])) << "at " << i;
+}
+
+TEST_F(SavingTest, DamagedOrForeignCheckpointsChangeNothing) {
+  auto a = cnn(4);
+  a->compile(strategy_, optimizers::Adam());
+  a->save_checkpoint(path("a.ckpt"));
+  std::vector<uint8_t> bytes = saving::read_file(path("a.ckpt"), 1 << 30);
+  const auto write = [&](const std::string& name, const std::vector<uint8_t>& b) {
+    std::ofstream(path(name), std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+  };
+  std::vector<uint8_t> flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x10;
+  write("flipped.ckpt", flipped);
+  write("cut.ckpt", std::vector<uint8_t>(bytes.begin(), bytes.end() - 100));
+  write("empty.ckpt", {});
+  auto b = cnn(5);
+  b->compile(strategy_, optimizers::Adam(), {}, {}, 9);
+  const std::vector<float> before = b->get_weights();
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("flipped.ckpt")); }).find("damaged"), std::string::npos);
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("cut.ckpt")); }).find("cut.ckpt"), std::string::npos);
+  EXPECT_NE(message_of<DataError>([&] { b->load_checkpoint(path("empty.ckpt")); }).find("not a Mirror checkpoint"), std::string::npos);
+  const std::string m = message_of<DataError>([&] { b->load_checkpoint(path("a.ckpt")); });
+  EXPECT_NE(m.find("conv2d/kernel"), std::string::npos) << m;
+  EXPECT_NE(m.find("4)"), std::string::npos) << m;
+  EXPECT_NE(m.find("5)"), std::string::npos) << m;
+  auto c = cnn(4);
+  c->compile(strategy_, optimizers::SGD());
+  EXPECT_NE(message_of<DataError>([&] { c->load_checkpoint(path("a.ckpt")); }).find("adam"), std::string::npos);
+  EXPECT_EQ(b->get_weights(), before);
+  EXPECT_EQ(b->iterations(), 0);
+}
+
+}  // namespace
+}  // namespace mirror
