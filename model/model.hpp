@@ -103,7 +103,7 @@ class Model {
 
   // The optimizer given to compile() (callbacks change its learning rate through it).
   Optimizer& optimizer() const;
-  // Optimizer updates applied since compile().
+  // Optimizer steps taken since compile() (or restored by load_checkpoint).
   int64_t iterations() const;
   // Set by a callback to end fit() after the current batch (Keras's model.stop_training).
   void set_stop_training(bool stop) { stop_training_ = stop; }
@@ -138,8 +138,6 @@ class Model {
   // is damaged or does not fit (the error names the variable and both shapes).
   void save_checkpoint(const std::string& path);
   void load_checkpoint(const std::string& path);
-  // Optimizer steps taken since compile() (or restored by load_checkpoint).
-  int64_t iterations() const;
 
   // The layers in the order their nodes run (an input has none).
   virtual std::vector<LayerPtr> layers() const;

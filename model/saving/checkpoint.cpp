@@ -44,8 +44,6 @@ std::string shape_text(const std::vector<int64_t>& dims) { return str(Shape(dims
 
 }  // namespace
 
-int64_t Model::iterations() const { return runtime_ ? runtime_->iterations() : 0; }
-
 void Model::save_checkpoint(const std::string& path) {
   ModelRuntime& rt = runtime(nullptr, "save_checkpoint");
   const std::vector<float> weights = rt.get_weights(0), slots = rt.get_slots(0);
