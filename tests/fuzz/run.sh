@@ -8,6 +8,9 @@
 set -euo pipefail
 
 seconds="${1:-30}"
+# A fixed seed (FUZZ_SEED=0 for a random one) makes a short run, as CI's, repeat the same
+# mutations: a finding there is reproducible, not luck.
+seed="${FUZZ_SEED:-1}"
 build_dir="${2:-build-fuzz}"
 cd "$(dirname "$0")/../.."
 
@@ -29,7 +32,7 @@ for target in "${targets[@]}"; do
   # -rss_limit_mb: an input that makes a reader allocate past this is a finding (absurd sizes).
   # allocator_may_return_null: a request past what any allocator grants (libhdf5 asks for ~2^62
   # bytes on some damaged files) fails as glibc's malloc would, and the reader must cope with that.
-  if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$build_dir/tests/fuzz/$target" -max_total_time="$seconds" -rss_limit_mb=2048 \
+  if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp "$build_dir/tests/fuzz/$target" -max_total_time="$seconds" -seed="$seed" -rss_limit_mb=2048 \
       -timeout=10 -artifact_prefix="$build_dir/findings/$target-" -print_final_stats=1 "$work" "$seeds" >"$log" 2>&1; then
     result="no findings"
   else
