@@ -90,7 +90,10 @@ void ModelRuntime::initialize_variables(uint64_t seed) {
     initialize(v.spec, seed, (static_cast<uint64_t>(v.node - 1) << 8) | static_cast<uint64_t>(v.index), {dst, v.count});
   }
   const size_t slot_floats = static_cast<size_t>(optimizer_->slot_count()) * plan_.trainable_floats;
-  const auto [bounds, names] = trainable_layout(plan_);
+  // Named references, not a structured binding: clang 14 (the fuzz build) cannot capture those.
+  const TrainableLayout layout = trainable_layout(plan_);
+  const std::vector<int64_t>& bounds = layout.bounds;
+  const std::vector<std::string>& names = layout.names;
   const std::vector<float> decay = optimizer_->decay_factors(names);
   segment_count_ = static_cast<int64_t>(names.size());
   replicas_.clear();
