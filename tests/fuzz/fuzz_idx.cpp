@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "engine/data/dataset.hpp"
@@ -11,7 +12,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // read_idx takes a path: one file per process, rewritten for every input.
-  static const std::string path = "/tmp/mirror_fuzz_idx_" + std::to_string(::getpid());
+  static const std::string path =
+      (std::filesystem::temp_directory_path() / ("mirror_fuzz_idx_" + std::to_string(::getpid()))).string();
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);
