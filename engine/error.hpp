@@ -43,6 +43,17 @@ class CollectiveError : public Error {
   using Error::Error;
 };
 
+// fit stopped by a signal (SIGINT, SIGTERM) after finishing a step; signal() says which, so a
+// program can exit with 128 + signal as a shell expects.
+class Interrupted : public Error {
+ public:
+  Interrupted(int signal, const std::string& what) : Error(what), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
 // Concatenates its arguments with operator<< (g++ 12 has no <format>).
 template <typename... Args>
 std::string str(const Args&... args) {

@@ -83,6 +83,21 @@ class EarlyStoppingCallback final : public Callback {
     if (o_.verbose > 0) out << "Restoring model weights from the end of the best epoch: " << best_epoch_ + 1 << ".\n";
     model().set_weights(best_weights_);  // every replica's
   }
+  CallbackState state() const override {
+    return {.numbers = {double(wait_), double(stopped_epoch_), double(best_epoch_), double(warned_),
+                        best_ ? *best_ : std::nan("")},
+            .floats = best_weights_};
+  }
+  void restore_state(const CallbackState& s) override {
+    MIRROR_REQUIRE(s.numbers.size() == 5, DataError, "the backup's EarlyStopping state has ", s.numbers.size(),
+                   " numbers, not 5");
+    wait_ = static_cast<int>(s.numbers[0]);
+    stopped_epoch_ = static_cast<int>(s.numbers[1]);
+    best_epoch_ = static_cast<int>(s.numbers[2]);
+    warned_ = s.numbers[3] != 0;
+    best_ = std::isnan(s.numbers[4]) ? std::nullopt : std::optional<double>(s.numbers[4]);
+    best_weights_ = s.floats;
+  }
 
  private:
   bool improves(double value, const std::optional<double>& reference) const {
@@ -104,8 +119,9 @@ class CSVLoggerCallback final : public Callback {
   CSVLoggerCallback(std::string path, bool append, char separator)
       : path_(std::move(path)), append_(append), separator_(separator) {}
   void on_train_begin() override {
-    header_written_ = append_ && std::filesystem::exists(path_) && std::filesystem::file_size(path_) > 0;
-    file_.open(path_, append_ ? std::ios::app : std::ios::trunc);
+    const bool append = append_ || params().resumed;
+    header_written_ = append && std::filesystem::exists(path_) && std::filesystem::file_size(path_) > 0;
+    file_.open(path_, append ? std::ios::app : std::ios::trunc);
     MIRROR_REQUIRE(file_.is_open(), Error, "CSVLogger cannot open '", path_, "' for writing");
     file_ << std::setprecision(std::numeric_limits<double>::max_digits10);  // as Python writes a float: exactly
     keys_.clear();
@@ -142,6 +158,24 @@ class CSVLoggerCallback final : public Callback {
     MIRROR_REQUIRE(file_.good(), Error, "CSVLogger could not write to '", path_, "'");
   }
   void on_train_end() override { file_.close(); }
+  // The file's length when the backup was taken: rows written after it (an epoch that ended after
+  // the backup, in the process that died) are cut off on resuming, so no row appears twice.
+  CallbackState state() const override {
+    const double bytes = std::filesystem::exists(path_) ? double(std::filesystem::file_size(path_)) : 0.0;
+    return {.numbers = {bytes, double(header_written_)}, .floats = {}};
+  }
+  void restore_state(const CallbackState& s) override {
+    MIRROR_REQUIRE(s.numbers.size() == 2, DataError, "the backup's CSVLogger state has ", s.numbers.size(),
+                   " numbers, not 2");
+    const auto bytes = static_cast<uintmax_t>(s.numbers[0]);
+    file_.close();
+    if (std::filesystem::exists(path_) && std::filesystem::file_size(path_) > bytes)
+      std::filesystem::resize_file(path_, bytes);
+    file_.open(path_, std::ios::app);
+    MIRROR_REQUIRE(file_.is_open(), Error, "CSVLogger cannot open '", path_, "' for writing");
+    file_ << std::setprecision(std::numeric_limits<double>::max_digits10);
+    header_written_ = s.numbers[1] != 0 && bytes > 0;
+  }
 
  private:
   std::string path_;
@@ -207,6 +241,17 @@ class ReduceLROnPlateauCallback final : public Callback {
         wait_ = 0;
       }
     }
+  }
+  CallbackState state() const override {
+    return {.numbers = {best_, double(cooldown_counter_), double(wait_), double(warned_)}, .floats = {}};
+  }
+  void restore_state(const CallbackState& s) override {
+    MIRROR_REQUIRE(s.numbers.size() == 4, DataError, "the backup's ReduceLROnPlateau state has ", s.numbers.size(),
+                   " numbers, not 4");
+    best_ = s.numbers[0];
+    cooldown_counter_ = static_cast<int>(s.numbers[1]);
+    wait_ = static_cast<int>(s.numbers[2]);
+    warned_ = s.numbers[3] != 0;
   }
 
  private:

@@ -22,10 +22,22 @@ class Model;
 // What fit() tells its callbacks (Keras's callback.params).
 struct FitParams {
   int epochs = 0;
+  // fit continues a run from a backup (FitOptions::backup_dir): epochs before `initial_epoch`
+  // (0-based) ran in an earlier process, and the callbacks' state() came back from the backup.
+  bool resumed = false;
+  int initial_epoch = 0;
   int64_t steps = 0;            // batches per epoch
   bool has_validation = false;  // some epochs have val_ values
   int verbose = 0;
   std::ostream* out = nullptr;  // where fit prints (never null while fit runs)
+};
+
+// What a callback must remember so that a run resumed from a backup goes on exactly as if it had
+// never stopped: counters and best values (NaN and infinities survive), and floats it keeps
+// (EarlyStopping's best weights).
+struct CallbackState {
+  std::vector<double> numbers;
+  std::vector<float> floats;
 };
 
 class Callback {
@@ -52,6 +64,10 @@ class Callback {
   // reading them after every batch would make each step wait for the GPU.
   virtual void on_train_batch_end(int64_t /*batch*/, const MetricValues* /*logs*/) {}
 
+  // Taken with every backup fit writes; given back after on_train_begin when fit resumes from one.
+  virtual CallbackState state() const { return {}; }
+  virtual void restore_state(const CallbackState& /*state*/) {}
+
  private:
   Model* model_ = nullptr;
   FitParams params_;
@@ -76,7 +92,8 @@ struct EarlyStoppingOptions {
 CallbackPtr EarlyStopping(const EarlyStoppingOptions& options = {});
 
 // One row per epoch ("epoch" (0-based), then every value sorted by name, as Keras's CSVLogger),
-// flushed as it is written, so the rows of finished epochs survive a crash later in training.
+// flushed as it is written, so the rows of finished epochs survive a crash later in training. A run
+// resumed from a backup cuts the file back to the rows the backup had seen and appends from there.
 CallbackPtr CSVLogger(const std::string& path, bool append = false, char separator = ',');
 
 // fn(epoch (0-based), current rate) -> the rate for the epoch, set at each epoch's beginning.

@@ -121,11 +121,15 @@ History Model::fit(const ImageSet& train, const FitOptions& options) {
 }
 
 EvaluateResult Model::evaluate(const ImageSet& data, const EvaluateOptions& options) {
-  return Trainer(runtime(&data, "evaluate")).evaluate(data, options);
+  ModelRuntime& rt = runtime(&data, "evaluate");
+  rt.require_consistent("evaluate");
+  return Trainer(rt).evaluate(data, options);
 }
 
 std::vector<float> Model::predict(const ImageSet& data, int64_t batch_size) {
-  return Trainer(runtime(&data, "predict")).predict(data, batch_size);
+  ModelRuntime& rt = runtime(&data, "predict");
+  rt.require_consistent("predict");
+  return Trainer(rt).predict(data, batch_size);
 }
 
 Optimizer& Model::optimizer() const {

@@ -53,6 +53,23 @@ struct FitOptions {
   // Gradients are all-reduced in buckets of this size, each started as soon as backward has
   // produced it (last layers first), as in PyTorch's DDP (its default: 25 MB).
   size_t gradient_bucket_bytes = size_t{25} << 20;
+
+  // Keras's BackupAndRestore. With a directory, fit writes a backup there (a checkpoint with
+  // where the run was: epoch, step, running means, history, callbacks' state) after every epoch,
+  // and also every `backup_every_steps` steps and every `backup_every_seconds` seconds when set;
+  // it keeps the newest `backup_keep`. Started again with the same directory and options, fit
+  // continues from the newest backup exactly as if it had never stopped (bitwise, on the same
+  // strategy) and returns the whole history. After a run that finished, the backups are deleted
+  // (Keras's delete_checkpoint) unless `backup_keep_at_end`. The directory is created if needed.
+  std::string backup_dir = "";
+  int64_t backup_every_steps = 0;
+  double backup_every_seconds = 0;
+  int backup_keep = 2;
+  bool backup_keep_at_end = false;
+  // SIGINT and SIGTERM end fit after the current step, with a backup when backup_dir is set, and
+  // throw Interrupted naming the signal (always so with a backup_dir). A second signal acts as it
+  // would without fit (by default: the process ends at once).
+  bool stop_on_signals = false;
 };
 
 struct EvaluateOptions {
@@ -93,7 +110,9 @@ class Model {
   // validation set, before any step), and NumericalError when the loss becomes NaN or infinite
   // (naming the epoch and step; that step's update is not applied, so the variables are those of
   // the last good step) unless callbacks::TerminateOnNaN is among the callbacks: then fit stops
-  // and returns the history. Callbacks run on the calling thread, once per hook.
+  // and returns the history. Callbacks run on the calling thread, once per hook. With a
+  // backup_dir, a fit that holds a backup resumes from it (throwing InvalidArgument when it was
+  // taken with another batch size, seed or data set); a signal ends it with Interrupted.
   History fit(const ImageSet& train, const FitOptions& options = {});
   // The loss and every metric over `data`, in inference mode.
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});

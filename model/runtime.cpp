@@ -169,6 +169,27 @@ void ModelRuntime::reset_totals() {
   host_totals_.back() = -1.0f;
 }
 
+void ModelRuntime::set_totals(std::span<const float> totals) {
+  MIRROR_REQUIRE(totals.size() == host_totals_.size(), InvalidArgument, "set_totals got ", totals.size(),
+                 " values, the runtime keeps ", host_totals_.size());
+  strategy_->run([&](int r) {
+    strategy_->backend(r).upload(totals.data(), replicas_[static_cast<size_t>(r)]->totals.data(), totals.size() * sizeof(float));
+    strategy_->backend(r).synchronize();
+  });
+  std::copy(totals.begin(), totals.end(), host_totals_.begin());
+}
+
+void ModelRuntime::require_consistent(const char* what) {
+  if (!suspect_) return;
+  bool same = replicas_identical();
+  const std::vector<float> slots = get_slots(0);
+  for (int r = 1; same && r < strategy_->num_replicas(); ++r) same = get_slots(r) == slots;
+  MIRROR_REQUIRE(same, Error, what, ": the replicas no longer hold the same variables and optimizer state, because a "
+                 "training step failed part-way before; load_checkpoint() makes them one model again (or set_weights() "
+                 "and compile() again, which starts the optimizer afresh)");
+  suspect_ = false;
+}
+
 void ModelRuntime::read_totals() {
   strategy_->run([&](int r) {
     if (r == 0)

@@ -57,6 +57,8 @@ class ModelRuntime {
   void reset_totals();
   // Replica 0 copies its running totals to the host now (and waits for them).
   void read_totals();
+  // Sets every replica's running totals (and the host's copy) to `totals` (a backup's).
+  void set_totals(std::span<const float> totals);
   // The totals replica 0 last copied to the host: stats_width() sums, then the first bad step or -1.
   const std::vector<float>& host_totals() const { return host_totals_; }
 
@@ -81,6 +83,12 @@ class ModelRuntime {
   void set_slots(std::span<const float> slots);
   void set_iterations(int64_t iterations) { iterations_ = iterations; }
 
+  // A training step that failed part-way (an exception from a replica) may have updated some
+  // replicas and not others. fit marks it; require_consistent() then checks the replicas once and
+  // throws Error when they differ (set_weights or a checkpoint makes them one model again).
+  void mark_suspect() { suspect_ = true; }
+  void require_consistent(const char* what);
+
  private:
   struct Replica;
   void initialize_variables(uint64_t seed);
@@ -100,6 +108,7 @@ class ModelRuntime {
   std::vector<float> host_totals_;
   int64_t iterations_ = 0;
   int64_t segment_count_ = 0;  // trainable variables
+  bool suspect_ = false;
 };
 
 }  // namespace mirror

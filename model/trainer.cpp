@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include "engine/error.hpp"
 #include "engine/progress.hpp"
@@ -67,14 +68,13 @@ MetricValues Trainer::means(int64_t seen) const {
   return values;
 }
 
-Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps,
-                                         int64_t first_iteration, bool read_every_step, const ReplicaStep& replica_step,
-                                         const BeforeStep& before, const AfterStep& after) {
+Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t first_step,
+                                         int64_t steps, int64_t first_iteration, bool read_every_step,
+                                         const ReplicaStep& replica_step, const BeforeStep& before, const AfterStep& after) {
   Strategy& strategy = runtime_.strategy();
-  runtime_.reset_totals();
   BatchesRun run;
   auto last_read = Clock::now();
-  for (int64_t step = 0; step < steps; ++step) {
+  for (int64_t step = first_step; step < steps; ++step) {
     if (before) before(step);
     const auto batch = data::batch_indices(order, batch_size, step);
     const auto rows = static_cast<int64_t>(batch.size());
@@ -87,13 +87,18 @@ Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t
                         .learning_rate = runtime_.optimizer().learning_rate(iteration),
                         .step = step,
                         .read_totals = read};
-    strategy.run([&](int r) {
-      const BatchShare& share = shares[static_cast<size_t>(r)];
-      replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)), share.offset,
-                   info);
-    });
+    try {
+      strategy.run([&](int r) {
+        const BatchShare& share = shares[static_cast<size_t>(r)];
+        replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)),
+                     share.offset, info);
+      });
+    } catch (...) {
+      runtime_.mark_suspect();  // some replicas may have applied the update and others not
+      throw;
+    }
     run.seen += rows;
-    run.steps = step + 1;
+    run.steps = step + 1 - first_step;
     if (read) last_read = Clock::now();
     if (!after(step, run.seen, read)) {
       if (!read) runtime_.read_totals();
@@ -103,12 +108,43 @@ Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t
   return run;
 }
 
-void Trainer::run_epoch(const FitData& data, const FitOptions& o, int epoch, Model& model, EpochLog& log) {
+struct Trainer::FitRun {
+  const FitData& data;
+  const FitOptions& options;
+  Model& model;
+  FitIdentity identity;
+  BackupDir* backups = nullptr;
+  const SignalCatcher& signals;
+  FitProgress progress;  // where the run is; its history holds the finished epochs
+  Clock::time_point last_backup = Clock::now();
+};
+
+void Trainer::write_backup(FitRun& run) {
+  saving::Checkpoint checkpoint;
+  saving::capture_model(runtime_, run.model.variables(), checkpoint);
+  capture_fit(run.progress, run.identity, run.options.callbacks, checkpoint);
+  run.backups->write(checkpoint, runtime_.iterations());
+  run.last_backup = Clock::now();
+}
+
+Interrupted Trainer::interrupted(const FitRun& run, int signal, int64_t step) const {
+  const std::string where = step == 0 ? str("at the end of epoch ", run.progress.epoch - 1)
+                                      : str("after epoch ", run.progress.epoch, ", step ", step, "/", run.identity.steps);
+  return Interrupted(signal, str("fit stopped by ", signal_name(signal), " ", where,
+                                 run.backups ? str("; a backup of that step is in ", run.backups->path(),
+                                                   ": run fit again with the same backup_dir to continue")
+                                             : std::string("; nothing was saved (no backup_dir)")));
+}
+
+void Trainer::run_epoch(FitRun& run, EpochLog& log) {
+  const FitData& data = run.data;
+  const FitOptions& o = run.options;
+  FitProgress& p = run.progress;
+  const int epoch = p.epoch;
   const int64_t rows = data.train_rows;
   const std::vector<int32_t> samples =
       o.shuffle ? data::shuffled_indices(rows, o.seed, static_cast<uint64_t>(epoch - 1)) : identity_order(rows);
-  int64_t steps = data::batch_count(rows, o.batch_size);
-  if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
+  const int64_t steps = run.identity.steps;
 
   std::ostream& out = out_or_cout(o.out);
   const bool bar = o.verbose >= 1;
@@ -116,40 +152,79 @@ void Trainer::run_epoch(const FitData& data, const FitOptions& o, int epoch, Mod
   ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
   const std::vector<float>& totals = runtime_.host_totals();
   const size_t bad_step = runtime_.stats_width();
-  const auto start = Clock::now();
-  const int64_t first_iteration = runtime_.iterations();
-  runtime_.add_iterations(steps);  // every step of the epoch is either applied or, after a NaN, skipped as fit stops
+  const int64_t first_step = p.step, seen_before = p.seen;
+  if (first_step > 0) {
+    runtime_.set_totals(p.totals);  // the running means go on from the backup's
+  } else {
+    runtime_.reset_totals();
+  }
+  const auto start = Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(p.seconds));
+  // Iterations count every step of the epoch up front: each is either applied or, after a NaN,
+  // skipped as fit stops. A backup records the steps really done.
+  const int64_t first_iteration = runtime_.iterations() - first_step;
+  runtime_.add_iterations(steps - first_step);
   GradientReducer reducer(runtime_.plan().trainable_floats, std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)),
                           runtime_.strategy().num_replicas());
-  const BatchesRun run = run_batches(
-      samples, o.batch_size, steps, first_iteration, o.verify_replicas,
+  int signal = 0;
+  const BatchesRun batches = run_batches(
+      samples, o.batch_size, first_step, steps, first_iteration, o.verify_replicas,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
         runtime_.train_step(r, *data.train, share, first_row, info, reducer);
       },
       [&](int64_t step) {
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_begin(step);
       },
-      [&](int64_t step, int64_t seen, bool read) {
+      [&](int64_t step, int64_t seen_now, bool read) {
+        const int64_t seen = seen_before + seen_now;
+        // A signal with the epoch's last step is taken after the epoch's end (and its backup), by fit.
+        signal = step + 1 < steps ? run.signals.caught() : 0;
+        const bool backup =
+            run.backups && step + 1 < steps &&
+            (signal != 0 || (o.backup_every_steps > 0 && (first_iteration + step + 1) % o.backup_every_steps == 0) ||
+             (o.backup_every_seconds > 0 && seconds_since(run.last_backup) >= o.backup_every_seconds));
+        if (backup && !read) {
+          runtime_.read_totals();
+          read = true;
+        }
         const MetricValues logs = read ? means(seen) : MetricValues{};
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_end(step, read ? &logs : nullptr);
-        if (!read) return !model.stop_training();
-        MIRROR_REQUIRE(totals[bad_step] < 0 || model.stop_training(), NumericalError, "the loss became ", totals[0],
-                       " at epoch ", epoch, ", step ", static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
-                       "; no update was applied from that step on, so the weights are those of the step before. Lower "
-                       "the learning rate or check the input data (or add callbacks::TerminateOnNaN() to stop quietly).");
-        if (o.verify_replicas)
-          MIRROR_REQUIRE(runtime_.replicas_identical(), Error, "replicas diverged after epoch ", epoch, " step ", step + 1,
-                         ": their variables are no longer bitwise identical (a non-deterministic reduction or a missed update)");
-        if (bar) progress.update(step + 1, logs);
-        return !model.stop_training();
+        if (read) {
+          MIRROR_REQUIRE(totals[bad_step] < 0 || run.model.stop_training(), NumericalError, "the loss became ", totals[0],
+                         " at epoch ", epoch, ", step ", static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
+                         "; no update was applied from that step on, so the weights are those of the step before. "
+                         "Lower the learning rate or check the input data (or add callbacks::TerminateOnNaN() to stop "
+                         "quietly).");
+          if (o.verify_replicas)
+            MIRROR_REQUIRE(runtime_.replicas_identical(), Error, "replicas diverged after epoch ", epoch, " step ",
+                           step + 1, ": their variables are no longer bitwise identical (a non-deterministic reduction "
+                           "or a missed update)");
+          if (bar) progress.update(step + 1, logs);
+        }
+        if (backup) {
+          const int64_t pending = runtime_.iterations();
+          runtime_.set_iterations(first_iteration + step + 1);  // the steps really done
+          p.step = step + 1;
+          p.seen = seen;
+          p.seconds = seconds_since(start);
+          p.totals = totals;
+          p.stopped = run.model.stop_training();
+          write_backup(run);
+          runtime_.set_iterations(pending);
+        }
+        return signal == 0 && !run.model.stop_training();
       });
-  runtime_.add_iterations(run.steps - steps);  // a callback stopped the epoch early
+  if (signal != 0) {
+    runtime_.set_iterations(first_iteration + first_step + batches.steps);
+    if (bar) out << '\n';  // the progress line stays as it was
+    throw interrupted(run, signal, first_step + batches.steps);
+  }
+  runtime_.add_iterations(first_step + batches.steps - steps);  // a callback stopped the epoch early
   log.epoch = epoch;
-  log.values = means(run.seen);
+  log.values = means(seen_before + batches.seen);
   log.loss = value_of(log.values, "loss");
   log.accuracy = value_of(log.values, "accuracy");
   log.seconds = seconds_since(start);
-  log.samples_per_second = double(run.seen) / log.seconds;
+  log.samples_per_second = double(seen_before + batches.seen) / log.seconds;
   if (data.val && epoch % o.validation_freq == 0) {
     const EvaluateResult val = evaluate_rows(*data.val, data.val_order, {.batch_size = o.batch_size, .verbose = 0});
     for (const auto& [name, value] : val.values) log.values.push_back({"val_" + name, value});
@@ -187,11 +262,36 @@ History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
   MIRROR_REQUIRE(o.steps_per_epoch >= 0, InvalidArgument, "steps_per_epoch must be >= 0 (0 = all), got ", o.steps_per_epoch);
   MIRROR_REQUIRE(o.gradient_bucket_bytes >= sizeof(float), InvalidArgument,
                  "gradient_bucket_bytes must hold at least one float, got ", o.gradient_bucket_bytes);
+  MIRROR_REQUIRE(o.backup_every_steps >= 0 && o.backup_every_seconds >= 0 && std::isfinite(o.backup_every_seconds),
+                 InvalidArgument, "backup_every_steps and backup_every_seconds must be >= 0 (0 = only after each epoch)");
+  MIRROR_REQUIRE(o.backup_dir.empty() ? o.backup_every_steps == 0 && o.backup_every_seconds == 0 : true,
+                 InvalidArgument, "backup_every_steps and backup_every_seconds need a backup_dir");
   for (const CallbackPtr& c : o.callbacks) MIRROR_REQUIRE(c != nullptr, InvalidArgument, "a callback is null");
   // Both sets are checked before the first step: a bad validation set must not cost an epoch.
   check_data(train, "training set", true);
   if (o.validation_data) check_data(*o.validation_data, "validation set", true);
   const FitData data = split_data(train, o);
+  int64_t steps = data::batch_count(data.train_rows, o.batch_size);
+  if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
+  std::ostream& out = out_or_cout(o.out);
+
+  std::optional<BackupDir> backups;
+  if (!o.backup_dir.empty()) backups.emplace(o.backup_dir, o.backup_keep);
+  const SignalCatcher signals(o.stop_on_signals || backups);
+  FitRun run{.data = data, .options = o, .model = model,
+             .identity = {.batch_size = o.batch_size, .seed = o.seed, .shuffle = o.shuffle,
+                          .train_rows = data.train_rows, .steps = steps},
+             .backups = backups ? &*backups : nullptr, .signals = signals, .progress = {}};
+  // A backup is checked whole before anything changes; it is applied after on_train_begin.
+  std::optional<std::pair<saving::Checkpoint, std::string>> backup;
+  if (backups) backup = backups->newest(out);
+  if (backup) {
+    saving::check_model(runtime_, model.variables(), backup->first, backup->second);
+    check_fit(backup->first, run.identity, o.callbacks.size(), backup->second);
+  } else {
+    runtime_.require_consistent("fit");
+  }
+
   const int64_t n = runtime_.strategy().num_replicas();
   runtime_.reserve_rows((std::min(o.batch_size, train.count) + n - 1) / n);  // the largest share of any batch
   if (data.val) runtime_.reserve_rows((std::min<int64_t>(o.batch_size, data.val->count) + n - 1) / n);
@@ -199,23 +299,51 @@ History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
     runtime_.release(train);
     if (o.validation_data) runtime_.release(*o.validation_data);
   }};
-  int64_t steps = data::batch_count(data.train_rows, o.batch_size);
-  if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
-  const FitParams params{.epochs = o.epochs, .steps = steps, .has_validation = data.val != nullptr,
-                         .verbose = o.verbose, .out = &out_or_cout(o.out)};
+  FitParams params{.epochs = o.epochs, .steps = steps, .has_validation = data.val != nullptr,
+                   .verbose = o.verbose, .out = &out};
+  if (backup) {
+    params.resumed = true;
+    params.initial_epoch = backup->first.header["fit"]["epoch"].get<int>() - 1;
+  }
   for (const CallbackPtr& c : o.callbacks) c->set_context(model, params);
   model.set_stop_training(false);
   for (const CallbackPtr& c : o.callbacks) c->on_train_begin();
-  History history;
-  for (int epoch = 1; epoch <= o.epochs && !model.stop_training(); ++epoch) {
-    for (const CallbackPtr& c : o.callbacks) c->on_epoch_begin(epoch - 1);
+  if (backup) {
+    saving::restore_model(runtime_, backup->first, backup->second);
+    run.progress = restore_fit(backup->first, o.callbacks, backup->second);
+    model.set_stop_training(run.progress.stopped);
+    if (o.verbose >= 1)
+      out << "Mirror: continuing from the backup " << backup->second << " (epoch " << run.progress.epoch << ", step "
+          << run.progress.step << '/' << steps << ")\n";
+    backup.reset();
+  }
+  FitProgress& p = run.progress;
+  for (; p.epoch <= o.epochs && !model.stop_training(); ++p.epoch) {
+    // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
+    // came back with the backup).
+    if (p.step == 0)
+      for (const CallbackPtr& c : o.callbacks) c->on_epoch_begin(p.epoch - 1);
     EpochLog log;
-    run_epoch(data, o, epoch, model, log);
-    for (const CallbackPtr& c : o.callbacks) c->on_epoch_end(epoch - 1, log);
-    history.epochs.push_back(std::move(log));
+    run_epoch(run, log);
+    for (const CallbackPtr& c : o.callbacks) c->on_epoch_end(p.epoch - 1, log);
+    p.history.epochs.push_back(std::move(log));
+    p.step = p.seen = 0;
+    p.seconds = 0;
+    p.totals.clear();
+    p.stopped = model.stop_training();
+    if (backups) {
+      ++p.epoch;  // the backup continues with the next epoch
+      write_backup(run);
+      --p.epoch;
+    }
+    if (const int signal = signals.caught()) {
+      ++p.epoch;
+      throw interrupted(run, signal, 0);
+    }
   }
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
-  return history;
+  if (backups && !o.backup_keep_at_end) backups->remove_all();
+  return std::move(p.history);
 }
 
 EvaluateResult Trainer::evaluate(const ImageSet& data, const EvaluateOptions& o) {
@@ -235,8 +363,9 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
   const std::vector<float>& totals = runtime_.host_totals();
   const size_t bad_step = runtime_.stats_width();
   const auto start = Clock::now();
+  runtime_.reset_totals();
   const BatchesRun run = run_batches(
-      order, o.batch_size, steps, runtime_.iterations(), false,
+      order, o.batch_size, 0, steps, runtime_.iterations(), false,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
         runtime_.evaluate_step(r, data, share, first_row, info);
       },

@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "engine/error.hpp"
+#include "model/backup.hpp"
 #include "model/model.hpp"
 #include "model/runtime.hpp"
 
@@ -40,7 +42,15 @@ class Trainer {
   // `labels`) label values the loss cannot take.
   void check_data(const ImageSet& data, const char* what, bool labels) const;
   FitData split_data(const ImageSet& train, const FitOptions& options) const;
-  void run_epoch(const FitData& data, const FitOptions& options, int epoch, Model& model, EpochLog& log);
+  // One fit's state beyond its options: where it is, its backups, the signals it watches.
+  struct FitRun;
+  // Runs the epoch `run.progress.epoch` from its step `run.progress.step` and fills `log`. Throws
+  // Interrupted (after a backup, when the fit has a backup directory) when a signal arrived.
+  void run_epoch(FitRun& run, EpochLog& log);
+  // Writes a backup of the model and `run.progress` to the run's directory.
+  void write_backup(FitRun& run);
+  // The error that ends a fit stopped by `signal` after step `step` (1-based) of the epoch in progress.
+  Interrupted interrupted(const FitRun& run, int signal, int64_t step) const;
   EvaluateResult evaluate_rows(const ImageSet& data, std::span<const int32_t> order, const EvaluateOptions& options);
   // One step's work on one replica: (replica, its share, the share's first row, the step).
   using ReplicaStep = std::function<void(int, std::span<const int32_t>, int64_t, const StepInfo&)>;
@@ -48,9 +58,12 @@ class Trainer {
   // were read); returning false ends the loop after that step (the totals are read then).
   using BeforeStep = std::function<void(int64_t)>;
   using AfterStep = std::function<bool(int64_t, int64_t, bool)>;
-  // Runs `steps` batches of `order` on every replica, reading the device's totals at least every
-  // 100 ms and after the last step (or after every step).
-  BatchesRun run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t steps, int64_t first_iteration,
+  // Runs batches [first_step, steps) of `order` on every replica, reading the device's totals at
+  // least every 100 ms and after the last step (or after every step). `seen` counts from
+  // `first_step`'s first sample; the totals are the caller's to reset. A failure during a training
+  // step marks the runtime suspect (the replicas may differ).
+  BatchesRun run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t first_step, int64_t steps,
+                         int64_t first_iteration,
                          bool read_every_step, const ReplicaStep& replica_step, const BeforeStep& before,
                          const AfterStep& after);
   // The running means of the loss and each metric over `seen` samples, by Keras name.

@@ -1,26 +1,20 @@
-// Training checkpoints (Model::save_checkpoint / load_checkpoint): what a run needs to go on from
-// where it was, in one file written atomically and checked by a CRC-32 before anything is read.
-//
-//   0   "MIRRORCK"                     8 bytes
-//   8   format version (1), 0          2 x uint32
-//   16  header bytes H                 uint64
-//   24  header: JSON (variables' paths and shapes, optimizer, slot floats, iterations)
-//   24+H  float32 weights (get_weights order), then float32 optimizer slots
-//   end-4  CRC-32 (zlib) of every byte before it
-// Integers and floats are little-endian (the machines Mirror runs on).
+// Training checkpoints: the file (checkpoint.hpp) and Model::save_checkpoint / load_checkpoint.
+#include "model/saving/checkpoint.hpp"
+
 #include <zlib.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "engine/error.hpp"
 #include "model/runtime.hpp"
 #include "model/saving/keras_format.hpp"
 
-namespace mirror {
+namespace mirror::saving {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'I', 'R', 'R', 'O', 'R', 'C', 'K'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr size_t kFixedBytes = 24 + 4;
 
 template <typename T>
@@ -42,86 +36,173 @@ uint32_t crc_of(const uint8_t* data, size_t size) {
 
 std::string shape_text(const std::vector<int64_t>& dims) { return str(Shape(dims)); }
 
+// Copies `count` values of T from `bytes` at `offset` into `out` (the caller checked the size).
+template <typename T>
+std::vector<T> read_array(std::span<const uint8_t> bytes, size_t offset, uint64_t count) {
+  std::vector<T> out(static_cast<size_t>(count));
+  if (count) std::memcpy(out.data(), bytes.data() + offset, static_cast<size_t>(count) * sizeof(T));
+  return out;
+}
+
 }  // namespace
 
-void Model::save_checkpoint(const std::string& path) {
-  ModelRuntime& rt = runtime(nullptr, "save_checkpoint");
-  const std::vector<float> weights = rt.get_weights(0), slots = rt.get_slots(0);
-  nlohmann::json variables = nlohmann::json::array();
-  for (const VariableInfo& v : this->variables())
-    variables.push_back({{"path", v.path}, {"shape", v.shape.dims()}, {"trainable", v.trainable}});
-  const std::string header = nlohmann::json{{"format", "mirror-checkpoint"},
-                                            {"iterations", rt.iterations()},
-                                            {"optimizer", optimizer_->name()},
-                                            {"weight_floats", weights.size()},
-                                            {"slot_floats", slots.size()},
-                                            {"variables", variables}}
-                                 .dump();
+const std::vector<float>& Checkpoint::f32(const std::string& name, const std::string& source) const {
+  const auto it = floats.find(name);
+  MIRROR_REQUIRE(it != floats.end(), DataError, source, ": the checkpoint has no array '", name, "'");
+  return it->second;
+}
+
+const std::vector<double>& Checkpoint::f64(const std::string& name, const std::string& source) const {
+  const auto it = doubles.find(name);
+  MIRROR_REQUIRE(it != doubles.end(), DataError, source, ": the checkpoint has no array '", name, "'");
+  return it->second;
+}
+
+std::vector<uint8_t> encode_checkpoint(const Checkpoint& checkpoint) {
+  nlohmann::json header = checkpoint.header;
+  header["format"] = "mirror-checkpoint";
+  nlohmann::json arrays = nlohmann::json::array();
+  size_t payload = 0;
+  for (const auto& [name, values] : checkpoint.floats) {
+    arrays.push_back({{"name", name}, {"type", "f32"}, {"count", values.size()}});
+    payload += values.size() * sizeof(float);
+  }
+  for (const auto& [name, values] : checkpoint.doubles) {
+    arrays.push_back({{"name", name}, {"type", "f64"}, {"count", values.size()}});
+    payload += values.size() * sizeof(double);
+  }
+  header["arrays"] = arrays;
+  const std::string text = header.dump();
   std::vector<uint8_t> bytes;
-  bytes.reserve(kFixedBytes + header.size() + 4 * (weights.size() + slots.size()));
+  bytes.reserve(kFixedBytes + text.size() + payload);
   append(bytes, kMagic, 8);
   const uint32_t version[2] = {kVersion, 0};
   append(bytes, version, 2);
-  const uint64_t header_bytes = header.size();
+  const uint64_t header_bytes = text.size();
   append(bytes, &header_bytes, 1);
-  append(bytes, header.data(), header.size());
-  append(bytes, weights.data(), weights.size());
-  append(bytes, slots.data(), slots.size());
+  append(bytes, text.data(), text.size());
+  for (const auto& [name, values] : checkpoint.floats) append(bytes, values.data(), values.size());
+  for (const auto& [name, values] : checkpoint.doubles) append(bytes, values.data(), values.size());
   const uint32_t crc = crc_of(bytes.data(), bytes.size());
   append(bytes, &crc, 1);
-  saving::write_file_atomically(path, bytes);
+  return bytes;
+}
+
+Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& source) {
+  MIRROR_REQUIRE(bytes.size() >= kFixedBytes && std::memcmp(bytes.data(), kMagic, 8) == 0, DataError, source,
+                 " is not a Mirror checkpoint (it does not start with MIRRORCK)");
+  const auto version = load<uint32_t>(bytes.data() + 8);
+  MIRROR_REQUIRE(version == kVersion, DataError, source, " is a checkpoint of format version ", version,
+                 "; this Mirror reads version ", kVersion);
+  const auto stored = load<uint32_t>(bytes.data() + bytes.size() - 4);
+  const uint32_t actual = crc_of(bytes.data(), bytes.size() - 4);
+  MIRROR_REQUIRE(stored == actual, DataError, source, " is damaged: its CRC-32 is ", stored, " but its contents give ",
+                 actual, " (truncated or changed after it was written)");
+  const auto header_bytes = load<uint64_t>(bytes.data() + 16);
+  MIRROR_REQUIRE(header_bytes <= bytes.size() - kFixedBytes, DataError, source, ": header size ", header_bytes,
+                 " exceeds the file");
+  Checkpoint checkpoint;
+  checkpoint.header = nlohmann::json::parse(bytes.begin() + 24, bytes.begin() + 24 + static_cast<ptrdiff_t>(header_bytes),
+                                            nullptr, false);
+  const nlohmann::json& header = checkpoint.header;
+  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.value("format", "") == "mirror-checkpoint" &&
+                     header.contains("arrays") && header["arrays"].is_array(),
+                 DataError, source, ": the checkpoint's header is not valid");
+  size_t offset = 24 + static_cast<size_t>(header_bytes);
+  const size_t end = bytes.size() - 4;
+  try {
+    for (const nlohmann::json& array : header["arrays"]) {
+      const auto name = array.at("name").get<std::string>();
+      const auto type = array.at("type").get<std::string>();
+      const auto count = array.at("count").get<uint64_t>();
+      const size_t width = type == "f32" ? sizeof(float) : type == "f64" ? sizeof(double) : 0;
+      MIRROR_REQUIRE(width != 0, DataError, source, ": array '", name, "' has an unknown type '", type, "'");
+      MIRROR_REQUIRE(count <= (end - offset) / width, DataError, source, ": array '", name, "' of ", count, " ", type,
+                     " values runs past the end of the file");
+      if (width == sizeof(float)) {
+        checkpoint.floats[name] = read_array<float>(bytes, offset, count);
+      } else {
+        checkpoint.doubles[name] = read_array<double>(bytes, offset, count);
+      }
+      offset += static_cast<size_t>(count) * width;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(str(source, ": the checkpoint's header is not valid (", e.what(), ")"));
+  }
+  MIRROR_REQUIRE(offset == end, DataError, source, ": ", end - offset, " bytes follow the arrays its header lists");
+  return checkpoint;
+}
+
+void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, Checkpoint& checkpoint) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const VariableInfo& v : variables)
+    list.push_back({{"path", v.path}, {"shape", v.shape.dims()}, {"trainable", v.trainable}});
+  const Optimizer& optimizer = runtime.optimizer();
+  nlohmann::json model{{"variables", list}, {"optimizer", optimizer.name()}, {"iterations", runtime.iterations()}};
+  checkpoint.header["model"] = model;
+  checkpoint.floats["weights"] = runtime.get_weights(0);
+  checkpoint.floats["slots"] = runtime.get_slots(0);
+  if (!optimizer.has_schedule()) checkpoint.doubles["learning_rate"] = {optimizer.learning_rate(0)};
+}
+
+void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, const Checkpoint& checkpoint,
+                 const std::string& source) {
+  try {
+    const nlohmann::json& model = checkpoint.header.at("model");
+    const auto optimizer = model.at("optimizer").get<std::string>();
+    MIRROR_REQUIRE(optimizer == runtime.optimizer().name(), DataError, source, " was saved with optimizer ", optimizer,
+                   "; the model is compiled with ", runtime.optimizer().name());
+    const nlohmann::json& theirs = model.at("variables");
+    MIRROR_REQUIRE(theirs.is_array() && theirs.size() == variables.size(), DataError, source, " holds ", theirs.size(),
+                   " variables, the model has ", variables.size(), ": it was saved from another architecture");
+    for (size_t i = 0; i < variables.size(); ++i) {
+      const auto dims = theirs[i].at("shape").get<std::vector<int64_t>>();
+      const auto name = theirs[i].at("path").get<std::string>();
+      MIRROR_REQUIRE(name == variables[i].path && dims == variables[i].shape.dims(), DataError, source, ": variable ", i,
+                     " is ", name, " of shape ", shape_text(dims), " in the checkpoint but ", variables[i].path,
+                     " of shape ", shape_text(variables[i].shape.dims()), " in the model");
+    }
+    MIRROR_REQUIRE(model.at("iterations").get<int64_t>() >= 0, DataError, source, ": a negative iteration count");
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(str(source, ": the checkpoint's header is not valid (", e.what(), ")"));
+  }
+  int64_t floats = 0;
+  for (const VariableInfo& v : variables) floats += v.shape.count();
+  const size_t slots = static_cast<size_t>(runtime.optimizer().slot_count()) * runtime.plan().trainable_floats;
+  MIRROR_REQUIRE(checkpoint.f32("weights", source).size() == static_cast<size_t>(floats) &&
+                     checkpoint.f32("slots", source).size() == slots,
+                 DataError, source, ": its variables or optimizer slots do not fit the model");
+  if (!runtime.optimizer().has_schedule() && checkpoint.doubles.count("learning_rate")) {
+    const std::vector<double>& rate = checkpoint.doubles.at("learning_rate");
+    MIRROR_REQUIRE(rate.size() == 1 && rate[0] >= 0 && std::isfinite(rate[0]), DataError, source,
+                   ": its learning rate is not a finite value >= 0");
+  }
+}
+
+void restore_model(ModelRuntime& runtime, const Checkpoint& checkpoint, const std::string& source) {
+  runtime.set_weights(checkpoint.f32("weights", source));
+  runtime.set_slots(checkpoint.f32("slots", source));
+  runtime.set_iterations(checkpoint.header["model"]["iterations"].get<int64_t>());
+  if (!runtime.optimizer().has_schedule() && checkpoint.doubles.count("learning_rate"))
+    runtime.optimizer().set_learning_rate(static_cast<float>(checkpoint.doubles.at("learning_rate")[0]));
+}
+
+}  // namespace mirror::saving
+
+namespace mirror {
+
+void Model::save_checkpoint(const std::string& path) {
+  ModelRuntime& rt = runtime(nullptr, "save_checkpoint");
+  saving::Checkpoint checkpoint;
+  saving::capture_model(rt, variables(), checkpoint);
+  saving::write_file_atomically(path, saving::encode_checkpoint(checkpoint));
 }
 
 void Model::load_checkpoint(const std::string& path) {
   ModelRuntime& rt = runtime(nullptr, "load_checkpoint");
-  const std::vector<uint8_t> bytes = saving::read_file(path, size_t{16} << 30);
-  MIRROR_REQUIRE(bytes.size() >= kFixedBytes && std::memcmp(bytes.data(), kMagic, 8) == 0, DataError, path,
-                 " is not a Mirror checkpoint (it does not start with MIRRORCK)");
-  MIRROR_REQUIRE(load<uint32_t>(bytes.data() + 8) == kVersion, DataError, path, " is a checkpoint of format version ",
-                 load<uint32_t>(bytes.data() + 8), "; this Mirror reads version ", kVersion);
-  const uint32_t stored = load<uint32_t>(bytes.data() + bytes.size() - 4);
-  const uint32_t actual = crc_of(bytes.data(), bytes.size() - 4);
-  MIRROR_REQUIRE(stored == actual, DataError, path, " is damaged: its CRC-32 is ", stored, " but its contents give ", actual,
-                 " (truncated or changed after it was written)");
-  const uint64_t header_bytes = load<uint64_t>(bytes.data() + 16);
-  MIRROR_REQUIRE(header_bytes <= bytes.size() - kFixedBytes, DataError, path, ": header size ", header_bytes, " exceeds the file");
-  const auto header = nlohmann::json::parse(bytes.begin() + 24, bytes.begin() + 24 + static_cast<ptrdiff_t>(header_bytes),
-                                            nullptr, false);
-  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.value("format", "") == "mirror-checkpoint", DataError,
-                 path, ": the checkpoint's header is not valid");
-  try {
-    const std::string optimizer = header.at("optimizer").get<std::string>();
-    MIRROR_REQUIRE(optimizer == optimizer_->name(), DataError, path, " was saved with optimizer ", optimizer,
-                   "; the model is compiled with ", optimizer_->name());
-    const std::vector<VariableInfo> mine = this->variables();
-    const nlohmann::json& theirs = header.at("variables");
-    MIRROR_REQUIRE(theirs.is_array() && theirs.size() == mine.size(), DataError, path, " holds ", theirs.size(),
-                   " variables, the model has ", mine.size(), ": it was saved from another architecture");
-    for (size_t i = 0; i < mine.size(); ++i) {
-      const auto dims = theirs[i].at("shape").get<std::vector<int64_t>>();
-      const std::string name = theirs[i].at("path").get<std::string>();
-      MIRROR_REQUIRE(name == mine[i].path && dims == mine[i].shape.dims(), DataError, path, ": variable ", i, " is ", name,
-                     " of shape ", shape_text(dims), " in the checkpoint but ", mine[i].path, " of shape ",
-                     shape_text(mine[i].shape.dims()), " in the model");
-    }
-    const auto weight_floats = header.at("weight_floats").get<uint64_t>();
-    const auto slot_floats = header.at("slot_floats").get<uint64_t>();
-    const uint64_t payload = bytes.size() - kFixedBytes - header_bytes;
-    MIRROR_REQUIRE(weight_floats <= payload / 4 && slot_floats <= payload / 4 && 4 * (weight_floats + slot_floats) == payload,
-                   DataError, path, ": its header promises ", weight_floats, " + ", slot_floats, " floats but ", payload,
-                   " bytes follow it");
-    const auto* floats = bytes.data() + 24 + header_bytes;
-    std::vector<float> weights(weight_floats), slots(slot_floats);
-    std::memcpy(weights.data(), floats, 4 * weight_floats);
-    std::memcpy(slots.data(), floats + 4 * weight_floats, 4 * slot_floats);
-    MIRROR_REQUIRE(weights.size() == static_cast<size_t>(count_params()) && slots.size() == rt.get_slots(0).size(), DataError,
-                   path, ": its variables or optimizer slots do not fit the model");
-    rt.set_weights(weights);
-    rt.set_slots(slots);
-    rt.set_iterations(header.at("iterations").get<int64_t>());
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(str(path, ": the checkpoint's header is not valid (", e.what(), ")"));
-  }
+  const saving::Checkpoint checkpoint = saving::decode_checkpoint(saving::read_file(path, size_t{16} << 30), path);
+  saving::check_model(rt, variables(), checkpoint, path);
+  saving::restore_model(rt, checkpoint, path);
 }
 
 }  // namespace mirror
