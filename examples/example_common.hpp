@@ -50,6 +50,10 @@ struct Flags {
   std::string metrics_json = "";
 };
 
+// IDX label files hold unsigned bytes, so no label reaches 256: a larger last layer could never be
+// trained to use its extra units, and a vast one only runs out of memory after the data loaded.
+inline constexpr int64_t kMaxClasses = 256;
+
 // Refuses flag combinations that make no sense, before any data is read. Throws InvalidArgument.
 inline void check_flags(const Flags& f) {
   const bool has_momentum = f.optimizer == "sgd" || f.optimizer == "rmsprop";
@@ -66,7 +70,8 @@ inline void check_flags(const Flags& f) {
     MIRROR_REQUIRE(std::filesystem::is_directory(dir), InvalidArgument, "--csv-log ", f.csv_log, ": the directory ",
                    dir.string(), " does not exist");
   }
-  MIRROR_REQUIRE(f.classes >= 2, InvalidArgument, "--classes must be at least 2, got ", f.classes);
+  MIRROR_REQUIRE(f.classes >= 2 && f.classes <= kMaxClasses, InvalidArgument, "--classes must be in [2, ", kMaxClasses,
+                 "], got ", f.classes, ": IDX label files hold bytes, so labels run from 0 to ", kMaxClasses - 1);
 }
 
 // A CLI11 check that the value is a number above `low` (or at least `low` when `inclusive`), with a
@@ -89,16 +94,24 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
   app.add_option("--data", f.data, "directory of MNIST-format IDX files ($MIRROR_DATA_DIR, else Fashion-MNIST)")
       ->capture_default_str();
   app.add_option("--epochs", f.epochs, "epochs")->capture_default_str()->check(number_above(0, false));
-  app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")
+      ->capture_default_str()
+      ->check(number_above(0, false));
   app.add_option("--strategy", f.strategy, "auto | host | one-device | mirrored")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored"}));
-  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str();
-  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")->capture_default_str();
-  app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")->delimiter(',');
-  app.add_option("--replicas-per-gpu", f.replicas_per_gpu, "logical replicas on each GPU")->capture_default_str();
+  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str()->check(number_above(0, false));
+  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")
+      ->capture_default_str()
+      ->check(number_above(0, true));
+  app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")
+      ->delimiter(',')
+      ->check(number_above(0, true));
+  app.add_option("--replicas-per-gpu", f.replicas_per_gpu, "logical replicas on each GPU")
+      ->capture_default_str()
+      ->check(number_above(0, false));
   app.add_flag("--require-gpu", f.require_gpu, "fail instead of falling back to the CPU (also MIRROR_REQUIRE_GPU=1)");
-  app.add_option("--seed", f.seed, "weights and shuffling seed")->capture_default_str();
+  app.add_option("--seed", f.seed, "weights and shuffling seed")->capture_default_str()->check(number_above(0, true));
   app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw | rmsprop (Keras 3's rules and defaults)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
@@ -123,7 +136,7 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
   app.add_option("--validation-split", f.validation_split, "hold out this fraction of the training samples")
       ->check(CLI::Range(0.0, 0.99));
   app.add_option("--sync-bn", f.sync_bn, "synchronized batch normalization (models that have it)")->capture_default_str();
-  app.add_option("--classes", f.classes, "units of the last layer")->capture_default_str();
+  app.add_option("--classes", f.classes, str("units of the last layer (2 to ", kMaxClasses, ")"))->capture_default_str();
   app.add_option("--train-samples", f.train_samples, "train on the first N samples only (0 = all)")
       ->capture_default_str()
       ->check(number_above(0, true));

@@ -28,8 +28,15 @@ printf 'not an idx file at all' >"$work/corrupt/train-labels-idx1-ubyte"
 printf 'not an idx file at all' >"$work/corrupt/t10k-images-idx3-ubyte"
 printf 'not an idx file at all' >"$work/corrupt/t10k-labels-idx1-ubyte"
 expect 1 "magic" --data "$work/corrupt"
-expect 2 "batch_size" --batch-size 0 --train-samples 64
-expect 2 "batch_size" --batch-size -3 --train-samples 64
+expect 2 "--batch-size: must be above 0, got 0" --batch-size 0 --train-samples 64
+expect 2 "--batch-size: must be above 0, got -3" --batch-size -3 --train-samples 64
+expect 2 "--seed: must be at least 0, got -1" --seed -1
+expect 2 "--classes must be in \[2, 256\]" --classes 100000000
+expect 2 "--replicas: must be above 0" --replicas 0
+expect 2 "--threads: must be at least 0" --threads -1
+expect 2 "--replicas-per-gpu: must be above 0" --replicas-per-gpu 0
+expect 2 "--devices: must be at least 0" --devices 0,-1
+MIRROR_REQUIRE_GPU=maybe expect 2 "MIRROR_REQUIRE_GPU='maybe' is neither on" --train-samples 64
 expect 2 "not expected" --bogus 1
 expect 2 "--epochs: needs a number, got 'two'" --epochs two
 expect 2 "--optimizer.*sgd" --optimizer lamb
