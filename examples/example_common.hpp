@@ -4,10 +4,14 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -18,6 +22,10 @@
 #include <vector>
 
 #include "mirror.hpp"
+// For write_file_atomically (temporary file beside the target, fsync, rename, errno in its message):
+// the durable write that saves a model, borrowed from model/saving's private header rather than
+// written twice.
+#include "model/saving/keras_format.hpp"
 
 namespace mirror::example {
 
@@ -54,6 +62,32 @@ struct Flags {
 // trained to use its extra units, and a vast one only runs out of memory after the data loaded.
 inline constexpr int64_t kMaxClasses = 256;
 
+// Refuses a PATH given to `flag` that the program could not write at the end of its run: PATH a
+// directory, its directory missing, or no file can be made there (tried with a probe file that
+// mkstemp names uniquely, removed at once). `in_place`: the file is opened where it is, not
+// renamed over, so an existing PATH must be writable too. Throws InvalidArgument with the reason.
+inline void check_output_path(const std::string& flag, const std::string& path, bool in_place) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  std::error_code ec;
+  const std::string what = flag + " " + path;
+  MIRROR_REQUIRE(!fs::is_directory(path, ec), InvalidArgument, what, ": that is a directory; give the path of a file");
+  const fs::path dir = fs::absolute(path, ec).parent_path();
+  MIRROR_REQUIRE(fs::exists(dir, ec), InvalidArgument, what, ": the directory ", dir.string(), " does not exist");
+  MIRROR_REQUIRE(fs::is_directory(dir, ec), InvalidArgument, what, ": ", dir.string(), " is not a directory");
+  std::string probe = (dir / ("." + fs::path(path).filename().string() + ".probe-XXXXXX")).string();
+  const int fd = ::mkstemp(probe.data());
+  const int err = errno;
+  MIRROR_REQUIRE(fd >= 0, InvalidArgument, what, ": cannot create a file in ", dir.string(), ": ", std::strerror(err));
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (in_place && fs::exists(path, ec)) {
+    const bool writable = ::access(path.c_str(), W_OK) == 0;
+    const int access_err = errno;
+    MIRROR_REQUIRE(writable, InvalidArgument, what, ": cannot write to it: ", std::strerror(access_err));
+  }
+}
+
 // Refuses flag combinations that make no sense, before any data is read. Throws InvalidArgument.
 inline void check_flags(const Flags& f) {
   const bool has_momentum = f.optimizer == "sgd" || f.optimizer == "rmsprop";
@@ -65,11 +99,8 @@ inline void check_flags(const Flags& f) {
                  "--warmup-steps applies to --schedule cosine only");
   MIRROR_REQUIRE(f.early_stopping_patience < 0 || f.validation_split > 0, InvalidArgument,
                  "--early-stopping-patience monitors val_loss, so it needs --validation-split");
-  if (!f.csv_log.empty()) {
-    const auto dir = std::filesystem::absolute(f.csv_log).parent_path();
-    MIRROR_REQUIRE(std::filesystem::is_directory(dir), InvalidArgument, "--csv-log ", f.csv_log, ": the directory ",
-                   dir.string(), " does not exist");
-  }
+  check_output_path("--csv-log", f.csv_log, true);
+  check_output_path("--metrics-json", f.metrics_json, false);
   MIRROR_REQUIRE(f.classes >= 2 && f.classes <= kMaxClasses, InvalidArgument, "--classes must be in [2, ", kMaxClasses,
                  "], got ", f.classes, ": IDX label files hold bytes, so labels run from 0 to ", kMaxClasses - 1);
 }
@@ -192,7 +223,8 @@ inline std::string json_string(const std::string& s) {
   return out + '"';
 }
 
-// Written to PATH.tmp and renamed, so a crash never leaves half a file where a result was.
+// Written beside PATH, synced and renamed, so a crash never leaves half a file where a result was;
+// on failure the temporary file is removed and the message names the reason (throws DataError).
 inline void write_metrics(const std::string& path, const Strategy& strategy, const History& history, const EvaluateResult& test) {
   std::ostringstream j;
   j << "{\n  \"strategy\": " << json_string(strategy.name()) << ",\n  \"replicas\": " << strategy.num_replicas()
@@ -206,12 +238,8 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, con
       << ", \"seconds\": " << e.seconds << ", \"samples_per_second\": " << e.samples_per_second << "}";
   }
   j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "}\n}\n";
-  const std::string tmp = path + ".tmp";
-  std::ofstream file(tmp);
-  file << j.str();
-  file.close();
-  MIRROR_REQUIRE(file, Error, "could not write ", tmp);
-  std::filesystem::rename(tmp, path);
+  const std::string text = j.str();
+  saving::write_file_atomically(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 
 // The strategy the flags ask for (announced by make_strategy) and the data set, cut to

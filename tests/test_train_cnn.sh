@@ -45,6 +45,37 @@ expect 2 "--nesterov needs" --optimizer sgd --nesterov
 expect 2 "--warmup-steps applies to --schedule cosine" --warmup-steps 10
 expect 2 "needs --validation-split" --early-stopping-patience 2
 expect 2 "does not exist" --csv-log "$work/no/such/dir/log.csv"
+
+# Output paths are checked before the data is read, so a bad one costs no training.
+# before_data: the last run printed no "Data:" line, i.e. stopped before loading anything.
+before_data() {
+  if grep -q "^Data:" "$work/out"; then echo "FAIL: the last run loaded the data first"; failures=$((failures + 1)); fi
+}
+expect 2 "--metrics-json .*: the directory .* does not exist" --metrics-json "$work/no/such/dir/m.json"
+before_data
+expect 2 "--metrics-json .*: that is a directory" --metrics-json "$work"
+before_data
+expect 2 "--csv-log .*: that is a directory" --csv-log "$work"
+before_data
+# A directory no file can be made in: read-only for a user; for root (who may write anywhere) /sys,
+# when this machine mounts it so. Skipped where neither holds.
+mkdir -p "$work/locked" && chmod 555 "$work/locked"
+locked=""
+for dir in "$work/locked" /sys; do
+  if ! touch "$dir/.probe" 2>/dev/null; then locked="$dir"; break; fi
+  rm -f "$dir/.probe"
+done
+if [ -n "$locked" ]; then
+  expect 2 "--metrics-json .*: cannot create a file in .*: (Permission denied|Read-only file system)" \
+    --metrics-json "$locked/m.json"
+  before_data
+  expect 2 "--csv-log .*: cannot create a file in" --csv-log "$locked/log.csv"
+  if [ -n "$(ls -A "$work/locked")" ]; then echo "FAIL: files left in $work/locked"; failures=$((failures + 1)); fi
+else
+  echo "skipped: no unwritable directory to try --metrics-json in"
+fi
+chmod 755 "$work/locked"
+
 # Refused combinations are refused before any data is read: a missing data directory is not reached.
 expect 2 "--nesterov needs" --optimizer sgd --nesterov --data "$work/missing"
 if "$train_cnn" --help >"$work/out" 2>&1 && grep -q -- "--optimizer" "$work/out"; then
@@ -62,7 +93,7 @@ fi
 # A short real run writes the metrics JSON. --strategy host: --replicas counts host replicas, and on
 # a machine with a GPU the automatic choice would be a GPU strategy.
 if "$train_cnn" --verbose 0 --epochs 1 --train-samples 2000 --strategy host --replicas 2 --metrics-json "$work/m.json" >"$work/out" 2>"$work/err" &&
-   python3 - "$work/m.json" <<'PY'
+   python3 - "$work/m.json" <<'PY' &&
 import json, sys
 m = json.load(open(sys.argv[1]))
 assert m["strategy"] == "host" and m["replicas"] == 2, m
@@ -72,8 +103,9 @@ assert set(e) == {"epoch", "loss", "accuracy", "seconds", "samples_per_second"},
 assert e["epoch"] == 1 and e["samples_per_second"] > 0 and 0 < e["accuracy"] <= 1, e
 assert 0.5 < m["test"]["accuracy"] <= 1, m["test"]
 PY
+   [ -z "$(find "$work" -maxdepth 1 -name '*m.json.*')" ]
 then
-  echo "ok: metrics JSON"
+  echo "ok: metrics JSON, no temporary file left"
 else
   echo "FAIL: short run or its metrics JSON"; cat "$work/err"
   failures=$((failures + 1))
