@@ -16,6 +16,7 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -61,6 +62,12 @@ struct Flags {
 // IDX label files hold unsigned bytes, so no label reaches 256: a larger last layer could never be
 // trained to use its extra units, and a vast one only runs out of memory after the data loaded.
 inline constexpr int64_t kMaxClasses = 256;
+
+// What the program is doing, for the message main_with prints when memory runs out.
+inline std::string& current_step() {
+  static std::string step = "reading the flags";
+  return step;
+}
 
 // Refuses a PATH given to `flag` that the program could not write at the end of its run: PATH a
 // directory, its directory missing, or no file can be made there (tried with a probe file that
@@ -246,6 +253,7 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, con
 // --train-samples, with a line saying what was loaded.
 inline std::unique_ptr<Strategy> make_strategy_from(const Flags& f) {
   set_verbosity(f.verbose);
+  current_step() = "making the strategy";
   return make_strategy({.kind = f.strategy,
                         .require_gpu = f.require_gpu,
                         .host_replicas = f.replicas,
@@ -254,11 +262,29 @@ inline std::unique_ptr<Strategy> make_strategy_from(const Flags& f) {
                         .replicas_per_gpu = f.replicas_per_gpu});
 }
 
+// Refuses data that training or the final evaluation would fail on, before any epoch runs: an empty
+// set, images without pixels, test images of another shape than the training images, a label
+// outside [0, --classes) in either set. Throws DataError naming the set and the problem.
+inline void check_data(const Dataset& data, const Flags& f) {
+  for (const auto& [set, name] : {std::pair{&data.train, "training set"}, std::pair{&data.test, "test set"}}) {
+    MIRROR_REQUIRE(set->count > 0, DataError, "the ", name, " in ", f.data, " is empty");
+    MIRROR_REQUIRE(set->sample_size() > 0, DataError, "the ", name, " in ", f.data, " has images of ", set->height,
+                   " x ", set->width, " pixels; a model needs at least one");
+    data::check_labels(*set, f.classes, name);
+  }
+  MIRROR_REQUIRE(data.test.sample_shape() == data.train.sample_shape(), DataError, "the test set in ", f.data,
+                 " has images of ", data.test.sample_shape(), " but the training set's are ", data.train.sample_shape(),
+                 ": the model takes one shape");
+}
+
 inline Dataset load_data(const Flags& f) {
+  current_step() = "loading the data";
   Dataset data = data::load_idx_dataset(f.data);
   if (f.train_samples > 0) data.train = data.train.head(f.train_samples);
   std::cout << "Data: " << data.train.count << " training and " << data.test.count << " test images of "
             << data.train.sample_shape() << " from " << f.data << '\n';
+  check_data(data, f);
+  current_step() = "building the model";
   return data;
 }
 
@@ -272,9 +298,12 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
     fit.callbacks.push_back(
         callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));
   if (!f.csv_log.empty()) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
+  current_step() = "training";
   const History history = model.fit(data.train, fit);
+  current_step() = "evaluating on the test set";
   const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
+  current_step() = "writing the metrics JSON";
   if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, history, test);
   return 0;
 }
@@ -289,6 +318,9 @@ inline int main_with(int argc, char** argv, const std::string& program, const Fl
   } catch (const InvalidArgument& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << program << ": out of memory while " << current_step() << '\n';
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 1;

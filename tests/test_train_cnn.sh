@@ -76,6 +76,38 @@ else
 fi
 chmod 755 "$work/locked"
 
+# idx_set DIR PREFIX COUNT HEIGHT WIDTH [INDEX=LABEL...]: writes DIR/PREFIX-images-idx3-ubyte and
+# DIR/PREFIX-labels-idx1-ubyte, COUNT images with labels 0..9 in turn except those given.
+idx_set() {
+  mkdir -p "$1"
+  python3 - "$@" <<'PY'
+import struct, sys
+d, prefix, (count, h, w) = sys.argv[1], sys.argv[2], map(int, sys.argv[3:6])
+labels = [i % 10 for i in range(count)]
+for given in sys.argv[6:]:
+    i, label = map(int, given.split("="))
+    labels[i] = label
+with open(f"{d}/{prefix}-images-idx3-ubyte", "wb") as f:
+    f.write(struct.pack(">4B3I", 0, 0, 8, 3, count, h, w) + bytes(i * 37 % 256 for i in range(count * h * w)))
+with open(f"{d}/{prefix}-labels-idx1-ubyte", "wb") as f:
+    f.write(struct.pack(">4BI", 0, 0, 8, 1, count) + bytes(labels))
+PY
+}
+# The test set is checked with the training set, right after loading: a fault in it is a data error
+# (exit 1) found before the model is built, not after every epoch ran.
+idx_set "$work/small" train 64 8 8 && idx_set "$work/small" t10k 16 8 8
+idx_set "$work/label12" train 64 8 8 && idx_set "$work/label12" t10k 16 8 8 5=12
+expect 1 "label 12 at index 5 of the test set is outside \[0, 10\)" --data "$work/label12" --epochs 1
+idx_set "$work/shapes" train 64 8 8 && idx_set "$work/shapes" t10k 16 6 6
+expect 1 "the test set .* has images of \(6, 6, 1\) but the training set's are \(8, 8, 1\)" --data "$work/shapes"
+idx_set "$work/empty" train 64 8 8 && idx_set "$work/empty" t10k 0 8 8
+expect 1 "the test set .* is empty" --data "$work/empty"
+# Images without pixels are a data fault (1), not a bad flag (2).
+idx_set "$work/no_pixels" train 64 0 0 && idx_set "$work/no_pixels" t10k 16 0 0
+expect 1 "the training set .* has images of 0 x 0 pixels" --data "$work/no_pixels"
+# More host threads than cores: allowed, with a warning.
+expect 0 "warning: $(($(nproc) + 1)) host threads were asked for but this machine has $(nproc) hardware threads" \
+  --strategy host --threads $(($(nproc) + 1)) --data "$work/small" --epochs 1
 # Refused combinations are refused before any data is read: a missing data directory is not reached.
 expect 2 "--nesterov needs" --optimizer sgd --nesterov --data "$work/missing"
 if "$train_cnn" --help >"$work/out" 2>&1 && grep -q -- "--optimizer" "$work/out"; then
