@@ -4,20 +4,29 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "mirror.hpp"
+// For write_file_atomically (temporary file beside the target, fsync, rename, errno in its message):
+// the durable write that saves a model, borrowed from model/saving's private header rather than
+// written twice.
+#include "model/saving/keras_format.hpp"
 
 namespace mirror::example {
 
@@ -50,6 +59,42 @@ struct Flags {
   std::string metrics_json = "";
 };
 
+// IDX label files hold unsigned bytes, so no label reaches 256: a larger last layer could never be
+// trained to use its extra units, and a vast one only runs out of memory after the data loaded.
+inline constexpr int64_t kMaxClasses = 256;
+
+// What the program is doing, for the message main_with prints when memory runs out.
+inline std::string& current_step() {
+  static std::string step = "reading the flags";
+  return step;
+}
+
+// Refuses a PATH given to `flag` that the program could not write at the end of its run: PATH a
+// directory, its directory missing, or no file can be made there (tried with a probe file that
+// mkstemp names uniquely, removed at once). `in_place`: the file is opened where it is, not
+// renamed over, so an existing PATH must be writable too. Throws InvalidArgument with the reason.
+inline void check_output_path(const std::string& flag, const std::string& path, bool in_place) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  std::error_code ec;
+  const std::string what = flag + " " + path;
+  MIRROR_REQUIRE(!fs::is_directory(path, ec), InvalidArgument, what, ": that is a directory; give the path of a file");
+  const fs::path dir = fs::absolute(path, ec).parent_path();
+  MIRROR_REQUIRE(fs::exists(dir, ec), InvalidArgument, what, ": the directory ", dir.string(), " does not exist");
+  MIRROR_REQUIRE(fs::is_directory(dir, ec), InvalidArgument, what, ": ", dir.string(), " is not a directory");
+  std::string probe = (dir / ("." + fs::path(path).filename().string() + ".probe-XXXXXX")).string();
+  const int fd = ::mkstemp(probe.data());
+  const int err = errno;
+  MIRROR_REQUIRE(fd >= 0, InvalidArgument, what, ": cannot create a file in ", dir.string(), ": ", std::strerror(err));
+  ::close(fd);
+  ::unlink(probe.c_str());
+  if (in_place && fs::exists(path, ec)) {
+    const bool writable = ::access(path.c_str(), W_OK) == 0;
+    const int access_err = errno;
+    MIRROR_REQUIRE(writable, InvalidArgument, what, ": cannot write to it: ", std::strerror(access_err));
+  }
+}
+
 // Refuses flag combinations that make no sense, before any data is read. Throws InvalidArgument.
 inline void check_flags(const Flags& f) {
   const bool has_momentum = f.optimizer == "sgd" || f.optimizer == "rmsprop";
@@ -61,12 +106,10 @@ inline void check_flags(const Flags& f) {
                  "--warmup-steps applies to --schedule cosine only");
   MIRROR_REQUIRE(f.early_stopping_patience < 0 || f.validation_split > 0, InvalidArgument,
                  "--early-stopping-patience monitors val_loss, so it needs --validation-split");
-  if (!f.csv_log.empty()) {
-    const auto dir = std::filesystem::absolute(f.csv_log).parent_path();
-    MIRROR_REQUIRE(std::filesystem::is_directory(dir), InvalidArgument, "--csv-log ", f.csv_log, ": the directory ",
-                   dir.string(), " does not exist");
-  }
-  MIRROR_REQUIRE(f.classes >= 2, InvalidArgument, "--classes must be at least 2, got ", f.classes);
+  check_output_path("--csv-log", f.csv_log, true);
+  check_output_path("--metrics-json", f.metrics_json, false);
+  MIRROR_REQUIRE(f.classes >= 2 && f.classes <= kMaxClasses, InvalidArgument, "--classes must be in [2, ", kMaxClasses,
+                 "], got ", f.classes, ": IDX label files hold bytes, so labels run from 0 to ", kMaxClasses - 1);
 }
 
 // A CLI11 check that the value is a number above `low` (or at least `low` when `inclusive`), with a
@@ -89,16 +132,24 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
   app.add_option("--data", f.data, "directory of MNIST-format IDX files ($MIRROR_DATA_DIR, else Fashion-MNIST)")
       ->capture_default_str();
   app.add_option("--epochs", f.epochs, "epochs")->capture_default_str()->check(number_above(0, false));
-  app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")->capture_default_str();
+  app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")
+      ->capture_default_str()
+      ->check(number_above(0, false));
   app.add_option("--strategy", f.strategy, "auto | host | one-device | mirrored")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored"}));
-  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str();
-  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")->capture_default_str();
-  app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")->delimiter(',');
-  app.add_option("--replicas-per-gpu", f.replicas_per_gpu, "logical replicas on each GPU")->capture_default_str();
+  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str()->check(number_above(0, false));
+  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")
+      ->capture_default_str()
+      ->check(number_above(0, true));
+  app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")
+      ->delimiter(',')
+      ->check(number_above(0, true));
+  app.add_option("--replicas-per-gpu", f.replicas_per_gpu, "logical replicas on each GPU")
+      ->capture_default_str()
+      ->check(number_above(0, false));
   app.add_flag("--require-gpu", f.require_gpu, "fail instead of falling back to the CPU (also MIRROR_REQUIRE_GPU=1)");
-  app.add_option("--seed", f.seed, "weights and shuffling seed")->capture_default_str();
+  app.add_option("--seed", f.seed, "weights and shuffling seed")->capture_default_str()->check(number_above(0, true));
   app.add_option("--optimizer", f.optimizer, "sgd | adam | adamw | rmsprop (Keras 3's rules and defaults)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "adam", "adamw", "rmsprop"}));
@@ -123,7 +174,7 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
   app.add_option("--validation-split", f.validation_split, "hold out this fraction of the training samples")
       ->check(CLI::Range(0.0, 0.99));
   app.add_option("--sync-bn", f.sync_bn, "synchronized batch normalization (models that have it)")->capture_default_str();
-  app.add_option("--classes", f.classes, "units of the last layer")->capture_default_str();
+  app.add_option("--classes", f.classes, str("units of the last layer (2 to ", kMaxClasses, ")"))->capture_default_str();
   app.add_option("--train-samples", f.train_samples, "train on the first N samples only (0 = all)")
       ->capture_default_str()
       ->check(number_above(0, true));
@@ -179,7 +230,8 @@ inline std::string json_string(const std::string& s) {
   return out + '"';
 }
 
-// Written to PATH.tmp and renamed, so a crash never leaves half a file where a result was.
+// Written beside PATH, synced and renamed, so a crash never leaves half a file where a result was;
+// on failure the temporary file is removed and the message names the reason (throws DataError).
 inline void write_metrics(const std::string& path, const Strategy& strategy, const History& history, const EvaluateResult& test) {
   std::ostringstream j;
   j << "{\n  \"strategy\": " << json_string(strategy.name()) << ",\n  \"replicas\": " << strategy.num_replicas()
@@ -193,18 +245,15 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, con
       << ", \"seconds\": " << e.seconds << ", \"samples_per_second\": " << e.samples_per_second << "}";
   }
   j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "}\n}\n";
-  const std::string tmp = path + ".tmp";
-  std::ofstream file(tmp);
-  file << j.str();
-  file.close();
-  MIRROR_REQUIRE(file, Error, "could not write ", tmp);
-  std::filesystem::rename(tmp, path);
+  const std::string text = j.str();
+  saving::write_file_atomically(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 
 // The strategy the flags ask for (announced by make_strategy) and the data set, cut to
 // --train-samples, with a line saying what was loaded.
 inline std::unique_ptr<Strategy> make_strategy_from(const Flags& f) {
   set_verbosity(f.verbose);
+  current_step() = "making the strategy";
   return make_strategy({.kind = f.strategy,
                         .require_gpu = f.require_gpu,
                         .host_replicas = f.replicas,
@@ -213,11 +262,29 @@ inline std::unique_ptr<Strategy> make_strategy_from(const Flags& f) {
                         .replicas_per_gpu = f.replicas_per_gpu});
 }
 
+// Refuses data that training or the final evaluation would fail on, before any epoch runs: an empty
+// set, images without pixels, test images of another shape than the training images, a label
+// outside [0, --classes) in either set. Throws DataError naming the set and the problem.
+inline void check_data(const Dataset& data, const Flags& f) {
+  for (const auto& [set, name] : {std::pair{&data.train, "training set"}, std::pair{&data.test, "test set"}}) {
+    MIRROR_REQUIRE(set->count > 0, DataError, "the ", name, " in ", f.data, " is empty");
+    MIRROR_REQUIRE(set->sample_size() > 0, DataError, "the ", name, " in ", f.data, " has images of ", set->height,
+                   " x ", set->width, " pixels; a model needs at least one");
+    data::check_labels(*set, f.classes, name);
+  }
+  MIRROR_REQUIRE(data.test.sample_shape() == data.train.sample_shape(), DataError, "the test set in ", f.data,
+                 " has images of ", data.test.sample_shape(), " but the training set's are ", data.train.sample_shape(),
+                 ": the model takes one shape");
+}
+
 inline Dataset load_data(const Flags& f) {
+  current_step() = "loading the data";
   Dataset data = data::load_idx_dataset(f.data);
   if (f.train_samples > 0) data.train = data.train.head(f.train_samples);
   std::cout << "Data: " << data.train.count << " training and " << data.test.count << " test images of "
             << data.train.sample_shape() << " from " << f.data << '\n';
+  check_data(data, f);
+  current_step() = "building the model";
   return data;
 }
 
@@ -231,9 +298,12 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
     fit.callbacks.push_back(
         callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));
   if (!f.csv_log.empty()) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
+  current_step() = "training";
   const History history = model.fit(data.train, fit);
+  current_step() = "evaluating on the test set";
   const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
+  current_step() = "writing the metrics JSON";
   if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, history, test);
   return 0;
 }
@@ -248,6 +318,9 @@ inline int main_with(int argc, char** argv, const std::string& program, const Fl
   } catch (const InvalidArgument& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 2;
+  } catch (const std::bad_alloc&) {
+    std::cerr << program << ": out of memory while " << current_step() << '\n';
+    return 1;
   } catch (const std::exception& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 1;

@@ -1,8 +1,12 @@
 // make_strategy(): choose a strategy for this machine and say which and why. The GPU is never left
 // silently: the host fallback is announced with the reason no GPU was found, and can be forbidden.
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <iostream>
+#include <string>
 
+#include "engine/device.hpp"
 #include "engine/error.hpp"
 #include "strategy/gpu_strategies.hpp"
 #include "strategy/strategy.hpp"
@@ -10,9 +14,17 @@
 namespace mirror {
 namespace {
 
+// MIRROR_REQUIRE_GPU as a switch: 1/true/yes/on set it, 0/false/no/off or empty (or unset) do not,
+// in any case. Anything else is refused rather than guessed at.
 bool env_requires_gpu() {
   const char* v = std::getenv("MIRROR_REQUIRE_GPU");
-  return v && *v && std::string(v) != "0";
+  if (v == nullptr) return false;
+  std::string value = v;
+  std::transform(value.begin(), value.end(), value.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (value == "1" || value == "true" || value == "yes" || value == "on") return true;
+  if (value.empty() || value == "0" || value == "false" || value == "no" || value == "off") return false;
+  throw InvalidArgument(str("MIRROR_REQUIRE_GPU='", v, "' is neither on (1, true, yes, on) nor off (0, false, no, off, ",
+                            "empty)"));
 }
 
 std::vector<Device> selected_gpus(const StrategyOptions& options, std::string& why_none) {
@@ -36,6 +48,13 @@ std::string why_required() {
 std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const std::string& because) {
   auto strategy = std::make_unique<HostStrategy>(options.host_replicas, options.host_threads);
   *options.log << "Mirror: using the " << strategy->describe() << " because " << because << '\n';
+  // Allowed (a test may want it), but threads beyond the cores take turns and each step waits for
+  // the slowest of them, so such runs are many times slower; say so once.
+  if (options.host_threads > host_thread_count()) {
+    *options.log << "Mirror: warning: " << options.host_threads << " host threads were asked for but this machine has "
+                 << host_thread_count() << " hardware threads; training will be slower than with "
+                 << host_thread_count() << " or fewer\n";
+  }
   return strategy;
 }
 

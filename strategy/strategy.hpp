@@ -89,8 +89,9 @@ struct StrategyOptions {
   // "auto" (mirrored with >= 2 GPUs, one-device with 1, host with none), "host", "one-device",
   // "mirrored".
   std::string kind = "auto";
-  // Make the absence of a usable GPU an error instead of a host fallback. MIRROR_REQUIRE_GPU=1 in
-  // the environment does the same.
+  // Make the absence of a usable GPU an error instead of a host fallback. MIRROR_REQUIRE_GPU=1 (or
+  // true, yes, on) in the environment does the same; 0, false, no, off or empty leave it off, and any
+  // other value is an InvalidArgument.
   bool require_gpu = false;
   int host_replicas = 1;           // host strategy: replicas
   int host_threads = 0;            // host strategy: threads in all (0 = every hardware thread)
@@ -99,7 +100,8 @@ struct StrategyOptions {
   std::ostream* log = nullptr;     // where the choice is announced (nullptr = std::cerr)
 };
 
-// Picks a strategy for this machine, prints which one and why, and returns it. Throws DeviceError
+// Picks a strategy for this machine, prints which one and why (and a warning when the host strategy
+// is asked for more threads than the machine has), and returns it. Throws DeviceError
 // when a GPU is required (or a GPU strategy asked for) but none is usable, saying why.
 std::unique_ptr<Strategy> make_strategy(const StrategyOptions& options = {});
 

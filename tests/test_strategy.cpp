@@ -116,6 +116,51 @@ TEST(MakeStrategy, RequiredGpuIsAnErrorWithTheReason) {
   unsetenv("MIRROR_REQUIRE_GPU");
 }
 
+// Sets MIRROR_REQUIRE_GPU for one scope and unsets it after, even when an expectation fails.
+struct RequireGpuVariable {
+  explicit RequireGpuVariable(const char* value) { setenv("MIRROR_REQUIRE_GPU", value, 1); }
+  ~RequireGpuVariable() { unsetenv("MIRROR_REQUIRE_GPU"); }
+};
+
+// The host strategy tells the settings apart on any machine: it is refused only when a GPU is required.
+TEST(MakeStrategy, RequireGpuVariableReadsAsASwitch) {
+  std::ostringstream log;
+  for (const char* on : {"1", "true", "Yes", "ON"}) {
+    RequireGpuVariable variable(on);
+    try {
+      make_strategy({.kind = "host", .log = &log});
+      ADD_FAILURE() << "MIRROR_REQUIRE_GPU=" << on << " should require a GPU";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find("a GPU is required (MIRROR_REQUIRE_GPU is set)"), std::string::npos)
+          << e.what();
+    }
+  }
+  for (const char* off : {"0", "false", "No", "OFF", ""}) {
+    RequireGpuVariable variable(off);
+    EXPECT_EQ(make_strategy({.kind = "host", .log = &log})->name(), "host") << "MIRROR_REQUIRE_GPU=" << off;
+  }
+  RequireGpuVariable variable("maybe");
+  try {
+    make_strategy({.kind = "host", .log = &log});
+    FAIL() << "MIRROR_REQUIRE_GPU=maybe should be refused";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("MIRROR_REQUIRE_GPU='maybe'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(MakeStrategy, WarnsOnceWhenHostThreadsExceedTheCores) {
+  const int cores = host_thread_count();
+  std::ostringstream fitting;
+  make_strategy({.kind = "host", .host_threads = cores, .log = &fitting});
+  EXPECT_EQ(fitting.str().find("warning"), std::string::npos) << fitting.str();
+  std::ostringstream over;
+  make_strategy({.kind = "host", .host_threads = cores + 1, .log = &over});
+  const std::string text = over.str();
+  const std::string expected = str(cores + 1, " host threads were asked for but this machine has ", cores);
+  EXPECT_NE(text.find(expected), std::string::npos) << text;
+  EXPECT_EQ(text.find("warning"), text.rfind("warning")) << text;
+}
+
 TEST(MakeStrategy, UnknownKindIsAnInvalidArgument) {
   EXPECT_THROW(make_strategy({.kind = "tpu"}), InvalidArgument);
 }

@@ -28,8 +28,15 @@ printf 'not an idx file at all' >"$work/corrupt/train-labels-idx1-ubyte"
 printf 'not an idx file at all' >"$work/corrupt/t10k-images-idx3-ubyte"
 printf 'not an idx file at all' >"$work/corrupt/t10k-labels-idx1-ubyte"
 expect 1 "magic" --data "$work/corrupt"
-expect 2 "batch_size" --batch-size 0 --train-samples 64
-expect 2 "batch_size" --batch-size -3 --train-samples 64
+expect 2 "--batch-size: must be above 0, got 0" --batch-size 0 --train-samples 64
+expect 2 "--batch-size: must be above 0, got -3" --batch-size -3 --train-samples 64
+expect 2 "--seed: must be at least 0, got -1" --seed -1
+expect 2 "--classes must be in \[2, 256\]" --classes 100000000
+expect 2 "--replicas: must be above 0" --replicas 0
+expect 2 "--threads: must be at least 0" --threads -1
+expect 2 "--replicas-per-gpu: must be above 0" --replicas-per-gpu 0
+expect 2 "--devices: must be at least 0" --devices 0,-1
+MIRROR_REQUIRE_GPU=maybe expect 2 "MIRROR_REQUIRE_GPU='maybe' is neither on" --train-samples 64
 expect 2 "not expected" --bogus 1
 expect 2 "--epochs: needs a number, got 'two'" --epochs two
 expect 2 "--optimizer.*sgd" --optimizer lamb
@@ -38,6 +45,69 @@ expect 2 "--nesterov needs" --optimizer sgd --nesterov
 expect 2 "--warmup-steps applies to --schedule cosine" --warmup-steps 10
 expect 2 "needs --validation-split" --early-stopping-patience 2
 expect 2 "does not exist" --csv-log "$work/no/such/dir/log.csv"
+
+# Output paths are checked before the data is read, so a bad one costs no training.
+# before_data: the last run printed no "Data:" line, i.e. stopped before loading anything.
+before_data() {
+  if grep -q "^Data:" "$work/out"; then echo "FAIL: the last run loaded the data first"; failures=$((failures + 1)); fi
+}
+expect 2 "--metrics-json .*: the directory .* does not exist" --metrics-json "$work/no/such/dir/m.json"
+before_data
+expect 2 "--metrics-json .*: that is a directory" --metrics-json "$work"
+before_data
+expect 2 "--csv-log .*: that is a directory" --csv-log "$work"
+before_data
+# A directory no file can be made in: read-only for a user; for root (who may write anywhere) /sys,
+# when this machine mounts it so. Skipped where neither holds.
+mkdir -p "$work/locked" && chmod 555 "$work/locked"
+locked=""
+for dir in "$work/locked" /sys; do
+  if ! touch "$dir/.probe" 2>/dev/null; then locked="$dir"; break; fi
+  rm -f "$dir/.probe"
+done
+if [ -n "$locked" ]; then
+  expect 2 "--metrics-json .*: cannot create a file in .*: (Permission denied|Read-only file system)" \
+    --metrics-json "$locked/m.json"
+  before_data
+  expect 2 "--csv-log .*: cannot create a file in" --csv-log "$locked/log.csv"
+  if [ -n "$(ls -A "$work/locked")" ]; then echo "FAIL: files left in $work/locked"; failures=$((failures + 1)); fi
+else
+  echo "skipped: no unwritable directory to try --metrics-json in"
+fi
+chmod 755 "$work/locked"
+
+# idx_set DIR PREFIX COUNT HEIGHT WIDTH [INDEX=LABEL...]: writes DIR/PREFIX-images-idx3-ubyte and
+# DIR/PREFIX-labels-idx1-ubyte, COUNT images with labels 0..9 in turn except those given.
+idx_set() {
+  mkdir -p "$1"
+  python3 - "$@" <<'PY'
+import struct, sys
+d, prefix, (count, h, w) = sys.argv[1], sys.argv[2], map(int, sys.argv[3:6])
+labels = [i % 10 for i in range(count)]
+for given in sys.argv[6:]:
+    i, label = map(int, given.split("="))
+    labels[i] = label
+with open(f"{d}/{prefix}-images-idx3-ubyte", "wb") as f:
+    f.write(struct.pack(">4B3I", 0, 0, 8, 3, count, h, w) + bytes(i * 37 % 256 for i in range(count * h * w)))
+with open(f"{d}/{prefix}-labels-idx1-ubyte", "wb") as f:
+    f.write(struct.pack(">4BI", 0, 0, 8, 1, count) + bytes(labels))
+PY
+}
+# The test set is checked with the training set, right after loading: a fault in it is a data error
+# (exit 1) found before the model is built, not after every epoch ran.
+idx_set "$work/small" train 64 8 8 && idx_set "$work/small" t10k 16 8 8
+idx_set "$work/label12" train 64 8 8 && idx_set "$work/label12" t10k 16 8 8 5=12
+expect 1 "label 12 at index 5 of the test set is outside \[0, 10\)" --data "$work/label12" --epochs 1
+idx_set "$work/shapes" train 64 8 8 && idx_set "$work/shapes" t10k 16 6 6
+expect 1 "the test set .* has images of \(6, 6, 1\) but the training set's are \(8, 8, 1\)" --data "$work/shapes"
+idx_set "$work/empty" train 64 8 8 && idx_set "$work/empty" t10k 0 8 8
+expect 1 "the test set .* is empty" --data "$work/empty"
+# Images without pixels are a data fault (1), not a bad flag (2).
+idx_set "$work/no_pixels" train 64 0 0 && idx_set "$work/no_pixels" t10k 16 0 0
+expect 1 "the training set .* has images of 0 x 0 pixels" --data "$work/no_pixels"
+# More host threads than cores: allowed, with a warning.
+expect 0 "warning: $(($(nproc) + 1)) host threads were asked for but this machine has $(nproc) hardware threads" \
+  --strategy host --threads $(($(nproc) + 1)) --data "$work/small" --epochs 1
 # Refused combinations are refused before any data is read: a missing data directory is not reached.
 expect 2 "--nesterov needs" --optimizer sgd --nesterov --data "$work/missing"
 if "$train_cnn" --help >"$work/out" 2>&1 && grep -q -- "--optimizer" "$work/out"; then
@@ -55,7 +125,7 @@ fi
 # A short real run writes the metrics JSON. --strategy host: --replicas counts host replicas, and on
 # a machine with a GPU the automatic choice would be a GPU strategy.
 if "$train_cnn" --verbose 0 --epochs 1 --train-samples 2000 --strategy host --replicas 2 --metrics-json "$work/m.json" >"$work/out" 2>"$work/err" &&
-   python3 - "$work/m.json" <<'PY'
+   python3 - "$work/m.json" <<'PY' &&
 import json, sys
 m = json.load(open(sys.argv[1]))
 assert m["strategy"] == "host" and m["replicas"] == 2, m
@@ -65,8 +135,9 @@ assert set(e) == {"epoch", "loss", "accuracy", "seconds", "samples_per_second"},
 assert e["epoch"] == 1 and e["samples_per_second"] > 0 and 0 < e["accuracy"] <= 1, e
 assert 0.5 < m["test"]["accuracy"] <= 1, m["test"]
 PY
+   [ -z "$(find "$work" -maxdepth 1 -name '*m.json.*')" ]
 then
-  echo "ok: metrics JSON"
+  echo "ok: metrics JSON, no temporary file left"
 else
   echo "FAIL: short run or its metrics JSON"; cat "$work/err"
   failures=$((failures + 1))
