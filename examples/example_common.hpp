@@ -1,6 +1,6 @@
 // What the example programs share: their flags (parsed with CLI11, which writes --help), the strategy they ask for, the data they load,
 // the metrics JSON they write, and how main turns exceptions into exit codes (0 success, 1 runtime
-// failure, 2 bad usage). Each program adds only its model.
+// failure, 2 bad usage, 128 + signal when SIGINT or SIGTERM stopped training). Each program adds only its model.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -23,10 +23,6 @@
 #include <vector>
 
 #include "mirror.hpp"
-// For write_file_atomically (temporary file beside the target, fsync, rename, errno in its message):
-// the durable write that saves a model, borrowed from model/saving's private header rather than
-// written twice.
-#include "model/saving/keras_format.hpp"
 
 namespace mirror::example {
 
@@ -57,6 +53,11 @@ struct Flags {
   int64_t train_samples = 0;  // 0 = all
   int verbose = 1;
   std::string metrics_json = "";
+  std::string save = "";               // .keras or .weights.h5, written after training
+  std::string load = "";               // .keras or .weights.h5, read before training
+  std::string backup_dir = "";
+  int64_t backup_every_steps = 0;
+  double backup_every_seconds = 0;
 };
 
 // IDX label files hold unsigned bytes, so no label reaches 256: a larger last layer could never be
@@ -108,6 +109,37 @@ inline void check_flags(const Flags& f) {
                  "--early-stopping-patience monitors val_loss, so it needs --validation-split");
   check_output_path("--csv-log", f.csv_log, true);
   check_output_path("--metrics-json", f.metrics_json, false);
+  const auto keras_file = [](const std::string& path) {
+    return path.ends_with(".keras") || path.ends_with(".weights.h5");
+  };
+  MIRROR_REQUIRE(f.save.empty() || keras_file(f.save), InvalidArgument, "--save ", f.save,
+                 ": the file must end in .keras (the whole model) or .weights.h5 (its weights)");
+  check_output_path("--save", f.save, false);
+  if (!f.load.empty()) {
+    MIRROR_REQUIRE(keras_file(f.load), InvalidArgument, "--load ", f.load,
+                   ": Mirror loads weights from a .keras or .weights.h5 file");
+    std::ifstream file(f.load, std::ios::binary);
+    const int err = errno;
+    MIRROR_REQUIRE(file.is_open() && !std::filesystem::is_directory(f.load), InvalidArgument, "--load ", f.load,
+                   ": cannot read it: ", std::filesystem::is_directory(f.load) ? "it is a directory" : std::strerror(err));
+  }
+  MIRROR_REQUIRE(!f.backup_dir.empty() || (f.backup_every_steps == 0 && f.backup_every_seconds == 0), InvalidArgument,
+                 "--backup-every-steps and --backup-every-seconds need --backup-dir");
+  if (!f.backup_dir.empty()) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::exists(f.backup_dir, ec)) {
+      MIRROR_REQUIRE(fs::is_directory(f.backup_dir, ec), InvalidArgument, "--backup-dir ", f.backup_dir,
+                     ": that is a file, not a directory");
+      const bool writable = ::access(f.backup_dir.c_str(), W_OK) == 0;
+      const int err = errno;
+      MIRROR_REQUIRE(writable, InvalidArgument, "--backup-dir ", f.backup_dir, ": cannot write there: ", std::strerror(err));
+    } else {
+      const fs::path parent = fs::absolute(f.backup_dir, ec).parent_path();
+      MIRROR_REQUIRE(fs::is_directory(parent, ec), InvalidArgument, "--backup-dir ", f.backup_dir, ": the directory ",
+                     parent.string(), " does not exist");
+    }
+  }
   MIRROR_REQUIRE(f.classes >= 2 && f.classes <= kMaxClasses, InvalidArgument, "--classes must be in [2, ", kMaxClasses,
                  "], got ", f.classes, ": IDX label files hold bytes, so labels run from 0 to ", kMaxClasses - 1);
 }
@@ -182,6 +214,14 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->capture_default_str()
       ->check(CLI::Range(0, 2));
   app.add_option("--metrics-json", f.metrics_json, "write the strategy, devices, per-epoch and test metrics as JSON");
+  app.add_option("--save", f.save, "after training, save the model (.keras) or its weights (.weights.h5) for Keras");
+  app.add_option("--load", f.load, "before training, load weights from a .keras or .weights.h5 file (Keras's or Mirror's)");
+  app.add_option("--backup-dir", f.backup_dir,
+                 "back up the run there after every epoch; started again, continue from the newest backup");
+  app.add_option("--backup-every-steps", f.backup_every_steps, "also back up every N steps")
+      ->check(number_above(0, true));
+  app.add_option("--backup-every-seconds", f.backup_every_seconds, "also back up every S seconds")
+      ->check(number_above(0, true));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -232,7 +272,19 @@ inline std::string json_string(const std::string& s) {
 
 // Written beside PATH, synced and renamed, so a crash never leaves half a file where a result was;
 // on failure the temporary file is removed and the message names the reason (throws DataError).
-inline void write_metrics(const std::string& path, const Strategy& strategy, const History& history, const EvaluateResult& test) {
+// FNV-1a (64 bits) of the weights' bytes: two runs that end with bitwise the same model print the same.
+inline std::string weights_fingerprint(Model& model) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  const std::vector<float> weights = model.get_weights();
+  const auto* bytes = reinterpret_cast<const uint8_t*>(weights.data());
+  for (size_t i = 0; i < weights.size() * sizeof(float); ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+inline void write_metrics(const std::string& path, const Strategy& strategy, Model& model, const History& history,
+                          const EvaluateResult& test) {
   std::ostringstream j;
   j << "{\n  \"strategy\": " << json_string(strategy.name()) << ",\n  \"replicas\": " << strategy.num_replicas()
     << ",\n  \"devices\": [";
@@ -244,7 +296,8 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, con
     j << (i ? "," : "") << "\n    {\"epoch\": " << e.epoch << ", \"loss\": " << e.loss << ", \"accuracy\": " << e.accuracy
       << ", \"seconds\": " << e.seconds << ", \"samples_per_second\": " << e.samples_per_second << "}";
   }
-  j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "}\n}\n";
+  j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
+    << json_string(weights_fingerprint(model)) << "\n}\n";
   const std::string text = j.str();
   saving::write_file_atomically(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
@@ -292,8 +345,15 @@ inline Dataset load_data(const Flags& f) {
 // accuracy and writes the metrics JSON.
 inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset& data, const Flags& f) {
   if (f.verbose > 0) model.summary();
+  if (!f.load.empty()) {
+    current_step() = "loading " + f.load;
+    model.load_weights(f.load);
+    std::cout << "Loaded the weights of " << f.load << '\n';
+  }
   FitOptions fit{.epochs = f.epochs, .batch_size = f.batch_size, .seed = f.seed, .verbose = f.verbose,
-                 .validation_split = f.validation_split};
+                 .validation_split = f.validation_split, .backup_dir = f.backup_dir,
+                 .backup_every_steps = f.backup_every_steps, .backup_every_seconds = f.backup_every_seconds,
+                 .backup_keep_at_end = true, .stop_on_signals = true};
   if (f.early_stopping_patience >= 0)
     fit.callbacks.push_back(
         callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));
@@ -304,7 +364,18 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
   const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
   current_step() = "writing the metrics JSON";
-  if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, history, test);
+  if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, model, history, test);
+  if (!f.save.empty()) {
+    current_step() = "saving " + f.save;
+    if (f.save.ends_with(".keras")) {
+      model.save(f.save);
+    } else {
+      model.save_weights(f.save);
+    }
+    std::cout << "Saved " << f.save << '\n';
+  }
+  // Only now is the run's work all done: until here a killed process resumes from the last backup.
+  if (!f.backup_dir.empty()) saving::remove_backups(f.backup_dir);
   return 0;
 }
 
@@ -315,6 +386,9 @@ inline int main_with(int argc, char** argv, const std::string& program, const Fl
     int exit_code = 0;
     const std::optional<Flags> flags = parse_flags(argc, argv, program, defaults, exit_code);
     return flags ? program_body(*flags) : exit_code;
+  } catch (const Interrupted& e) {
+    std::cerr << program << ": " << e.what() << '\n';
+    return 128 + e.signal();  // as a shell reports a process a signal ended: 130 for SIGINT, 143 for SIGTERM
   } catch (const InvalidArgument& e) {
     std::cerr << program << ": " << e.what() << '\n';
     return 2;

@@ -12,6 +12,7 @@
 #include <ostream>
 
 #include "engine/error.hpp"
+#include "model/saving.hpp"
 #include "model/saving/keras_format.hpp"
 
 namespace mirror {
@@ -203,6 +204,10 @@ void BackupDir::remove_all() {
   for (const auto& [iteration, file] : list()) fs::remove(file, error);
 }
 
+void saving::remove_backups(const std::string& backup_dir) {
+  if (fs::is_directory(backup_dir)) BackupDir(backup_dir, 1).remove_all();
+}
+
 SignalCatcher::SignalCatcher(bool active) : active_(active) {
   if (!active_) return;
   g_caught.store(0);
@@ -210,8 +215,11 @@ SignalCatcher::SignalCatcher(bool active) : active_(active) {
   action.sa_handler = record_signal;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESETHAND;  // a second signal acts as it would without fit
-  ::sigaction(SIGINT, &action, &g_previous_int);
-  ::sigaction(SIGTERM, &action, &g_previous_term);
+  // A signal the process ignores (nohup, a shell's background job) stays ignored.
+  for (auto [signal, previous] : {std::pair{SIGINT, &g_previous_int}, std::pair{SIGTERM, &g_previous_term}}) {
+    ::sigaction(signal, nullptr, previous);
+    if (previous->sa_handler != SIG_IGN) ::sigaction(signal, &action, nullptr);
+  }
 }
 
 SignalCatcher::~SignalCatcher() {

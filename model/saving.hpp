@@ -26,6 +26,17 @@ namespace saving {
 // The same from bytes (the fuzz targets): `source` names them in errors.
 std::unique_ptr<Model> model_from_archive(std::span<const uint8_t> bytes, const std::string& source);
 std::vector<uint8_t> keras_archive(Model& model);
+
+// Writes `bytes` to `path` durably or not at all: a temporary file beside it, fsync, rename, fsync
+// of the directory. Every file Mirror saves goes this way; a program can write its own results so
+// too. Throws DataError naming the path, the step that failed and errno's reason, after removing
+// the temporary file (the previous file, if any, is unchanged).
+void write_file_atomically(const std::string& path, std::span<const uint8_t> bytes);
+
+// Deletes the backups fit wrote to `backup_dir` (FitOptions::backup_dir) and nothing else. A program
+// that keeps them past fit (backup_keep_at_end) calls it once its own work after fit (evaluating,
+// saving) is done too, so that a process killed in between still resumes instead of starting over.
+void remove_backups(const std::string& backup_dir);
 }  // namespace saving
 
 }  // namespace mirror

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/model.hpp"
+#include "model/saving.hpp"
 
 namespace mirror::saving {
 
@@ -69,7 +70,7 @@ std::unique_ptr<Model> model_from_config(const nlohmann::json& config, const std
 // atomically (a temporary file beside `path`, fsync, rename, fsync of the directory), so a failed
 // write leaves the previous file intact.
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes);
-void write_file_atomically(const std::string& path, std::span<const uint8_t> bytes);
+// write_file_atomically is public: model/saving.hpp.
 
 // A ".keras" archive's entries by name (config.json, metadata.json, model.weights.h5).
 std::map<std::string, std::vector<uint8_t>> read_zip(std::span<const uint8_t> bytes, const std::string& source);
