@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cerrno>
 #include <csignal>
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <utility>
 
 #include "mirror.hpp"
 #include "model/saving/keras_format.hpp"
@@ -222,6 +224,51 @@ TEST_P(SaveFailureTest, ADamagedFileChangesNothingWhenItFails) {
 
 INSTANTIATE_TEST_SUITE_P(Writers, SaveFailureTest, ::testing::ValuesIn(kWriters),
                          [](const ::testing::TestParamInfo<Writer>& info) { return info.param.name; });
+
+// `checkpoint` with its JSON header edited, and the header's size and the CRC-32 made right again
+// (checkpoint.cpp's layout: the header's size at byte 16, the header from byte 24).
+std::vector<uint8_t> with_header(const std::vector<uint8_t>& checkpoint, const std::function<void(nlohmann::json&)>& edit) {
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, checkpoint.data() + 16, sizeof header_bytes);
+  const auto header_end = checkpoint.begin() + 24 + static_cast<ptrdiff_t>(header_bytes);
+  nlohmann::json header = nlohmann::json::parse(checkpoint.begin() + 24, header_end);
+  edit(header);
+  const std::string text = header.dump();
+  std::vector<uint8_t> out(checkpoint.begin(), checkpoint.begin() + 16);
+  header_bytes = text.size();
+  out.insert(out.end(), reinterpret_cast<const uint8_t*>(&header_bytes), reinterpret_cast<const uint8_t*>(&header_bytes + 1));
+  out.insert(out.end(), text.begin(), text.end());
+  out.insert(out.end(), header_end, checkpoint.end() - 4);
+  const auto crc = static_cast<uint32_t>(crc32_z(crc32_z(0, nullptr, 0), out.data(), out.size()));
+  out.insert(out.end(), reinterpret_cast<const uint8_t*>(&crc), reinterpret_cast<const uint8_t*>(&crc + 1));
+  return out;
+}
+
+// A header field missing or of the wrong kind (found by fuzz_checkpoint) is refused before
+// anything changes.
+TEST_F(SavingTest, ACheckpointHeaderFieldMissingOrOfTheWrongKindChangesNothing) {
+  auto model = cnn();
+  model->compile(strategy_, optimizers::Adam());
+  model->save_checkpoint(path("m.ckpt"));
+  const std::vector<uint8_t> saved = saving::read_file(path("m.ckpt"), kMaxTestFileBytes);
+  model->set_weights(ramp(static_cast<size_t>(model->count_params())));
+  const std::vector<float> weights = model->get_weights();
+  const std::pair<const char*, std::function<void(nlohmann::json&)>> edits[] = {
+      {"format = 1", [](nlohmann::json& h) { h["format"] = 1; }},
+      {"no iterations", [](nlohmann::json& h) { h.erase("iterations"); }},
+      {"iterations = \"x\"", [](nlohmann::json& h) { h["iterations"] = "x"; }},
+      {"iterations = -5", [](nlohmann::json& h) { h["iterations"] = -5; }},
+      {"iterations = 1e300", [](nlohmann::json& h) { h["iterations"] = 1e300; }},
+  };
+  for (const auto& [what, edit] : edits) {
+    SCOPED_TRACE(what);
+    write_bytes(path("bad.ckpt"), with_header(saved, edit));
+    const std::string message = message_of<DataError>([&] { model->load_checkpoint(path("bad.ckpt")); });
+    EXPECT_NE(message.find(path("bad.ckpt")), std::string::npos) << message;
+    EXPECT_EQ(model->get_weights(), weights);
+    EXPECT_EQ(model->iterations(), 0);
+  }
+}
 
 TEST_F(SavingTest, AKerasFileOfAnotherVersionIsNamed) {
   auto model = cnn();

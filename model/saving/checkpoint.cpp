@@ -87,8 +87,9 @@ void Model::load_checkpoint(const std::string& path) {
   MIRROR_REQUIRE(header_bytes <= bytes.size() - kFixedBytes, DataError, path, ": header size ", header_bytes, " exceeds the file");
   const auto header = nlohmann::json::parse(bytes.begin() + 24, bytes.begin() + 24 + static_cast<ptrdiff_t>(header_bytes),
                                             nullptr, false);
-  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.value("format", "") == "mirror-checkpoint", DataError,
-                 path, ": the checkpoint's header is not valid");
+  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.contains("format") &&
+                     header.at("format") == "mirror-checkpoint",  // value() would throw on a "format" of another type
+                 DataError, path, ": the checkpoint's header is not valid");
   try {
     const std::string optimizer = header.at("optimizer").get<std::string>();
     MIRROR_REQUIRE(optimizer == optimizer_->name(), DataError, path, " was saved with optimizer ", optimizer,
@@ -116,9 +117,12 @@ void Model::load_checkpoint(const std::string& path) {
     std::memcpy(slots.data(), floats + 4 * weight_floats, 4 * slot_floats);
     MIRROR_REQUIRE(weights.size() == static_cast<size_t>(count_params()) && slots.size() == rt.get_slots(0).size(), DataError,
                    path, ": its variables or optimizer slots do not fit the model");
+    const nlohmann::json& steps = header.at("iterations");  // read before anything changes
+    MIRROR_REQUIRE(steps.is_number_unsigned() && steps.get<uint64_t>() <= uint64_t{INT64_MAX}, DataError, path,
+                   ": its step count (iterations) is ", steps.dump(), ", not a count");
     rt.set_weights(weights);
     rt.set_slots(slots);
-    rt.set_iterations(header.at("iterations").get<int64_t>());
+    rt.set_iterations(steps.get<int64_t>());
   } catch (const nlohmann::json::exception& e) {
     throw DataError(str(path, ": the checkpoint's header is not valid (", e.what(), ")"));
   }
