@@ -21,12 +21,20 @@ namespace {
 
 using namespace mirror;
 
-// One file per process and purpose, rewritten for every input.
-std::string scratch(const char* purpose) {
-  return (std::filesystem::temp_directory_path() /
-          ("mirror_fuzz_checkpoint_" + std::to_string(::getpid()) + "_" + purpose))
-      .string();
-}
+// One file per process and purpose, rewritten for every input and removed when the process exits
+// normally (libFuzzer does, at the end of its time).
+class ScratchFile {
+ public:
+  explicit ScratchFile(const char* purpose)
+      : path_((std::filesystem::temp_directory_path() /
+               ("mirror_fuzz_checkpoint_" + std::to_string(::getpid()) + "_" + purpose))
+                  .string()) {}
+  ~ScratchFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // A tiny CNN compiled with Adam (so the checkpoint holds optimizer slots) on one host replica.
 Model& model() {
@@ -50,14 +58,14 @@ void write_file(const std::string& path, const uint8_t* data, size_t size) {
 // Loads `bytes` as a checkpoint; a failed load must leave the model as `pristine` (a checkpoint of
 // it) holds it, and a load that went through is undone by loading `pristine`.
 void load(const std::vector<uint8_t>& bytes) {
-  static const std::string path = scratch("input"), pristine = scratch("pristine");
+  static const ScratchFile input("input"), pristine("pristine");
   static const std::vector<float> weights = [] {
-    model().save_checkpoint(pristine);
+    model().save_checkpoint(pristine.path());
     return model().get_weights();
   }();
-  write_file(path, bytes.data(), bytes.size());
+  write_file(input.path(), bytes.data(), bytes.size());
   try {
-    model().load_checkpoint(path);
+    model().load_checkpoint(input.path());
   } catch (const Error&) {
     if (model().get_weights() != weights || model().iterations() != 0) {
       std::fprintf(stderr, "a failed load_checkpoint changed the model\n");
@@ -65,7 +73,7 @@ void load(const std::vector<uint8_t>& bytes) {
     }
     return;
   }
-  model().load_checkpoint(pristine);
+  model().load_checkpoint(pristine.path());
 }
 
 }  // namespace
