@@ -10,34 +10,17 @@
 
 #include "mirror.hpp"
 #include "model/saving/keras_format.hpp"
+#include "saving_test_util.hpp"
 #include "test_util.hpp"
 
 namespace mirror {
 namespace {
 
+using testing::cnn;
 using testing::message_of;
+using testing::ramp;
+using testing::SavingTest;
 namespace fs = std::filesystem;
-
-// A directory of its own per test, removed afterwards.
-class SavingTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("mirror_saving_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  HostStrategy strategy_{1, 1};
-  fs::path dir_;
-};
-
-std::unique_ptr<Model> cnn(int64_t filters = 4) {
-  return std::make_unique<Sequential>(std::vector<LayerPtr>{
-      layers::Conv2D(filters, {3, 3}, Activation::ReLU, Shape{8, 8, 1}), layers::MaxPooling2D({2, 2}), layers::Flatten(),
-      layers::Dense(3, Activation::Softmax)});
-}
 
 std::unique_ptr<Model> residual() {
   const Tensor x = Input(Shape{6, 6, 2});
@@ -52,12 +35,6 @@ std::unique_ptr<Model> residual() {
   y = layers::Flatten()(y);
   y = layers::Dense(3, Activation::Softmax)(y);
   return std::make_unique<Model>(x, y);
-}
-
-std::vector<float> ramp(size_t n) {
-  std::vector<float> w(n);
-  for (size_t i = 0; i < n; ++i) w[i] = 0.5f + 0.001f * static_cast<float>(i % 997);
-  return w;
 }
 
 TEST(KerasFormat, SnakeCaseIsKeras) {

@@ -105,7 +105,8 @@ Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& 
   checkpoint.header = nlohmann::json::parse(bytes.begin() + 24, bytes.begin() + 24 + static_cast<ptrdiff_t>(header_bytes),
                                             nullptr, false);
   const nlohmann::json& header = checkpoint.header;
-  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.value("format", "") == "mirror-checkpoint" &&
+  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.contains("format") &&
+                     header["format"] == "mirror-checkpoint" &&
                      header.contains("arrays") && header["arrays"].is_array(),
                  DataError, source, ": the checkpoint's header is not valid");
   size_t offset = 24 + static_cast<size_t>(header_bytes);
@@ -162,7 +163,9 @@ void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variabl
                      " is ", name, " of shape ", shape_text(dims), " in the checkpoint but ", variables[i].path,
                      " of shape ", shape_text(variables[i].shape.dims()), " in the model");
     }
-    MIRROR_REQUIRE(model.at("iterations").get<int64_t>() >= 0, DataError, source, ": a negative iteration count");
+    const nlohmann::json& steps = model.at("iterations");
+    MIRROR_REQUIRE(steps.is_number_unsigned() && steps.get<uint64_t>() <= uint64_t{INT64_MAX}, DataError, source,
+                   ": its step count (iterations) is ", steps.dump(), ", not a count");
   } catch (const nlohmann::json::exception& e) {
     throw DataError(str(source, ": the checkpoint's header is not valid (", e.what(), ")"));
   }

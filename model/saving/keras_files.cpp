@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -56,7 +57,11 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes) {
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   MIRROR_REQUIRE(fd.get() >= 0, DataError, "cannot open ", path, ": ", errno_text(errno));
   std::vector<uint8_t> bytes;
-  std::vector<uint8_t> chunk(size_t{1} << 20);
+  // Reads of the file's size as fstat gives it (plus one, to see the end), 1 MiB at the most: a
+  // small file needs no large buffer. The size is a hint; the loop still takes what arrives.
+  struct stat st {};
+  const size_t hint = ::fstat(fd.get(), &st) == 0 && st.st_size > 0 ? static_cast<size_t>(st.st_size) + 1 : 0;
+  std::vector<uint8_t> chunk(std::clamp(hint, size_t{4096}, size_t{1} << 20));
   for (;;) {
     const ssize_t n = ::read(fd.get(), chunk.data(), chunk.size());
     if (n < 0 && errno == EINTR) continue;
