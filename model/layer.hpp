@@ -43,7 +43,7 @@ struct LayerContext {
   int64_t global_rows = 0;   // samples in the global batch (all replicas)
   int64_t first_row = 0;     // index of the share's first sample in the global batch
   int64_t iteration = 0;     // optimizer steps taken before this one
-  uint64_t seed = 0;         // the fit's seed (dropout masks)
+  uint64_t seed = 0;         // the model's seed (compile's, or a checkpoint's): dropout masks
   int node = 0;              // the node's index in the graph: tells two layers' random streams apart
   const float* guard = nullptr;  // the running loss total on the device (see Backend::accumulate_stats):
                                  // updates of non-trainable variables skip when it is not finite

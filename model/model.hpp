@@ -37,7 +37,7 @@ struct FitOptions {
   int epochs = 1;
   int64_t batch_size = 32;          // global batch, split across the replicas
   bool shuffle = true;              // a new seeded permutation every epoch
-  uint64_t seed = 0;                // shuffling (and dropout) seed
+  uint64_t seed = 0;                // shuffling seed (dropout masks follow compile()'s seed)
   int verbose = 1;                  // 0 silent; 1 progress bar (in place on a terminal); 2 one line per epoch
   std::ostream* out = nullptr;      // progress output (nullptr = std::cout)
   const ImageSet* validation_data = nullptr;  // evaluated after each epoch when set
@@ -151,7 +151,8 @@ class Model {
   void load_weights(const std::string& path);
   void save(const std::string& path);
 
-  // Training checkpoints: every variable, the optimizer's slots and its iteration count, written
+  // Training checkpoints: every variable, the optimizer's slots and its iteration count (and its
+  // learning rate when a callback set it), the seed of the dropout masks, written
   // atomically with a CRC-32 of the contents. load_checkpoint needs a model compiled with the same
   // architecture and optimizer (any strategy, any replica count) and changes nothing when the file
   // is damaged or does not fit (the error names the variable and both shapes).

@@ -82,6 +82,9 @@ class ModelRuntime {
   std::vector<float> get_slots(int replica);
   void set_slots(std::span<const float> slots);
   void set_iterations(int64_t iterations) { iterations_ = iterations; }
+  // The seed of the model's random streams (dropout masks): compile's, or a checkpoint's.
+  uint64_t seed() const { return seed_; }
+  void set_seed(uint64_t seed) { seed_ = seed; }
 
   // A training step that failed part-way (an exception from a replica) may have updated some
   // replicas and not others. fit marks it; require_consistent() then checks the replicas once and

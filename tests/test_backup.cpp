@@ -213,7 +213,8 @@ class FailingCounter final : public Layer {
 TEST_F(BackupTest, AStepThatFailedOnOneReplicaMakesTheNextCallRefuse) {
   HostStrategy two(2, 1);
   Tensor x = Input(Shape{6, 6, 1});
-  Tensor y = layers::Flatten()(std::make_shared<FailingCounter>(3)(x));
+  const LayerPtr counter = std::make_shared<FailingCounter>(3);
+  Tensor y = layers::Flatten()(counter(x));
   Model model(x, layers::Dense(3, Activation::Softmax)(y));
   model.compile(two, optimizers::Adam(), {}, {}, 1);
   model.save_checkpoint((dir_ / "start.ckpt").string());

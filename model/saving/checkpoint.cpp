@@ -139,7 +139,10 @@ void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& varia
   for (const VariableInfo& v : variables)
     list.push_back({{"path", v.path}, {"shape", v.shape.dims()}, {"trainable", v.trainable}});
   const Optimizer& optimizer = runtime.optimizer();
-  nlohmann::json model{{"variables", list}, {"optimizer", optimizer.name()}, {"iterations", runtime.iterations()}};
+  nlohmann::json model{{"variables", list},
+                       {"optimizer", optimizer.name()},
+                       {"iterations", runtime.iterations()},
+                       {"seed", runtime.seed()}};
   checkpoint.header["model"] = model;
   checkpoint.floats["weights"] = runtime.get_weights(0);
   checkpoint.floats["slots"] = runtime.get_slots(0);
@@ -166,6 +169,8 @@ void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variabl
     const nlohmann::json& steps = model.at("iterations");
     MIRROR_REQUIRE(steps.is_number_unsigned() && steps.get<uint64_t>() <= uint64_t{INT64_MAX}, DataError, source,
                    ": its step count (iterations) is ", steps.dump(), ", not a count");
+    MIRROR_REQUIRE(model.at("seed").is_number_unsigned(), DataError, source, ": its seed is ", model.at("seed").dump(),
+                   ", not a seed");
   } catch (const nlohmann::json::exception& e) {
     throw DataError(str(source, ": the checkpoint's header is not valid (", e.what(), ")"));
   }
@@ -186,6 +191,7 @@ void restore_model(ModelRuntime& runtime, const Checkpoint& checkpoint, const st
   runtime.set_weights(checkpoint.f32("weights", source));
   runtime.set_slots(checkpoint.f32("slots", source));
   runtime.set_iterations(checkpoint.header["model"]["iterations"].get<int64_t>());
+  runtime.set_seed(checkpoint.header["model"]["seed"].get<uint64_t>());
   if (!runtime.optimizer().has_schedule() && checkpoint.doubles.count("learning_rate"))
     runtime.optimizer().set_learning_rate(static_cast<float>(checkpoint.doubles.at("learning_rate")[0]));
 }

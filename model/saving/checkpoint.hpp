@@ -45,13 +45,15 @@ std::vector<uint8_t> encode_checkpoint(const Checkpoint& checkpoint);
 Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& source);
 
 // The model's part of a checkpoint: every variable (paths and shapes in the header), the optimizer's
-// name, slots and iteration count, and its learning rate when it is a fixed value (callbacks change it).
+// name, slots and iteration count, its learning rate when it is a fixed value (callbacks change it),
+// and the seed of the model's random streams (dropout).
 void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, Checkpoint& checkpoint);
 // Throws DataError when `checkpoint` does not fit the model (naming the variable and both shapes, or
 // the optimizers); changes nothing.
 void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, const Checkpoint& checkpoint,
                  const std::string& source);
-// Sets every replica's variables and slots, the iteration count and the learning rate (after check_model).
+// Sets every replica's variables and slots, the iteration count, the learning rate and the seed
+// (after check_model).
 void restore_model(ModelRuntime& runtime, const Checkpoint& checkpoint, const std::string& source);
 
 }  // namespace saving
