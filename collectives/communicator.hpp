@@ -1,5 +1,11 @@
 // Communicator: collectives across the replicas of one strategy. Implementations: in-process host
-// (host_communicator.hpp), NCCL (nccl_communicator.hpp, CUDA builds).
+// (host_communicator.hpp), NCCL (nccl_communicator.hpp, CUDA builds), host replicas of several
+// processes over MPI (mpi_host_communicator.hpp).
+//
+// Ranks: the methods take the caller's local rank, in [0, size()), the replicas of this process.
+// Their global ranks are first_global_rank() + local rank, in [0, world_size()); global rank 0 is
+// the chief's first replica. In-process communicators have first_global_rank() 0 and world_size()
+// == size().
 //
 // Contract (as in PyTorch's c10d): every rank issues the same collectives in the same order, each
 // from its own replica's worker thread. A collective on the host blocks until every rank has
@@ -19,7 +25,10 @@ class Communicator {
  public:
   virtual ~Communicator() = default;
 
-  virtual int size() const = 0;
+  virtual int size() const = 0;  // local ranks: the replicas of this process
+  virtual int world_size() const { return size(); }
+  virtual int first_global_rank() const { return 0; }
+  int global_rank(int local_rank) const { return first_global_rank() + local_rank; }
 
   // data = sum over ranks of data, in place. Every rank ends with bitwise-identical values.
   virtual void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") = 0;
@@ -30,10 +39,11 @@ class Communicator {
   virtual void all_reduce_sum_async(int rank, std::span<float> data, const char* what = "all_reduce") {
     all_reduce_sum(rank, data, what);
   }
-  // Orders the caller's stream after every all_reduce_sum_async of `rank` and raises their errors.
+  // Orders the caller's stream after every all_reduce_sum_async of `rank` and raises their errors;
+  // raises CollectiveError when they are not done within timeout() (the handles' deadline).
   virtual void wait_all(int /*rank*/) {}
 
-  // data = root's data on every rank.
+  // data = root's data on every rank; `root` is a global rank.
   virtual void broadcast(int rank, std::span<float> data, int root = 0) = 0;
   virtual void barrier(int rank) = 0;
 
