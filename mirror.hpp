@@ -19,5 +19,7 @@
 #include "model/saving.hpp"
 #include "model/schedules.hpp"
 #include "model/sequential.hpp"
+#include "collectives/mpi_world.hpp"
 #include "strategy/gpu_strategies.hpp"
+#include "strategy/multi_worker_strategy.hpp"
 #include "strategy/strategy.hpp"

@@ -58,6 +58,8 @@ struct Flags {
   std::string backup_dir = "";
   int64_t backup_every_steps = 0;
   double backup_every_seconds = 0;
+  double collective_timeout = 600;     // seconds a collective may wait for another worker
+  bool fast_sums = false;              // multi-worker: MPI's order, not bitwise one process's
 };
 
 // IDX label files hold unsigned bytes, so no label reaches 256: a larger last layer could never be
@@ -167,10 +169,18 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
   app.add_option("--batch-size", f.batch_size, "global batch size, split across the replicas")
       ->capture_default_str()
       ->check(number_above(0, false));
-  app.add_option("--strategy", f.strategy, "auto | host | one-device | mirrored")
+  app.add_option("--strategy", f.strategy, "auto | host | one-device | mirrored | multi-worker (under mpirun or srun)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored"}));
-  app.add_option("--replicas", f.replicas, "host strategy: replicas")->capture_default_str()->check(number_above(0, false));
+      ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored", "multi-worker"}));
+  app.add_option("--replicas", f.replicas, "host and multi-worker strategies: replicas (per worker)")
+      ->capture_default_str()
+      ->check(number_above(0, false));
+  app.add_option("--collective-timeout", f.collective_timeout,
+                 "multi-worker: seconds a collective waits for another worker before the job fails")
+      ->capture_default_str()
+      ->check(number_above(0, false));
+  app.add_flag("--fast-sums", f.fast_sums,
+               "multi-worker: sum across workers in MPI's order (not bitwise the results of one process)");
   app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")
       ->capture_default_str()
       ->check(number_above(0, true));
@@ -307,12 +317,17 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
 inline std::unique_ptr<Strategy> make_strategy_from(const Flags& f) {
   set_verbosity(f.verbose);
   current_step() = "making the strategy";
-  return make_strategy({.kind = f.strategy,
-                        .require_gpu = f.require_gpu,
-                        .host_replicas = f.replicas,
-                        .host_threads = f.threads,
-                        .gpu_indices = f.devices,
-                        .replicas_per_gpu = f.replicas_per_gpu});
+  auto strategy = make_strategy({.kind = f.strategy,
+                                 .require_gpu = f.require_gpu,
+                                 .host_replicas = f.replicas,
+                                 .host_threads = f.threads,
+                                 .gpu_indices = f.devices,
+                                 .replicas_per_gpu = f.replicas_per_gpu,
+                                 .rank_order_sums = !f.fast_sums,
+                                 .collective_timeout_ms = static_cast<int64_t>(f.collective_timeout * 1000)});
+  // In a multi-worker job only the chief speaks on stdout (errors still reach stderr).
+  if (!strategy->is_chief()) std::cout.setstate(std::ios::failbit);
+  return strategy;
 }
 
 // Refuses data that training or the final evaluation would fail on, before any epoch runs: an empty
@@ -357,15 +372,17 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
   if (f.early_stopping_patience >= 0)
     fit.callbacks.push_back(
         callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));
-  if (!f.csv_log.empty()) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
+  // Files are the chief's to write: the other workers of a multi-worker job hold the same model.
+  const bool chief = strategy.is_chief();
+  if (!f.csv_log.empty() && chief) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
   current_step() = "training";
   const History history = model.fit(data.train, fit);
   current_step() = "evaluating on the test set";
   const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
   current_step() = "writing the metrics JSON";
-  if (!f.metrics_json.empty()) write_metrics(f.metrics_json, strategy, model, history, test);
-  if (!f.save.empty()) {
+  if (!f.metrics_json.empty() && chief) write_metrics(f.metrics_json, strategy, model, history, test);
+  if (!f.save.empty() && chief) {
     current_step() = "saving " + f.save;
     if (f.save.ends_with(".keras")) {
       model.save(f.save);
@@ -375,12 +392,12 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
     std::cout << "Saved " << f.save << '\n';
   }
   // Only now is the run's work all done: until here a killed process resumes from the last backup.
-  if (!f.backup_dir.empty()) saving::remove_backups(f.backup_dir);
+  if (!f.backup_dir.empty() && chief) saving::remove_backups(f.backup_dir);
   return 0;
 }
 
-// main's body: runs `program_body` on the parsed flags and maps exceptions to exit codes.
-inline int main_with(int argc, char** argv, const std::string& program, const Flags& defaults,
+// Runs `program_body` on the parsed flags and maps exceptions to exit codes.
+inline int main_body(int argc, char** argv, const std::string& program, const Flags& defaults,
                      const std::function<int(const Flags&)>& program_body) {
   try {
     int exit_code = 0;
@@ -399,6 +416,16 @@ inline int main_with(int argc, char** argv, const std::string& program, const Fl
     std::cerr << program << ": " << e.what() << '\n';
     return 1;
   }
+}
+
+// main's body: runs `program_body` on the parsed flags and maps exceptions to exit codes. A worker
+// of a multi-worker job that fails ends the whole job (MPI_Abort) after printing why, so that no
+// other worker waits for it.
+inline int main_with(int argc, char** argv, const std::string& program, const Flags& defaults,
+                     const std::function<int(const Flags&)>& program_body) {
+  const int code = main_body(argc, argv, program, defaults, program_body);
+  if (code != 0) abort_job_if_multi_worker(code);
+  return code;
 }
 
 }  // namespace mirror::example

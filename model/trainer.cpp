@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 
 #include "engine/error.hpp"
@@ -120,6 +121,7 @@ struct Trainer::FitRun {
 };
 
 void Trainer::write_backup(FitRun& run) {
+  if (!runtime_.strategy().is_chief()) return;  // one writer; every worker reads the same backups
   saving::Checkpoint checkpoint;
   saving::capture_model(runtime_, run.model.variables(), checkpoint);
   capture_fit(run.progress, run.identity, run.options.callbacks, checkpoint);
@@ -256,7 +258,35 @@ Trainer::FitData Trainer::split_data(const ImageSet& train, const FitOptions& o)
   return d;
 }
 
-History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
+namespace {
+
+// What every worker of a multi-worker job must share for its replicas to be one model: the paths
+// and shapes of the variables, as a count and a hash short enough for an error message.
+std::string model_fingerprint(const Model& model) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  int64_t floats = 0;
+  const std::vector<VariableInfo> variables = model.variables();
+  for (const VariableInfo& v : variables) {
+    for (const char c : str(v.path, ' ', v.shape, v.trainable ? " t;" : " f;"))
+      hash = (hash ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+    floats += v.shape.count();
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+  return str(variables.size(), " variables of ", floats, " floats (layout hash ", hex, ")");
+}
+
+}  // namespace
+
+History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& model) {
+  // Only the chief of a multi-worker job prints; the others train silently.
+  const bool chief = runtime_.strategy().is_chief();
+  FitOptions quiet;
+  if (!chief) {
+    quiet = given;
+    quiet.verbose = 0;
+  }
+  const FitOptions& o = chief ? given : quiet;
   MIRROR_REQUIRE(o.batch_size > 0, InvalidArgument, "batch_size must be a positive number of samples, got ", o.batch_size);
   MIRROR_REQUIRE(o.epochs >= 0, InvalidArgument, "epochs must be >= 0, got ", o.epochs);
   MIRROR_REQUIRE(o.steps_per_epoch >= 0, InvalidArgument, "steps_per_epoch must be >= 0 (0 = all), got ", o.steps_per_epoch);
@@ -285,6 +315,13 @@ History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
   // A backup is checked whole before anything changes; it is applied after on_train_begin.
   std::optional<std::pair<saving::Checkpoint, std::string>> backup;
   if (backups) backup = backups->newest(out);
+  // Before any step: every worker must train the same model on the same batches from the same state.
+  const Strategy& strategy = runtime_.strategy();
+  strategy.check_agreement("the model", model_fingerprint(model));
+  strategy.check_agreement("the batch size", std::to_string(o.batch_size));
+  strategy.check_agreement("the number of training samples", std::to_string(data.train_rows));
+  strategy.check_agreement("the seed", std::to_string(o.seed));
+  strategy.check_agreement("the backup to continue from", backup ? backup->second : std::string("none"));
   if (backup) {
     saving::check_model(runtime_, model.variables(), backup->first, backup->second);
     check_fit(backup->first, run.identity, o.callbacks.size(), backup->second);
@@ -342,7 +379,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& o, Model& model) {
     }
   }
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
-  if (backups && !o.backup_keep_at_end) backups->remove_all();
+  if (backups && !o.backup_keep_at_end && chief) backups->remove_all();
   return std::move(p.history);
 }
 
@@ -359,7 +396,8 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
   const auto count = static_cast<int64_t>(order.size());
   const int64_t steps = data::batch_count(count, o.batch_size);
   std::ostream& out = out_or_cout(o.out);
-  ProgressBar progress(steps, out, o.verbose == 1 && ProgressBar::is_terminal(out));
+  const int verbose = runtime_.strategy().is_chief() ? o.verbose : 0;
+  ProgressBar progress(steps, out, verbose == 1 && ProgressBar::is_terminal(out));
   const std::vector<float>& totals = runtime_.host_totals();
   const size_t bad_step = runtime_.stats_width();
   const auto start = Clock::now();
@@ -375,7 +413,7 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
         MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
                        static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
                        " of the evaluation set: its weights or the data hold NaN or huge values");
-        if (o.verbose >= 1) progress.update(step + 1, means(seen));
+        if (verbose >= 1) progress.update(step + 1, means(seen));
         return true;
       });
   EvaluateResult result;
@@ -383,7 +421,7 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
   result.loss = value_of(result.values, "loss");
   result.accuracy = value_of(result.values, "accuracy");
   result.seconds = seconds_since(start);
-  if (o.verbose >= 1) progress.finish(result.values);
+  if (verbose >= 1) progress.finish(result.values);
   return result;
 }
 
@@ -400,7 +438,8 @@ std::vector<float> Trainer::predict(const ImageSet& data, int64_t batch_size) {
   const std::vector<int32_t> order = identity_order(data.count);
   for (int64_t step = 0; step < data::batch_count(data.count, batch_size); ++step) {
     const auto batch = data::batch_indices(order, batch_size, step);
-    const auto shares = strategy.split_batch(static_cast<int64_t>(batch.size()));
+    // Every worker predicts every row (a worker's output holds the whole set).
+    const auto shares = strategy.split_batch_in_process(static_cast<int64_t>(batch.size()));
     strategy.run([&](int r) {
       const BatchShare& share = shares[static_cast<size_t>(r)];
       const int64_t first_row = batch.front() + share.offset;  // batches of `order` are contiguous

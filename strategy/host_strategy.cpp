@@ -4,10 +4,10 @@
 #include "collectives/host_communicator.hpp"
 #include "engine/error.hpp"
 #include "engine/host/host_backend.hpp"
+#include "strategy/host_backends.hpp"
 #include "strategy/strategy.hpp"
 
 namespace mirror {
-namespace {
 
 std::vector<std::unique_ptr<Backend>> host_backends(int replicas, int threads) {
   MIRROR_REQUIRE(replicas >= 1, InvalidArgument, "the host strategy needs at least 1 replica, got ", replicas);
@@ -21,8 +21,6 @@ std::vector<std::unique_ptr<Backend>> host_backends(int replicas, int threads) {
   }
   return backends;
 }
-
-}  // namespace
 
 HostStrategy::HostStrategy(int replicas, int threads) : Strategy("host", host_backends(replicas, threads)) {
   start();

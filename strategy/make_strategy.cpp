@@ -6,10 +6,14 @@
 #include <iostream>
 #include <string>
 
+#include "collectives/mpi_world.hpp"
 #include "engine/device.hpp"
 #include "engine/error.hpp"
 #include "strategy/gpu_strategies.hpp"
 #include "strategy/strategy.hpp"
+#ifdef MIRROR_WITH_MPI
+#include "strategy/multi_worker_strategy.hpp"
+#endif
 
 namespace mirror {
 namespace {
@@ -58,6 +62,33 @@ std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const st
   return strategy;
 }
 
+std::unique_ptr<Strategy> multi_worker(const StrategyOptions& options, const LaunchInfo& launch, bool required) {
+  MIRROR_REQUIRE(!required, DeviceError, "a GPU is required (", why_required(), ") but the multi-worker strategy runs ",
+                 "host replicas only so far (GPUs across workers need NCCL bootstrapped over MPI)");
+#ifdef MIRROR_WITH_MPI
+  MultiWorkerMirroredStrategy::Options o{
+      .replicas_per_worker = options.host_replicas,
+      .threads = options.host_threads,
+      .order = options.rank_order_sums ? CrossWorkerSum::RankOrder : CrossWorkerSum::Fast,
+      .collective_timeout = options.collective_timeout_ms > 0 ? std::chrono::milliseconds(options.collective_timeout_ms)
+                                                              : std::chrono::milliseconds(std::chrono::minutes(10))};
+  auto strategy = std::make_unique<MultiWorkerMirroredStrategy>(o);
+  if (strategy->is_chief()) {
+    std::string why = launch.launched ? str(launch.launcher, " launched ", strategy->num_workers(), " workers")
+                                      : std::string("it was asked for");
+    if (!list_physical_devices(DeviceKind::GPU).empty()) why += " (GPUs are not used across workers yet: host replicas)";
+    *options.log << "Mirror: using the " << strategy->describe() << ", sums across workers in "
+                 << (options.rank_order_sums ? "rank order (bitwise those of one process)" : "MPI's order")
+                 << ", because " << why << '\n';
+  }
+  return strategy;
+#else
+  (void)launch;
+  MpiWorld::get();  // throws, saying how to build with MPI
+  throw InvalidArgument(str("the multi-worker strategy needs MPI (", options.kind, ")"));
+#endif
+}
+
 }  // namespace
 
 std::unique_ptr<Strategy> make_strategy(const StrategyOptions& given) {
@@ -65,8 +96,11 @@ std::unique_ptr<Strategy> make_strategy(const StrategyOptions& given) {
   if (!options.log) options.log = &std::cerr;
   const bool required = options.require_gpu || env_requires_gpu();
   const std::string& kind = options.kind;
-  MIRROR_REQUIRE(kind == "auto" || kind == "host" || kind == "one-device" || kind == "mirrored", InvalidArgument,
-                 "unknown strategy '", kind, "': expected auto, host, one-device or mirrored");
+  MIRROR_REQUIRE(kind == "auto" || kind == "host" || kind == "one-device" || kind == "mirrored" || kind == "multi-worker",
+                 InvalidArgument, "unknown strategy '", kind, "': expected auto, host, one-device, mirrored or multi-worker");
+  const LaunchInfo launch = detect_launch();
+  if (kind == "multi-worker" || (kind == "auto" && launch.launched && launch.size > 1))
+    return multi_worker(options, launch, required);
 
   if (kind == "host") {
     MIRROR_REQUIRE(!required, InvalidArgument, "a GPU is required (", why_required(), ") but the host strategy was asked for");

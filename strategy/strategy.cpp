@@ -1,6 +1,8 @@
 // The replica machinery shared by every strategy (see strategy.hpp).
 #include "strategy/strategy.hpp"
 
+#include <algorithm>
+
 #include "engine/error.hpp"
 
 namespace mirror {
@@ -36,20 +38,37 @@ void Strategy::run(const std::function<void(int)>& fn) {
   }
 }
 
-std::vector<BatchShare> Strategy::split_batch(int64_t rows) const {
+namespace {
+
+// Shares [first, first + count) of `rows` split into `n` contiguous shares (the first rows % n get
+// the extra row).
+std::vector<BatchShare> split_rows(int64_t rows, int64_t n, int64_t first, int64_t count) {
   MIRROR_REQUIRE(rows >= 0, InvalidArgument, "cannot split a batch of ", rows, " rows");
-  const int64_t n = num_replicas(), base = rows / n, extra = rows % n;
-  std::vector<BatchShare> shares(static_cast<size_t>(n));
-  int64_t offset = 0;
-  for (int64_t r = 0; r < n; ++r) {
-    shares[static_cast<size_t>(r)] = {offset, base + (r < extra ? 1 : 0)};
-    offset += shares[static_cast<size_t>(r)].count;
-  }
+  const int64_t base = rows / n, extra = rows % n;
+  std::vector<BatchShare> shares;
+  for (int64_t r = first; r < first + count; ++r)
+    shares.push_back({r * base + std::min(r, extra), base + (r < extra ? 1 : 0)});
   return shares;
+}
+
+}  // namespace
+
+std::vector<BatchShare> Strategy::split_batch(int64_t rows) const {
+  return split_rows(rows, world_replicas(), first_global_replica(), num_replicas());
+}
+
+std::vector<BatchShare> Strategy::split_batch_in_process(int64_t rows) const {
+  return split_rows(rows, num_replicas(), 0, num_replicas());
 }
 
 std::string Strategy::describe() const {
   std::string s = str(name_, " strategy with ", num_replicas(), num_replicas() == 1 ? " replica" : " replicas", " on ");
+  if (world_replicas() != num_replicas()) {
+    const int workers = world_replicas() / num_replicas();
+    s = str(name_, " strategy with ", workers, " workers x ", num_replicas(), num_replicas() == 1 ? " replica" : " replicas",
+            " per worker (", world_replicas(), " in all); this worker (", first_global_replica() / num_replicas(),
+            ") on ");
+  }
   const auto devs = devices();
   for (size_t i = 0; i < devs.size(); ++i) {
     if (i > 0 && devs[i] == devs[i - 1]) continue;

@@ -34,9 +34,18 @@ class Strategy {
   Strategy(const Strategy&) = delete;
   Strategy& operator=(const Strategy&) = delete;
 
-  // "host", "one-device" or "mirrored".
+  // "host", "one-device", "mirrored" or "multi-worker".
   const std::string& name() const { return name_; }
+  // Replicas of this process (worker); their global ranks start at first_global_replica().
   int num_replicas() const { return static_cast<int>(backends_.size()); }
+  // Replicas of every worker; == num_replicas() unless the strategy spans processes.
+  int world_replicas() const { return communicator_->world_size(); }
+  int first_global_replica() const { return communicator_->first_global_rank(); }
+  // Whether this process is the chief (worker 0), the one that prints progress and writes files.
+  virtual bool is_chief() const { return true; }
+  // Throws InvalidArgument naming both values when another worker has a different `value` for
+  // `what` (e.g. "the batch size"). Collective across workers; does nothing in one process.
+  virtual void check_agreement(const std::string& /*what*/, const std::string& /*value*/) const {}
   // Only from replica `replica`'s own worker thread (inside run()) once training has started.
   Backend& backend(int replica) { return *backends_.at(static_cast<size_t>(replica)); }
   const Device& device(int replica) const { return backends_.at(static_cast<size_t>(replica))->device(); }
@@ -49,9 +58,12 @@ class Strategy {
   // replaces it, and the root-cause exception is rethrown here.
   void run(const std::function<void(int replica)>& fn);
 
-  // Splits a global batch of `rows` into num_replicas() contiguous shares whose sizes differ by at
-  // most one (the first rows % n shares get the extra row); a share may be empty.
+  // Splits a global batch of `rows` into world_replicas() contiguous shares in global rank order,
+  // whose sizes differ by at most one (the first rows % n shares get the extra row), and returns
+  // this process's num_replicas() of them (offsets into the global batch); a share may be empty.
   std::vector<BatchShare> split_batch(int64_t rows) const;
+  // The same split over this process's replicas only: for work every worker does whole (predict).
+  std::vector<BatchShare> split_batch_in_process(int64_t rows) const;
 
   // One line: the strategy, its replicas and their devices.
   std::string describe() const;
@@ -86,21 +98,26 @@ class HostStrategy final : public Strategy {
 };
 
 struct StrategyOptions {
-  // "auto" (mirrored with >= 2 GPUs, one-device with 1, host with none), "host", "one-device",
-  // "mirrored".
+  // "auto" (multi-worker when launched as several processes by mpirun or srun; else mirrored with
+  // >= 2 GPUs, one-device with 1, host with none), "host", "one-device", "mirrored", "multi-worker".
   std::string kind = "auto";
   // Make the absence of a usable GPU an error instead of a host fallback. MIRROR_REQUIRE_GPU=1 (or
   // true, yes, on) in the environment does the same; 0, false, no, off or empty leave it off, and any
   // other value is an InvalidArgument.
   bool require_gpu = false;
-  int host_replicas = 1;           // host strategy: replicas
+  int host_replicas = 1;           // host and multi-worker strategies: replicas (per worker)
   int host_threads = 0;            // host strategy: threads in all (0 = every hardware thread)
   std::vector<int> gpu_indices = {};  // GPUs to use (empty = all visible)
   int replicas_per_gpu = 1;        // logical replicas on each GPU
   std::ostream* log = nullptr;     // where the choice is announced (nullptr = std::cerr)
+  // Multi-worker: sums across workers in global rank order, bitwise those of one process (true),
+  // or in MPI's order (false); how long a collective may wait for another worker (0 = 10 minutes).
+  bool rank_order_sums = true;
+  int64_t collective_timeout_ms = 0;
 };
 
-// Picks a strategy for this machine, prints which one and why (and a warning when the host strategy
+// Picks a strategy for this machine (and, under mpirun or srun, joins the other workers), prints
+// which one and why (a multi-worker job: the chief only) (and a warning when the host strategy
 // is asked for more threads than the machine has), and returns it. Throws DeviceError
 // when a GPU is required (or a GPU strategy asked for) but none is usable, saying why.
 std::unique_ptr<Strategy> make_strategy(const StrategyOptions& options = {});

@@ -1,0 +1,52 @@
+// MultiWorkerMirroredStrategy (see multi_worker_strategy.hpp).
+#include "strategy/multi_worker_strategy.hpp"
+
+#include "collectives/mpi_world.hpp"
+#include "engine/error.hpp"
+#include "strategy/host_backends.hpp"
+
+#ifndef MIRROR_VERSION
+#define MIRROR_VERSION "unknown"
+#endif
+
+namespace mirror {
+
+const char* mirror_version() { return MIRROR_VERSION; }
+
+namespace {
+
+// Checked before anything else: a worker of another version may lay out its buffers differently.
+MultiWorkerMirroredStrategy::Options agreed(const MultiWorkerMirroredStrategy::Options& options) {
+  MpiWorld& world = MpiWorld::get();
+  world.agree("the Mirror version", mirror_version());
+  world.agree("the number of replicas per worker", std::to_string(options.replicas_per_worker));
+  world.agree("the order of cross-worker sums", options.order == CrossWorkerSum::RankOrder ? "rank order" : "fast");
+  return options;
+}
+
+}  // namespace
+
+MultiWorkerMirroredStrategy::MultiWorkerMirroredStrategy(const Options& options)
+    : Strategy("multi-worker", host_backends(options.replicas_per_worker, options.threads)), options_(agreed(options)) {
+  worker_ = MpiWorld::get().rank();
+  workers_ = MpiWorld::get().size();
+  start();
+}
+
+std::unique_ptr<Communicator> MultiWorkerMirroredStrategy::make_communicator() {
+  if (made_) {
+    // The workers are no longer in step (some replicas may have applied an update and others not),
+    // and a new MPI communicator would need every worker's help: this worker is done.
+    return MpiHostCommunicator::broken(num_replicas(), workers_ * num_replicas(), worker_ * num_replicas(),
+                                       "a step failed on this worker, so the workers are out of step: end the job "
+                                       "and continue from a backup");
+  }
+  made_ = true;
+  return std::make_unique<MpiHostCommunicator>(num_replicas(), options_.order, options_.collective_timeout);
+}
+
+void MultiWorkerMirroredStrategy::check_agreement(const std::string& what, const std::string& value) const {
+  MpiWorld::get().agree(what, value);
+}
+
+}  // namespace mirror
