@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <iostream>
+#include <thread>
 
 #include "engine/error.hpp"
 
@@ -61,19 +63,39 @@ MpiWorld& MpiWorld::get() {
 
 bool MpiWorld::active() { return g_active; }
 
-std::vector<std::string> MpiWorld::all_gather(const std::string& value) const {
+namespace {
+
+// Polls `request` until done; a worker that never joins becomes an error, not a hang.
+void wait_for(MPI_Request& request, const std::string& what, int64_t timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (int done = 0;;) {
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    MIRROR_REQUIRE(std::chrono::steady_clock::now() < deadline, CollectiveError, "the workers' check of ", what,
+                   " timed out after ", timeout_ms, " ms: some worker never joined it (it died, hangs, or runs another "
+                   "program)");
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> MpiWorld::all_gather(const std::string& value, const std::string& what) const {
   const int length = static_cast<int>(value.size());
   std::vector<int> lengths(static_cast<size_t>(size_)), offsets(static_cast<size_t>(size_));
-  check_mpi(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, MPI_COMM_WORLD), "MPI_Allgather");
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Iallgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, MPI_COMM_WORLD, &request), "MPI_Iallgather");
+  wait_for(request, what, timeout_ms_);
   int total = 0;
   for (int r = 0; r < size_; ++r) {
     offsets[static_cast<size_t>(r)] = total;
     total += lengths[static_cast<size_t>(r)];
   }
   std::string all(static_cast<size_t>(std::max(total, 1)), '\0');
-  check_mpi(MPI_Allgatherv(value.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
-                           MPI_COMM_WORLD),
-            "MPI_Allgatherv");
+  check_mpi(MPI_Iallgatherv(value.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR,
+                            MPI_COMM_WORLD, &request),
+            "MPI_Iallgatherv");
+  wait_for(request, what, timeout_ms_);
   std::vector<std::string> values;
   for (int r = 0; r < size_; ++r)
     values.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
@@ -82,7 +104,7 @@ std::vector<std::string> MpiWorld::all_gather(const std::string& value) const {
 }
 
 void MpiWorld::agree(const std::string& what, const std::string& value) const {
-  const std::vector<std::string> values = all_gather(value);
+  const std::vector<std::string> values = all_gather(value, what);
   for (int r = 1; r < size_; ++r)
     MIRROR_REQUIRE(values[static_cast<size_t>(r)] == values[0], InvalidArgument, "the workers disagree on ", what,
                    ": worker 0 has ", values[0], ", worker ", r, " has ", values[static_cast<size_t>(r)],

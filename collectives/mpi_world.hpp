@@ -5,6 +5,7 @@
 // wait for a collective that will never come.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -34,10 +35,14 @@ class MpiWorld {
   const std::string& host() const { return host_; }
 
   // Every worker's `value`, in rank order. Collective: every worker calls it in the same order.
-  std::vector<std::string> all_gather(const std::string& value) const;
+  // Raises CollectiveError when some worker has not joined within timeout_ms() (naming `what`).
+  std::vector<std::string> all_gather(const std::string& value, const std::string& what = "all_gather") const;
   // Throws InvalidArgument naming both values when any worker's `value` differs from the chief's,
   // e.g. "the workers disagree on the batch size: worker 0 has 32, worker 1 has 64". Collective.
   void agree(const std::string& what, const std::string& value) const;
+
+  int64_t timeout_ms() const { return timeout_ms_; }
+  void set_timeout_ms(int64_t timeout_ms) { timeout_ms_ = timeout_ms; }
 
   ~MpiWorld();  // MPI_Finalize
   MpiWorld(const MpiWorld&) = delete;
@@ -48,6 +53,7 @@ class MpiWorld {
   int rank_ = 0;
   int size_ = 1;
   std::string host_;
+  int64_t timeout_ms_ = 10 * 60 * 1000;
 };
 
 // Ends every worker of the job with `exit_code` (MPI_Abort) when this process is one of several

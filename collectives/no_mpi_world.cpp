@@ -15,7 +15,7 @@ MpiWorld& MpiWorld::get() {
 }
 
 bool MpiWorld::active() { return false; }
-std::vector<std::string> MpiWorld::all_gather(const std::string& value) const { return {value}; }
+std::vector<std::string> MpiWorld::all_gather(const std::string& value, const std::string&) const { return {value}; }
 void MpiWorld::agree(const std::string&, const std::string&) const {}
 void abort_job_if_multi_worker(int) {}
 

@@ -16,10 +16,11 @@ const char* mirror_version() { return MIRROR_VERSION; }
 namespace {
 
 // Checked before anything else: a worker of another version may lay out its buffers differently.
+// (The communicator checks the number of replicas per worker.)
 MultiWorkerMirroredStrategy::Options agreed(const MultiWorkerMirroredStrategy::Options& options) {
   MpiWorld& world = MpiWorld::get();
+  world.set_timeout_ms(options.collective_timeout.count());
   world.agree("the Mirror version", mirror_version());
-  world.agree("the number of replicas per worker", std::to_string(options.replicas_per_worker));
   world.agree("the order of cross-worker sums", options.order == CrossWorkerSum::RankOrder ? "rank order" : "fast");
   return options;
 }

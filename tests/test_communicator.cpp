@@ -8,27 +8,12 @@
 
 #include "collectives/host_communicator.hpp"
 #include "engine/error.hpp"
+#include "test_util.hpp"
+
+using mirror::testing::on_ranks;
 
 namespace mirror {
 namespace {
-
-// Runs fn(rank) on `size` threads; returns one exception message per rank ("" when none).
-template <typename Fn>
-std::vector<std::string> on_ranks(int size, Fn fn) {
-  std::vector<std::string> errors(static_cast<size_t>(size));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
-}
 
 class AllReduce : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <optional>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -74,6 +75,24 @@ std::string message_of(const std::function<void()>& fn) {
   }
   ADD_FAILURE() << "no exception of the expected type";
   return "";
+}
+
+// Runs fn(rank) on `size` threads; returns one exception message per rank ("" when none).
+template <typename Fn>
+std::vector<std::string> on_ranks(int size, Fn fn) {
+  std::vector<std::string> errors(static_cast<size_t>(size));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        fn(r);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
 }
 
 }  // namespace mirror::testing
