@@ -31,6 +31,26 @@ void abort_on_device(ncclComm_t comm, int device) noexcept {
   if (restore) cudaSetDevice(previous);
 }
 
+// Owns the communicators ncclCommInitAll creates until the constructor has finished, so that a
+// throw in between (an event, a stream, an allocation) destroys them instead of leaking them.
+class NcclComms {
+ public:
+  explicit NcclComms(size_t count) : comms_(count, nullptr) {}
+  ~NcclComms() {
+    for (ncclComm_t comm : comms_)
+      if (comm) ncclCommDestroy(comm);
+  }
+  NcclComms(const NcclComms&) = delete;
+  NcclComms& operator=(const NcclComms&) = delete;
+
+  ncclComm_t* data() { return comms_.data(); }
+  size_t size() const { return comms_.size(); }
+  ncclComm_t release(size_t r) { return std::exchange(comms_[r], nullptr); }
+
+ private:
+  std::vector<ncclComm_t> comms_;
+};
+
 }  // namespace
 
 // The rank's own thread holds one of these around each NCCL call on its communicator. Not granted
@@ -84,18 +104,19 @@ NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
     rank->stream = cuda::stream_of(*backends[r]);
     ranks_.push_back(std::move(rank));
   }
-  std::vector<ncclComm_t> comms(backends.size(), nullptr);
+  NcclComms comms(backends.size());
   MIRROR_NCCL_CHECK(ncclCommInitAll(comms.data(), static_cast<int>(comms.size()), devices.data()));
-  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->comm = comms[r];
   for (size_t r = 0; r < ranks_.size(); ++r) {
     Rank& rank = *ranks_[r];
     cuda::DeviceGuard guard(rank.device);
-    MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.done, cudaEventDisableTiming));
-    MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.ready, cudaEventDisableTiming));
-    MIRROR_CUDA_CHECK(cudaStreamCreateWithFlags(&rank.comm_stream, cudaStreamNonBlocking));
+    rank.done = cuda::Event::create();
+    rank.ready = cuda::Event::create();
+    rank.comm_stream = cuda::Stream::create();
     rank.barrier_value = backends[r]->allocate(sizeof(float));
     backends[r]->fill(rank.barrier_value.as<float>(), 1, 0.0f);
   }
+  // Nothing can throw past here: the ranks (and this destructor) own the communicators now.
+  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->comm = comms.release(r);
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -106,9 +127,9 @@ NcclCommunicator::~NcclCommunicator() {
     cudaSetDevice(rank->device);
     if (!aborted_ && rank->comm) ncclCommDestroy(rank->comm);
     rank->comm = nullptr;
-    if (rank->done) cudaEventDestroy(rank->done);
-    if (rank->ready) cudaEventDestroy(rank->ready);
-    if (rank->comm_stream) cudaStreamDestroy(rank->comm_stream);
+    rank->done.reset();  // with the rank's device current
+    rank->ready.reset();
+    rank->comm_stream.reset();
   }
 }
 
@@ -126,9 +147,9 @@ void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue, bool
     cuda::DeviceGuard guard(rank.device);
     cudaStream_t stream = rank.stream;
     if (async) {
-      MIRROR_CUDA_CHECK(cudaEventRecord(rank.ready, rank.stream));
-      MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.comm_stream, rank.ready, 0));
-      stream = rank.comm_stream;
+      MIRROR_CUDA_CHECK(cudaEventRecord(rank.ready.get(), rank.stream));
+      MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.comm_stream.get(), rank.ready.get(), 0));
+      stream = rank.comm_stream.get();
     }
     // The enqueue may block until the peers arrive; abort() can still reach it (see abort_comms()).
     std::string error;
@@ -142,7 +163,7 @@ void NcclCommunicator::run(int rank_index, const char* op, Enqueue enqueue, bool
       }
     }
     if (!error.empty()) fail(rank_index, op, sequence, error);
-    MIRROR_CUDA_CHECK(cudaEventRecord(rank.done, stream));
+    MIRROR_CUDA_CHECK(cudaEventRecord(rank.done.get(), stream));
   }
   if (async) {
     rank.pending_op = op;
@@ -169,7 +190,7 @@ void NcclCommunicator::wait_all(int rank_index) {
     cuda::DeviceGuard guard(rank.device);
     // `done` was last recorded after the last async collective: the backend stream continues
     // only after all of them.
-    MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.stream, rank.done, 0));
+    MIRROR_CUDA_CHECK(cudaStreamWaitEvent(rank.stream, rank.done.get(), 0));
   }
   wait(rank_index, op, rank.pending_sequence);
 }
@@ -179,7 +200,7 @@ void NcclCommunicator::wait(int rank_index, const char* op, uint64_t sequence) {
   const auto start = Clock::now();
   const auto deadline = start + timeout();
   for (;;) {
-    const cudaError_t query = cudaEventQuery(rank.done);
+    const cudaError_t query = cudaEventQuery(rank.done.get());
     if (query == cudaSuccess) return;
     if (query != cudaErrorNotReady) {
       cudaGetLastError();

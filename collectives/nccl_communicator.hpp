@@ -29,6 +29,7 @@
 #include "collectives/communicator.hpp"
 #include "engine/backend.hpp"
 #include "engine/buffer.hpp"
+#include "engine/cuda/cuda_handles.hpp"
 
 namespace mirror {
 
@@ -69,9 +70,9 @@ class NcclCommunicator final : public Communicator {
                                 // ncclCommAbort/ncclCommDestroy, see abort_comms()
     std::atomic<Access> access{Access::kIdle};
     bool comm_aborted = false;  // ncclCommAbort was called on comm (guarded by abort_comms_mutex_)
-    cudaEvent_t done = nullptr;
-    cudaStream_t comm_stream = nullptr;  // all_reduce_sum_async's collectives
-    cudaEvent_t ready = nullptr;         // the backend stream's work before an async collective
+    cuda::Event done;
+    cuda::Stream comm_stream;            // all_reduce_sum_async's collectives
+    cuda::Event ready;                   // the backend stream's work before an async collective
     const char* pending_op = nullptr;    // the last async collective not yet waited for
     uint64_t pending_sequence = 0;
     uint64_t sequence = 0;      // collectives issued by this rank so far
