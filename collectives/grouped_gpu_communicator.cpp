@@ -32,10 +32,10 @@ GroupedGpuCommunicator::GroupedGpuCommunicator(std::span<Backend* const> backend
                    " replicas can share one GPU");
     rank.stream = cuda::stream_of(*backends[r]);
     cuda::DeviceGuard guard(rank.device);
-    MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.ready, cudaEventDisableTiming));
-    MIRROR_CUDA_CHECK(cudaEventCreateWithFlags(&rank.done, cudaEventDisableTiming));
+    rank.ready = cuda::Event::create();
+    rank.done = cuda::Event::create();
     groups_.back().push_back(static_cast<int>(r));
-    ranks_.push_back(rank);
+    ranks_.push_back(std::move(rank));
   }
   if (groups_.size() > 1) nccl_ = std::make_unique<NcclCommunicator>(leaders);
 }
@@ -43,20 +43,20 @@ GroupedGpuCommunicator::GroupedGpuCommunicator(std::span<Backend* const> backend
 GroupedGpuCommunicator::~GroupedGpuCommunicator() {
   for (Rank& rank : ranks_) {
     cudaSetDevice(rank.device);
-    cudaEventDestroy(rank.ready);
-    cudaEventDestroy(rank.done);
+    rank.ready.reset();  // with the rank's device current
+    rank.done.reset();
   }
 }
 
-void GroupedGpuCommunicator::wait_for_group(int rank, cudaEvent_t Rank::*which) {
+void GroupedGpuCommunicator::wait_for_group(int rank, cuda::Event Rank::*which) {
   Rank& me = ranks_[static_cast<size_t>(rank)];
-  for (int peer : group_of(rank)) MIRROR_CUDA_CHECK(cudaStreamWaitEvent(me.stream, ranks_[static_cast<size_t>(peer)].*which, 0));
+  for (int peer : group_of(rank)) MIRROR_CUDA_CHECK(cudaStreamWaitEvent(me.stream, (ranks_[static_cast<size_t>(peer)].*which).get(), 0));
 }
 
 void GroupedGpuCommunicator::all_reduce_sum(int rank, std::span<float> data, const char* what) {
   Rank& me = ranks_[static_cast<size_t>(rank)];
   me.data = data.data();
-  MIRROR_CUDA_CHECK(cudaEventRecord(me.ready, me.stream));
+  MIRROR_CUDA_CHECK(cudaEventRecord(me.ready.get(), me.stream));
   host_.barrier(rank);  // every replica's pointer is published and its `ready` recorded
 
   // Replica `local` of a GPU sums slice `local` of all that GPU's buffers into each of them.
@@ -68,7 +68,7 @@ void GroupedGpuCommunicator::all_reduce_sum(int rank, std::span<float> data, con
   const size_t n = data.size(), chunk = (n + group.size() - 1) / group.size();
   const size_t begin = std::min(n, static_cast<size_t>(me.local) * chunk), end = std::min(n, begin + chunk);
   cuda::launch_sum_into_all(buffers, begin, end, me.stream);
-  MIRROR_CUDA_CHECK(cudaEventRecord(me.done, me.stream));
+  MIRROR_CUDA_CHECK(cudaEventRecord(me.done.get(), me.stream));
   host_.barrier(rank);  // every slice is queued
   wait_for_group(rank, &Rank::done);
 
@@ -89,13 +89,13 @@ void GroupedGpuCommunicator::broadcast(int rank, std::span<float> data, int root
 
 void GroupedGpuCommunicator::copy_from_leader(int rank, std::span<float> data) {
   Rank& me = ranks_[static_cast<size_t>(rank)];
-  if (me.local == 0) MIRROR_CUDA_CHECK(cudaEventRecord(me.done, me.stream));
+  if (me.local == 0) MIRROR_CUDA_CHECK(cudaEventRecord(me.done.get(), me.stream));
   host_.barrier(rank);  // the leaders' results are queued and their `done` recorded
   if (me.local != 0) {
     const Rank& leader = ranks_[static_cast<size_t>(group_of(rank).front())];
-    MIRROR_CUDA_CHECK(cudaStreamWaitEvent(me.stream, leader.done, 0));
+    MIRROR_CUDA_CHECK(cudaStreamWaitEvent(me.stream, leader.done.get(), 0));
     MIRROR_CUDA_CHECK(cudaMemcpyAsync(data.data(), leader.data, data.size_bytes(), cudaMemcpyDeviceToDevice, me.stream));
-    MIRROR_CUDA_CHECK(cudaEventRecord(me.done, me.stream));
+    MIRROR_CUDA_CHECK(cudaEventRecord(me.done.get(), me.stream));
   }
   host_.barrier(rank);  // every copy is queued
   // The leader must not write its buffer again before the others have read it.

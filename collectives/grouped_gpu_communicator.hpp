@@ -42,13 +42,13 @@ class GroupedGpuCommunicator final : public Communicator {
     int group = 0;        // index of its GPU among the communicator's GPUs
     int local = 0;        // index among the replicas of its GPU
     cudaStream_t stream = nullptr;
-    cudaEvent_t ready = nullptr, done = nullptr;
+    cuda::Event ready, done;  // owned: a throw in the constructor leaks none
     float* data = nullptr;  // published for the current collective
   };
 
   const std::vector<int>& group_of(int rank) const { return groups_[static_cast<size_t>(ranks_[static_cast<size_t>(rank)].group)]; }
   // The stream of `rank` waits for event `which` of every replica of its GPU.
-  void wait_for_group(int rank, cudaEvent_t Rank::*which);
+  void wait_for_group(int rank, cuda::Event Rank::*which);
   // Non-leaders copy their leader's buffer; leaders wait until those copies are done.
   void copy_from_leader(int rank, std::span<float> data);
 
