@@ -19,6 +19,8 @@ using Clock = std::chrono::steady_clock;
 // Chunks of the chain: large enough to move at full speed, small enough that the links pipeline.
 constexpr size_t kChunkFloats = size_t{1} << 16;  // 256 KiB
 constexpr size_t kMaxChunks = 16000;               // two tags per chunk stay under MPI's 32767
+constexpr auto kSpinTime = std::chrono::milliseconds(1);
+constexpr auto kPollSleep = std::chrono::microseconds(50);
 
 std::string mpi_error_text(int status) {
   char text[MPI_MAX_ERROR_STRING];
@@ -39,6 +41,7 @@ void add_into(float* __restrict__ dst, const float* __restrict__ src, size_t cou
 struct MpiHostCommunicator::Impl {
   MPI_Comm comm = MPI_COMM_NULL;
   std::vector<float> scratch;
+  Clock::time_point idle_since;  // the last progress: past kSpinTime without any, sleep between polls
 
   // Throws when the deadline has passed (naming `peer` and what was awaited), when an MPI call
   // failed, or when the communicator failed or is stopping; otherwise lets the core go a moment.
@@ -69,7 +72,13 @@ void MpiHostCommunicator::Impl::check(MpiHostCommunicator& c, const Job& job, in
                               peer >= 0 ? c.describe_worker(peer) : std::string("the other workers"),
                               " never came (it died, hangs, or issued its collectives in another order)"));
   }
-  std::this_thread::yield();
+  // Spin a little (most transfers land soon), then sleep, so that a worker waiting for a slower
+  // one leaves the cores to its replicas' backward pass.
+  if (Clock::now() - c.impl_->idle_since < kSpinTime) {
+    std::this_thread::yield();
+  } else {
+    std::this_thread::sleep_for(kPollSleep);
+  }
 }
 
 void MpiHostCommunicator::Impl::test(MpiHostCommunicator& c, MPI_Request& request, bool& done, const Job& job,
@@ -186,7 +195,10 @@ void MpiHostCommunicator::Impl::chain_all_reduce(MpiHostCommunicator& c, Job& jo
         }
       }
     }
-    if (moved || finished == chunks) continue;
+    if (moved || finished == chunks) {
+      self.idle_since = Clock::now();
+      continue;
+    }
     // Name the first worker this one still waits for.
     for (const State& s : states) {
       if (s.phase == Phase::AwaitPartial) check(c, job, w - 1, "the partial sum from", deadline);
@@ -280,6 +292,7 @@ void MpiHostCommunicator::fail(const std::string& reason) {
     failure_ = reason;
     failed_ = true;
   }
+  MpiWorld::mark_failed();
   changed_.notify_all();
 }
 
@@ -378,6 +391,7 @@ void MpiHostCommunicator::progress_loop() {
 
 void MpiHostCommunicator::run_job(Job& job) {
   const auto deadline = Clock::now() + timeout();
+  impl_->idle_since = Clock::now();
   switch (job.kind) {
     case Kind::AllReduce:
       if (job.count == 0) return;

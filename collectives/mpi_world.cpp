@@ -15,6 +15,7 @@ namespace mirror {
 namespace {
 
 std::atomic<bool> g_active{false};
+std::atomic<bool> g_failed{false};
 
 void check_mpi(int status, const char* call) {
   if (status == MPI_SUCCESS) return;
@@ -50,11 +51,18 @@ MpiWorld::MpiWorld() {
 }
 
 MpiWorld::~MpiWorld() {
-  g_active = false;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  if (finalized) return;
+  if (g_failed && size_ > 1) {
+    std::cerr.flush();
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  g_active = false;
+  MPI_Finalize();
 }
+
+void MpiWorld::mark_failed() { g_failed = true; }
 
 MpiWorld& MpiWorld::get() {
   static MpiWorld world;
@@ -101,6 +109,13 @@ std::vector<std::string> MpiWorld::all_gather(const std::string& value, const st
     values.push_back(all.substr(static_cast<size_t>(offsets[static_cast<size_t>(r)]),
                                 static_cast<size_t>(lengths[static_cast<size_t>(r)])));
   return values;
+}
+
+std::string MpiWorld::broadcast_from_chief(std::string bytes, const std::string& what) const {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Ibcast(bytes.data(), static_cast<int>(bytes.size()), MPI_CHAR, 0, MPI_COMM_WORLD, &request), "MPI_Ibcast");
+  wait_for(request, what, timeout_ms_);
+  return bytes;
 }
 
 void MpiWorld::agree(const std::string& what, const std::string& value) const {

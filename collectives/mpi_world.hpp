@@ -29,6 +29,9 @@ class MpiWorld {
   static MpiWorld& get();
   // Whether get() has initialised MPI and it has not been finalised.
   static bool active();
+  // Records that a collective failed: the workers are out of step, so at exit this process ends
+  // the job (MPI_Abort) instead of finalising MPI, which would wait for the lost worker.
+  static void mark_failed();
 
   int rank() const { return rank_; }  // this worker, 0 = the chief
   int size() const { return size_; }  // workers in the job
@@ -37,6 +40,9 @@ class MpiWorld {
   // Every worker's `value`, in rank order. Collective: every worker calls it in the same order.
   // Raises CollectiveError when some worker has not joined within timeout_ms() (naming `what`).
   std::vector<std::string> all_gather(const std::string& value, const std::string& what = "all_gather") const;
+  // The chief's `bytes` on every worker (the others' are ignored; every worker passes the same
+  // size). Collective, bounded by timeout_ms() like all_gather.
+  std::string broadcast_from_chief(std::string bytes, const std::string& what) const;
   // Throws InvalidArgument naming both values when any worker's `value` differs from the chief's,
   // e.g. "the workers disagree on the batch size: worker 0 has 32, worker 1 has 64". Collective.
   void agree(const std::string& what, const std::string& value) const;
@@ -44,7 +50,7 @@ class MpiWorld {
   int64_t timeout_ms() const { return timeout_ms_; }
   void set_timeout_ms(int64_t timeout_ms) { timeout_ms_ = timeout_ms; }
 
-  ~MpiWorld();  // MPI_Finalize
+  ~MpiWorld();  // MPI_Finalize, or MPI_Abort after mark_failed()
   MpiWorld(const MpiWorld&) = delete;
   MpiWorld& operator=(const MpiWorld&) = delete;
 

@@ -45,7 +45,8 @@ class NcclComms {
 
   ncclComm_t* data() { return comms_.data(); }
   size_t size() const { return comms_.size(); }
-  ncclComm_t release(size_t r) { return std::exchange(comms_[r], nullptr); }
+  // The caller takes a communicator by setting its slot to nullptr.
+  std::span<ncclComm_t> span() { return comms_; }
 
  private:
   std::vector<ncclComm_t> comms_;
@@ -88,7 +89,7 @@ ncclResult_t NcclCommunicator::async_error(Rank& rank) {
   return async;
 }
 
-NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
+std::vector<int> NcclCommunicator::make_ranks(std::span<Backend* const> backends) {
   MIRROR_REQUIRE(!backends.empty(), InvalidArgument, "an NCCL communicator needs at least one rank");
   std::vector<int> devices;
   for (size_t r = 0; r < backends.size(); ++r) {
@@ -104,8 +105,10 @@ NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
     rank->stream = cuda::stream_of(*backends[r]);
     ranks_.push_back(std::move(rank));
   }
-  NcclComms comms(backends.size());
-  MIRROR_NCCL_CHECK(ncclCommInitAll(comms.data(), static_cast<int>(comms.size()), devices.data()));
+  return devices;
+}
+
+void NcclCommunicator::finish_ranks(std::span<Backend* const> backends, std::span<ncclComm_t> comms) {
   for (size_t r = 0; r < ranks_.size(); ++r) {
     Rank& rank = *ranks_[r];
     cuda::DeviceGuard guard(rank.device);
@@ -115,8 +118,39 @@ NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends) {
     rank.barrier_value = backends[r]->allocate(sizeof(float));
     backends[r]->fill(rank.barrier_value.as<float>(), 1, 0.0f);
   }
-  // Nothing can throw past here: the ranks (and this destructor) own the communicators now.
-  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->comm = comms.release(r);
+  // Nothing can throw past here: the ranks (and the destructor) own the communicators now.
+  for (size_t r = 0; r < ranks_.size(); ++r) ranks_[r]->comm = std::exchange(comms[r], nullptr);
+}
+
+NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends)
+    : world_size_(static_cast<int>(backends.size())) {
+  const std::vector<int> devices = make_ranks(backends);
+  NcclComms comms(backends.size());
+  MIRROR_NCCL_CHECK(ncclCommInitAll(comms.data(), static_cast<int>(comms.size()), devices.data()));
+  finish_ranks(backends, comms.span());
+}
+
+NcclCommunicator::NcclCommunicator(std::span<Backend* const> backends, const ncclUniqueId& id, int world_size,
+                                   int first_global_rank)
+    : world_size_(world_size), first_global_rank_(first_global_rank) {
+  MIRROR_REQUIRE(first_global_rank >= 0 && first_global_rank + static_cast<int>(backends.size()) <= world_size,
+                 InvalidArgument, "global ranks [", first_global_rank, ", ", first_global_rank + int(backends.size()),
+                 ") do not fit a world of ", world_size);
+  const std::vector<int> devices = make_ranks(backends);
+  NcclComms comms(backends.size());
+  {
+    // One group, so that this process's ranks join together (one thread, several GPUs).
+    MIRROR_NCCL_CHECK(ncclGroupStart());
+    ncclResult_t status = ncclSuccess;
+    for (size_t r = 0; r < devices.size() && status == ncclSuccess; ++r) {
+      cuda::DeviceGuard guard(devices[r]);
+      status = ncclCommInitRank(&comms.data()[r], world_size, id, first_global_rank + static_cast<int>(r));
+    }
+    const ncclResult_t end = ncclGroupEnd();
+    MIRROR_NCCL_CHECK(status);
+    MIRROR_NCCL_CHECK(end);
+  }
+  finish_ranks(backends, comms.span());
 }
 
 NcclCommunicator::~NcclCommunicator() {

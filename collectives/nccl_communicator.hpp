@@ -38,12 +38,19 @@ class NcclCommunicator final : public Communicator {
   // Rank r runs on backends[r] (a CUDA backend; the GPUs must differ). Creates every rank's NCCL
   // communicator at once with ncclCommInitAll; throws InvalidArgument or CollectiveError.
   explicit NcclCommunicator(std::span<Backend* const> backends);
+  // This process's part of a communicator across processes: backends[r] is global rank
+  // first_global_rank + r of world_size, joined through ncclCommInitRank with `id` (made by
+  // ncclGetUniqueId on one process and given to all, e.g. broadcast over MPI:
+  // make_nccl_communicator_over_mpi). Collective across processes.
+  NcclCommunicator(std::span<Backend* const> backends, const ncclUniqueId& id, int world_size, int first_global_rank);
   ~NcclCommunicator() override;
   // Destroy it before the backends whose streams it uses.
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
   int size() const override { return static_cast<int>(ranks_.size()); }
+  int world_size() const override { return world_size_; }
+  int first_global_rank() const override { return first_global_rank_; }
   // `data` is device memory of rank's backend.
   void all_reduce_sum(int rank, std::span<float> data, const char* what = "all_reduce") override;
   // Queued on the rank's communication stream after the work already on its backend stream
@@ -93,7 +100,14 @@ class NcclCommunicator final : public Communicator {
   // NCCL calls. Idempotent.
   void abort_comms() noexcept;
 
+  // Checks that every backend is on its own GPU and makes the ranks (without communicators).
+  std::vector<int> make_ranks(std::span<Backend* const> backends);
+  // Gives each rank its communicator (`comms`, owned from now on), events, stream and barrier value.
+  void finish_ranks(std::span<Backend* const> backends, std::span<ncclComm_t> comms);
+
   std::vector<std::unique_ptr<Rank>> ranks_;
+  int world_size_ = 0;
+  int first_global_rank_ = 0;
   std::atomic<bool> aborted_{false};
   std::mutex abort_mutex_;  // guards abort_reason_
   std::string abort_reason_;

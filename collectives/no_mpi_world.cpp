@@ -15,8 +15,10 @@ MpiWorld& MpiWorld::get() {
 }
 
 bool MpiWorld::active() { return false; }
+void MpiWorld::mark_failed() {}
 std::vector<std::string> MpiWorld::all_gather(const std::string& value, const std::string&) const { return {value}; }
 void MpiWorld::agree(const std::string&, const std::string&) const {}
+std::string MpiWorld::broadcast_from_chief(std::string bytes, const std::string&) const { return bytes; }
 void abort_job_if_multi_worker(int) {}
 
 }  // namespace mirror
