@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# train_cnn as several worker processes under mpirun: W workers x R replicas end with bitwise the
-# weights of one process with W*R replicas (the "weights_fnv1a64" of the metrics JSON); a worker
-# that is killed or stalls ends the job in bounded time with an error naming it; workers that
-# disagree (batch size, replicas per worker) are refused before any step.
+# train_cnn as several worker processes under mpirun: W workers x R replicas (2x2, 3x2, 3x1, 2x1;
+# 252 steps each) end with bitwise the weights of one process with W*R replicas (the
+# "weights_fnv1a64" of the metrics JSON), also when killed and continued from the chief's backup;
+# a worker that is killed or stalls ends the job in bounded time with an error naming it; workers
+# that disagree (batch size, replicas per worker) are refused before any step.
 # Usage: test_multi_worker.sh TRAIN_CNN MPIRUN
 set -u
 train_cnn="$1"
@@ -16,7 +17,7 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 job=(--train-samples 2000 --epochs 4 --verbose 0)
 fingerprint() { grep -o '"weights_fnv1a64": "[0-9a-f]*"' "$1" | cut -d'"' -f4; }
 
-for layout in "2 2" "3 1"; do
+for layout in "2 2" "3 2" "3 1" "2 1"; do
   read -r workers replicas <<<"$layout"
   total=$((workers * replicas))
   "$train_cnn" "${job[@]}" --strategy host --replicas "$total" --threads "$total" \
@@ -33,6 +34,27 @@ for layout in "2 2" "3 1"; do
   grep -q "multi-worker strategy with $workers workers x $replicas replica" "$work/out" ||
     fail "the world was not announced: $(cat "$work/out")"
 done
+
+# Backups: the chief alone writes them; a job killed mid-run and started again continues on every
+# worker from the chief's newest backup and ends with the weights of the uninterrupted run (the
+# last layout above, 2 workers x 1 replica, left them in multi.json).
+uninterrupted=$(fingerprint "$work/multi.json")
+backup_job=("$train_cnn" --train-samples 2000 --epochs 4 --strategy multi-worker --threads 1 --backup-dir "$work/backups"
+            --backup-every-steps 10 --metrics-json "$work/resumed.json")
+"${mpirun[@]}" -np 2 "${backup_job[@]}" --verbose 0 >"$work/out" 2>&1 &
+first=$!
+for _ in $(seq 2000); do ls "$work/backups" 2>/dev/null | grep -q '^backup-' && break; sleep 0.005; done
+kill -9 "$(pgrep -P "$first" | tail -1)" 2>/dev/null
+wait "$first"
+if ! ls "$work/backups" 2>/dev/null | grep -q '^backup-'; then
+  fail "no backup written by the first run"
+elif "${mpirun[@]}" -np 2 "${backup_job[@]}" --verbose 1 >"$work/out" 2>&1 &&
+     grep -q "continuing from the backup" "$work/out" && [ "$(fingerprint "$work/resumed.json")" = "$uninterrupted" ]; then
+  echo "ok: killed and started again, 2 workers continue from the chief's backup: bitwise the uninterrupted weights"
+else
+  fail "resuming 2 workers from a backup: weights $(fingerprint "$work/resumed.json"), uninterrupted $uninterrupted"
+  tail -5 "$work/out"
+fi
 
 # --fast-sums: MPI's order, the same model within rounding.
 "${mpirun[@]}" -np 2 "$train_cnn" "${job[@]}" --strategy multi-worker --replicas 2 --threads 2 --fast-sums \
