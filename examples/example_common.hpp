@@ -399,21 +399,26 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
 // Runs `program_body` on the parsed flags and maps exceptions to exit codes.
 inline int main_body(int argc, char** argv, const std::string& program, const Flags& defaults,
                      const std::function<int(const Flags&)>& program_body) {
+  // In a multi-worker job, which worker says it.
+  const auto who = [&] {
+    return MpiWorld::active() && MpiWorld::get().size() > 1 ? str(program, " (worker ", MpiWorld::get().rank(), ")")
+                                                            : program;
+  };
   try {
     int exit_code = 0;
     const std::optional<Flags> flags = parse_flags(argc, argv, program, defaults, exit_code);
     return flags ? program_body(*flags) : exit_code;
   } catch (const Interrupted& e) {
-    std::cerr << program << ": " << e.what() << '\n';
+    std::cerr << who() << ": " << e.what() << '\n';
     return 128 + e.signal();  // as a shell reports a process a signal ended: 130 for SIGINT, 143 for SIGTERM
   } catch (const InvalidArgument& e) {
-    std::cerr << program << ": " << e.what() << '\n';
+    std::cerr << who() << ": " << e.what() << '\n';
     return 2;
   } catch (const std::bad_alloc&) {
-    std::cerr << program << ": out of memory while " << current_step() << '\n';
+    std::cerr << who() << ": out of memory while " << current_step() << '\n';
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << program << ": " << e.what() << '\n';
+    std::cerr << who() << ": " << e.what() << '\n';
     return 1;
   }
 }

@@ -85,6 +85,22 @@ expect_refusal "the number of replicas per worker: worker 0 has 1, worker 1 has 
   -np 1 "$train_cnn" "${job[@]}" --strategy multi-worker --replicas 1 --metrics-json "$work/refused.json" : \
   -np 1 "$train_cnn" "${job[@]}" --strategy multi-worker --replicas 2
 
+# A worker that raises once the job has started (here: worker 1 finds damaged data) ends the job:
+# it prints why and aborts the others, which wait in the check before the first step.
+mkdir -p "$work/damaged"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  printf 'not an idx file' >"$work/damaged/$f"
+done
+start=$SECONDS
+timeout 60 "${mpirun[@]}" -np 1 "$train_cnn" "${job[@]}" --strategy multi-worker : \
+  -np 1 "$train_cnn" "${job[@]}" --strategy multi-worker --data "$work/damaged" >"$work/out" 2>&1
+got=$?
+if [ "$got" -eq 0 ] || [ "$got" -eq 124 ] || ! grep -q "magic" "$work/out"; then
+  fail "a worker that raised: the job exited $got:"; tail -20 "$work/out"
+else
+  echo "ok: a worker that raised ended the job in $((SECONDS - start)) s with exit $got"
+fi
+
 # rank_pid MPIRUN_PID RANK: the pid of the worker of that rank (0 when not yet started).
 rank_pid() {
   for pid in $(pgrep -P "$1"); do
