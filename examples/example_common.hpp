@@ -297,6 +297,7 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
                           const EvaluateResult& test) {
   std::ostringstream j;
   j << "{\n  \"strategy\": " << json_string(strategy.name()) << ",\n  \"replicas\": " << strategy.num_replicas()
+    << ",\n  \"world_replicas\": " << strategy.world_replicas()
     << ",\n  \"devices\": [";
   const auto devices = strategy.devices();
   for (size_t i = 0; i < devices.size(); ++i) j << (i ? ", " : "") << json_string(devices[i].name());
