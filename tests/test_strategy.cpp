@@ -7,7 +7,9 @@
 #include <sstream>
 #include <thread>
 
+#include "collectives/host_communicator.hpp"
 #include "engine/error.hpp"
+#include "strategy/host_backends.hpp"
 #include "strategy/strategy.hpp"
 
 namespace mirror {
@@ -28,6 +30,59 @@ TEST(Strategy, SplitBatchIsContiguousAndBalanced) {
       }
       EXPECT_EQ(next, rows);
       EXPECT_LE(largest - smallest, 1) << replicas << " replicas, " << rows << " rows";
+    }
+  }
+}
+
+// Worker `worker` of `workers`, each with `replicas` host replicas: what a multi-worker strategy's
+// communicator tells the strategy (its collectives stay in process here).
+class WorkerOfWorld final : public Strategy {
+ public:
+  WorkerOfWorld(int worker, int workers, int replicas)
+      : Strategy("worker", host_backends(replicas, 1)), worker_(worker), workers_(workers) {
+    start();
+  }
+
+ protected:
+  std::unique_ptr<Communicator> make_communicator() override {
+    class Slice final : public Communicator {
+     public:
+      Slice(int size, int world, int first) : local_(size), world_(world), first_(first) {}
+      int size() const override { return local_.size(); }
+      int world_size() const override { return world_; }
+      int first_global_rank() const override { return first_; }
+      void all_reduce_sum(int rank, std::span<float> data, const char* what) override { local_.all_reduce_sum(rank, data, what); }
+      void broadcast(int rank, std::span<float> data, int root) override { local_.broadcast(rank, data, root - first_); }
+      void barrier(int rank) override { local_.barrier(rank); }
+      void abort(const std::string& reason) override { local_.abort(reason); }
+
+     private:
+      HostCommunicator local_;
+      int world_, first_;
+    };
+    return std::make_unique<Slice>(num_replicas(), workers_ * num_replicas(), worker_ * num_replicas());
+  }
+
+ private:
+  int worker_, workers_;
+};
+
+TEST(Strategy, WorkersTakeTheirGlobalRanksSharesOfTheGlobalBatch) {
+  for (const auto& [workers, replicas] : {std::pair{2, 1}, std::pair{2, 2}, std::pair{3, 2}}) {
+    HostStrategy one(workers * replicas, 1);
+    for (int64_t rows : {0, 1, 5, 32, 33}) {
+      std::vector<BatchShare> joined;
+      for (int w = 0; w < workers; ++w) {
+        WorkerOfWorld worker(w, workers, replicas);
+        EXPECT_EQ(worker.world_replicas(), workers * replicas);
+        EXPECT_EQ(worker.first_global_replica(), w * replicas);
+        for (const BatchShare& s : worker.split_batch(rows)) joined.push_back(s);
+        // Work every worker does whole (predict) is split among its own replicas only.
+        int64_t local_rows = 0;
+        for (const BatchShare& s : worker.split_batch_in_process(rows)) local_rows += s.count;
+        EXPECT_EQ(local_rows, rows);
+      }
+      EXPECT_EQ(joined, one.split_batch(rows)) << workers << " workers x " << replicas << ", " << rows << " rows";
     }
   }
 }
