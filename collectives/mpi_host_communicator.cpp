@@ -17,7 +17,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Chunks of the chain: large enough to move at full speed, small enough that the links pipeline.
-constexpr size_t kChunkFloats = size_t{1} << 16;  // 256 KiB
+// A buffer is cut into at least kMinChunks chunks (so that even a mid-sized one pipelines: with one
+// chunk the transfers down and back up the chain would follow each other) of kMinChunkFloats to
+// kChunkFloats floats.
+constexpr size_t kChunkFloats = size_t{1} << 16;     // 256 KiB
+constexpr size_t kMinChunkFloats = size_t{1} << 12;  // 16 KiB
+constexpr size_t kMinChunks = 8;
 constexpr size_t kMaxChunks = 16000;               // two tags per chunk stay under MPI's 32767
 constexpr auto kSpinTime = std::chrono::milliseconds(1);
 constexpr auto kPollSleep = std::chrono::microseconds(50);
@@ -27,6 +32,11 @@ std::string mpi_error_text(int status) {
   int length = 0;
   MPI_Error_string(status, text, &length);
   return std::string(text, static_cast<size_t>(length));
+}
+
+size_t chunk_floats(size_t count) {
+  const size_t pipelined = std::clamp((count + kMinChunks - 1) / kMinChunks, kMinChunkFloats, kChunkFloats);
+  return std::max(pipelined, (count + kMaxChunks - 1) / kMaxChunks);
 }
 
 // dst[i] += src[i] over [0, count): the same float additions as HostCommunicator's loop.
@@ -49,6 +59,7 @@ struct MpiHostCommunicator::Impl {
   static void test(MpiHostCommunicator& c, MPI_Request& request, bool& done, const Job& job, int peer);
   static void wait(MpiHostCommunicator& c, MPI_Request& request, const Job& job, int peer, const char* awaiting,
                    Clock::time_point deadline);
+  class Chain;  // the rank-order chain's per-chunk state machine
   static void chain_all_reduce(MpiHostCommunicator& c, Job& job, Clock::time_point deadline);
   static void fast_all_reduce(MpiHostCommunicator& c, Job& job, Clock::time_point deadline);
   static void broadcast(MpiHostCommunicator& c, Job& job, Clock::time_point deadline);
@@ -116,98 +127,122 @@ void MpiHostCommunicator::Impl::fold(const Job& job, float* scratch, size_t begi
 // The rank-order chain (see the header): per chunk, worker w receives the partial sum of global
 // ranks [0, w·R) from w - 1, adds its R replicas in order, and sends it to w + 1; the last worker's
 // sum is final and travels back down the chain. Chunks move independently, so the links pipeline.
-void MpiHostCommunicator::Impl::chain_all_reduce(MpiHostCommunicator& c, Job& job, Clock::time_point deadline) {
-  Impl& self = *c.impl_;
-  const size_t n = job.count;
-  const int w = c.worker_, last = c.workers_ - 1;
-  if (self.scratch.size() < n) self.scratch.resize(n);
-  float* partial = self.scratch.data();
-  float* result = job.buffers[0];  // where the final sum arrives (w < last)
-  const size_t chunk = std::max(kChunkFloats, (n + kMaxChunks - 1) / kMaxChunks);
-  const size_t chunks = (n + chunk - 1) / chunk;
+class MpiHostCommunicator::Impl::Chain {
+ public:
+  Chain(MpiHostCommunicator& c, Job& job)
+      : c_(c), self_(*c.impl_), job_(job), n_(job.count), w_(c.worker_), last_(c.workers_ - 1),
+        chunk_(chunk_floats(n_)), states_((n_ + chunk_ - 1) / chunk_) {
+    if (self_.scratch.size() < n_) self_.scratch.resize(n_);
+    partial_ = self_.scratch.data();
+    result_ = job.buffers[0];
+  }
+
+  void run(Clock::time_point deadline) {
+    if (w_ > 0) {
+      for (size_t k = 0; k < states_.size(); ++k) {
+        post(MPI_Irecv, partial_, k, w_ - 1, 0, states_[k].partial_in);
+        states_[k].phase = Phase::AwaitPartial;
+      }
+    }
+    for (size_t finished = 0; finished < states_.size();) {
+      bool moved = false;
+      for (size_t k = 0; k < states_.size(); ++k) {
+        const Phase before = states_[k].phase;
+        advance(k);
+        moved = moved || states_[k].phase != before;
+        finished += before != Phase::Done && states_[k].phase == Phase::Done;
+      }
+      if (moved) {
+        self_.idle_since = Clock::now();
+      } else if (finished < states_.size()) {
+        wait_a_moment(deadline);
+      }
+    }
+  }
+
+ private:
   enum class Phase { AwaitPartial, Fold, AwaitFinal, Drain, Done };
   struct State {
     Phase phase = Phase::Fold;
     MPI_Request partial_in = MPI_REQUEST_NULL, partial_out = MPI_REQUEST_NULL;
     MPI_Request final_in = MPI_REQUEST_NULL, final_out = MPI_REQUEST_NULL;
   };
-  std::vector<State> states(chunks);
-  const auto range = [&](size_t k) { return std::pair{k * chunk, std::min(n, (k + 1) * chunk)}; };
-  const auto mpi_count = [](size_t b, size_t e) { return static_cast<int>(e - b); };
-  const auto post = [&](int status) {
+  using Post = int (*)(void*, int, MPI_Datatype, int, int, MPI_Comm, MPI_Request*);
+
+  size_t begin(size_t k) const { return k * chunk_; }
+  size_t end(size_t k) const { return std::min(n_, (k + 1) * chunk_); }
+
+  // Isend or Irecv of chunk k of `buffer` with `peer`; tag 2k for partial sums, 2k + 1 for finals.
+  void post(Post call, float* buffer, size_t k, int peer, int is_final, MPI_Request& request) {
+    const int status = call(buffer + begin(k), static_cast<int>(end(k) - begin(k)), MPI_FLOAT, peer,
+                            static_cast<int>(2 * k) + is_final, self_.comm, &request);
     if (status != MPI_SUCCESS)
-      throw CollectiveError(str(job.what, " #", job.seq, " failed on ", c.describe_worker(w), ": ", mpi_error_text(status)));
-  };
-  if (w > 0) {
-    for (size_t k = 0; k < chunks; ++k) {
-      const auto [b, e] = range(k);
-      post(MPI_Irecv(partial + b, mpi_count(b, e), MPI_FLOAT, w - 1, static_cast<int>(2 * k), self.comm,
-                     &states[k].partial_in));
-      states[k].phase = Phase::AwaitPartial;
+      throw CollectiveError(str(job_.what, " #", job_.seq, " failed on ", c_.describe_worker(w_), ": ",
+                                mpi_error_text(status)));
+  }
+  static int isend(void* b, int n, MPI_Datatype t, int peer, int tag, MPI_Comm comm, MPI_Request* r) {
+    return MPI_Isend(b, n, t, peer, tag, comm, r);
+  }
+
+  // Moves chunk k on as far as its messages allow.
+  void advance(size_t k) {
+    State& s = states_[k];
+    bool done = false;
+    if (s.phase == Phase::AwaitPartial) {
+      test(c_, s.partial_in, done, job_, w_ - 1);
+      if (done) s.phase = Phase::Fold;
+    }
+    if (s.phase == Phase::Fold) {
+      fold(job_, partial_, begin(k), end(k), w_ > 0);
+      if (w_ == last_) {
+        deliver(job_, partial_, begin(k), end(k));
+        if (w_ > 0) post(isend, partial_, k, w_ - 1, 1, s.final_out);
+        s.phase = Phase::Drain;
+      } else {
+        post(isend, partial_, k, w_ + 1, 0, s.partial_out);
+        post(MPI_Irecv, result_, k, w_ + 1, 1, s.final_in);
+        s.phase = Phase::AwaitFinal;
+      }
+    }
+    if (s.phase == Phase::AwaitFinal) {
+      test(c_, s.final_in, done, job_, w_ + 1);
+      if (!done) return;
+      deliver(job_, result_, begin(k), end(k));
+      if (w_ > 0) post(isend, result_, k, w_ - 1, 1, s.final_out);
+      s.phase = Phase::Drain;
+    }
+    if (s.phase == Phase::Drain) {
+      bool sent_up = false, sent_down = false;
+      test(c_, s.partial_out, sent_up, job_, w_ + 1);
+      test(c_, s.final_out, sent_down, job_, w_ - 1);
+      if (sent_up && sent_down) s.phase = Phase::Done;
     }
   }
-  for (size_t finished = 0; finished < chunks;) {
-    bool moved = false;
-    for (size_t k = 0; k < chunks; ++k) {
-      State& s = states[k];
-      const auto [b, e] = range(k);
-      bool done = false;
-      if (s.phase == Phase::AwaitPartial) {
-        test(c, s.partial_in, done, job, w - 1);
-        if (done) s.phase = Phase::Fold;
-      }
-      if (s.phase == Phase::Fold) {
-        fold(job, partial, b, e, w > 0);
-        if (w == last) {
-          deliver(job, partial, b, e);
-          if (w > 0)
-            post(MPI_Isend(partial + b, mpi_count(b, e), MPI_FLOAT, w - 1, static_cast<int>(2 * k + 1), self.comm,
-                           &s.final_out));
-          s.phase = Phase::Drain;
-        } else {
-          post(MPI_Isend(partial + b, mpi_count(b, e), MPI_FLOAT, w + 1, static_cast<int>(2 * k), self.comm,
-                         &s.partial_out));
-          post(MPI_Irecv(result + b, mpi_count(b, e), MPI_FLOAT, w + 1, static_cast<int>(2 * k + 1), self.comm,
-                         &s.final_in));
-          s.phase = Phase::AwaitFinal;
-        }
-        moved = true;
-      }
-      if (s.phase == Phase::AwaitFinal) {
-        test(c, s.final_in, done, job, w + 1);
-        if (done) {
-          deliver(job, result, b, e);
-          if (w > 0)
-            post(MPI_Isend(result + b, mpi_count(b, e), MPI_FLOAT, w - 1, static_cast<int>(2 * k + 1), self.comm,
-                           &s.final_out));
-          s.phase = Phase::Drain;
-          moved = true;
-        }
-      }
-      if (s.phase == Phase::Drain) {
-        bool sent_up = false, sent_down = false;
-        test(c, s.partial_out, sent_up, job, w + 1);
-        test(c, s.final_out, sent_down, job, w - 1);
-        if (sent_up && sent_down) {
-          s.phase = Phase::Done;
-          ++finished;
-          moved = true;
-        }
-      }
-    }
-    if (moved || finished == chunks) {
-      self.idle_since = Clock::now();
-      continue;
-    }
-    // Name the first worker this one still waits for.
-    for (const State& s : states) {
-      if (s.phase == Phase::AwaitPartial) check(c, job, w - 1, "the partial sum from", deadline);
-      if (s.phase == Phase::AwaitFinal) check(c, job, w + 1, "the final sum from", deadline);
-      if (s.phase == Phase::Drain) check(c, job, s.partial_out != MPI_REQUEST_NULL ? w + 1 : w - 1,
-                                         "the receive of its sum by", deadline);
-      if (s.phase != Phase::Done) break;
+
+  // No chunk moved: names the first worker this one still waits for if the deadline has passed.
+  void wait_a_moment(Clock::time_point deadline) {
+    for (const State& s : states_) {
+      if (s.phase == Phase::AwaitPartial) return check(c_, job_, w_ - 1, "the partial sum from", deadline);
+      if (s.phase == Phase::AwaitFinal) return check(c_, job_, w_ + 1, "the final sum from", deadline);
+      if (s.phase == Phase::Drain)  // a completed request is MPI_REQUEST_NULL
+        return check(c_, job_, s.partial_out != MPI_REQUEST_NULL ? w_ + 1 : w_ - 1, "the receive of its sum by",
+                     deadline);
     }
   }
+
+  MpiHostCommunicator& c_;
+  Impl& self_;
+  Job& job_;
+  const size_t n_;
+  const int w_, last_;
+  const size_t chunk_;
+  std::vector<State> states_;
+  float* partial_ = nullptr;  // this worker's scratch: the partial sums
+  float* result_ = nullptr;   // local buffer 0: where the final sum arrives (w < last)
+};
+
+void MpiHostCommunicator::Impl::chain_all_reduce(MpiHostCommunicator& c, Job& job, Clock::time_point deadline) {
+  Chain(c, job).run(deadline);
 }
 
 // Fold in process, then MPI's own all-reduce of one buffer per worker (order: the library's).
