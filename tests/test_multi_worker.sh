@@ -7,7 +7,7 @@
 # Usage: test_multi_worker.sh TRAIN_CNN MPIRUN
 set -u
 train_cnn="$1"
-mpirun=("$2" --allow-run-as-root --oversubscribe --mca btl self,vader,tcp)
+mpirun=("$2" --allow-run-as-root --oversubscribe --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failures=0
