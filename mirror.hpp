@@ -2,6 +2,7 @@
 // The one header a user includes.
 #pragma once
 
+#include "collectives/mpi_world.hpp"
 #include "engine/activation.hpp"
 #include "engine/data/dataset.hpp"
 #include "engine/device.hpp"
@@ -19,7 +20,6 @@
 #include "model/saving.hpp"
 #include "model/schedules.hpp"
 #include "model/sequential.hpp"
-#include "collectives/mpi_world.hpp"
 #include "strategy/gpu_strategies.hpp"
 #include "strategy/multi_worker_strategy.hpp"
 #include "strategy/strategy.hpp"
