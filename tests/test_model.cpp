@@ -3,8 +3,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <limits>
 #include <sstream>
+#include <thread>
 
 #include "mirror.hpp"
 #include "test_util.hpp"
@@ -143,6 +145,93 @@ TEST(ModelErrors, LayersThatDoNotFitTheInput) {
   EXPECT_THROW(no_flatten.compile(strategy, optimizers::Adam()), InvalidArgument);
   EXPECT_THROW(layers::Dense(0), InvalidArgument);
   EXPECT_THROW(optimizers::Adam({.learning_rate = -1}), InvalidArgument);
+}
+
+TEST(ModelErrors, AModelWhoseStrategyIsGoneRefusesInsteadOfHanging) {
+  auto model = reference_cnn();
+  const ImageSet data = synthetic_images(8, 28, 28, 10);
+  {
+    HostStrategy gone(2, 1);
+    model->compile(gone, optimizers::Adam());
+  }
+  const std::vector<std::function<void()>> calls = {
+      [&] { model->predict(data); }, [&] { model->evaluate(data, {.verbose = 0}); },
+      [&] { model->fit(data, {.verbose = 0}); }, [&] { model->get_weights(); },
+      [&] { model->set_weights(std::vector<float>(54410)); }, [&] { model->replicas_identical(); }};
+  for (const auto& call : calls) {
+    const auto m = message_of<InvalidArgument>(call);
+    EXPECT_NE(m.find("strategy this model was compiled with was destroyed"), std::string::npos) << m;
+    EXPECT_NE(m.find("compile it again with a live one"), std::string::npos) << m;
+  }
+  HostStrategy live(1, 1);
+  model->compile(live, optimizers::Adam());
+  EXPECT_EQ(model->predict(data).size(), 80u);
+
+  auto orphan = reference_cnn();  // destroyed after its strategy: must not touch it
+  {
+    HostStrategy gone(1, 1);
+    orphan->compile(gone, optimizers::Adam());
+  }
+  orphan.reset();
+}
+
+// Two models compiled with one strategy.
+struct SharedStrategy : ::testing::Test {
+  HostStrategy strategy{2, 1};
+  std::unique_ptr<Sequential> a = reference_cnn(), b = reference_cnn();
+  const ImageSet data = synthetic_images(16, 28, 28, 10);
+  void SetUp() override {
+    a->compile(strategy, optimizers::Adam());
+    b->compile(strategy, optimizers::Adam());
+  }
+};
+
+// Holds a fit inside on_train_begin until `proceed` is set.
+struct HoldFit : Callback {
+  std::promise<void> started;
+  std::shared_future<void> proceed;
+  void on_train_begin() override {
+    started.set_value();
+    proceed.wait();
+  }
+};
+
+TEST_F(SharedStrategy, ASecondThreadIsRefused) {
+  auto hold = std::make_shared<HoldFit>();
+  std::promise<void> proceed;
+  hold->proceed = proceed.get_future().share();
+  auto started = hold->started.get_future();
+  std::thread fitting([&] { a->fit(data, {.epochs = 1, .batch_size = 8, .verbose = 0, .callbacks = {hold}}); });
+  started.wait();
+  std::string refused[3];
+  std::thread other([&] {
+    refused[0] = message_of<InvalidArgument>([&] { b->predict(data); });
+    refused[1] = message_of<InvalidArgument>([&] { b->evaluate(data, {.verbose = 0}); });
+    refused[2] = message_of<InvalidArgument>([&] { b->fit(data, {.verbose = 0}); });
+  });
+  other.join();
+  proceed.set_value();
+  fitting.join();
+  for (const std::string& m : refused) {
+    EXPECT_NE(m.find("host strategy"), std::string::npos) << m;
+    EXPECT_NE(m.find("another thread's fit() is running"), std::string::npos) << m;
+  }
+  EXPECT_EQ(a->iterations(), 2);
+  EXPECT_EQ(b->predict(data).size(), 160u);  // free again once the fit returned
+}
+
+TEST_F(SharedStrategy, TheThreadThatHoldsItMayUseItAgain) {
+  struct PredictOther : Callback {
+    Model* other = nullptr;
+    const ImageSet* data = nullptr;
+    size_t outputs = 0;
+    void on_epoch_end(int, EpochLog&) override { outputs = other->predict(*data).size(); }
+  };
+  auto callback = std::make_shared<PredictOther>();
+  callback->other = b.get();
+  callback->data = &data;
+  a->fit(data, {.epochs = 1, .batch_size = 8, .verbose = 0, .callbacks = {callback}});
+  EXPECT_EQ(callback->outputs, 160u);
 }
 
 }  // namespace
