@@ -153,6 +153,12 @@ std::vector<float> Model::predict(const ImageSet& data, int64_t batch_size) {
   const Strategy::Use use = live_strategy("predict").use("predict");
   ModelRuntime& rt = runtime(&data, "predict");
   rt.require_consistent("predict");
+  if (data.labels.empty() && data.count > 0) {
+    // The backends gather a label with each image; unlabelled images get zeros, never read.
+    ImageSet labelled = data;
+    labelled.labels.assign(static_cast<size_t>(data.count), 0);
+    return Trainer(rt).predict(labelled, batch_size);
+  }
   return Trainer(rt).predict(data, batch_size);
 }
 

@@ -103,7 +103,9 @@ class Model {
 
   // Binds the model to `strategy`, creates every replica's variables from `seed` on replica 0 and
   // broadcasts them. Compiling again (another optimizer, loss or strategy) keeps the weights, as
-  // Keras does; the optimizer starts afresh. When the strategy of the first compile was destroyed,
+  // Keras does; the optimizer starts afresh (its slots and iteration count are zero). To start
+  // from fresh weights, build a new model (its variables come from compile's `seed`), or
+  // set_weights with values of your own. When the strategy of the first compile was destroyed,
   // its weights went with it and compiling again creates them from `seed`. A model whose input
   // shape is unknown until it sees data (a Sequential without input_shape) creates its variables
   // at the first fit().
@@ -123,6 +125,7 @@ class Model {
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});
   // The model's outputs for every sample of `data` (labels are not read): count * output size
   // floats, row-major.
+  // `data.labels` may be empty.
   std::vector<float> predict(const ImageSet& data, int64_t batch_size = 32);
 
   // The optimizer given to compile() (callbacks change its learning rate through it).

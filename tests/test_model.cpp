@@ -147,6 +147,76 @@ TEST(ModelErrors, LayersThatDoNotFitTheInput) {
   EXPECT_THROW(optimizers::Adam({.learning_rate = -1}), InvalidArgument);
 }
 
+std::string summary_of(const Model& model) {
+  std::ostringstream out;
+  model.summary(out);
+  return out.str();
+}
+
+TEST(Model, CountParamsAndSummaryAgreeBeforeAndAfterCompile) {
+  HostStrategy strategy(1, 1);
+  auto declared = reference_cnn();  // a Sequential is built at compile (or Sequential::build)
+  EXPECT_EQ(declared->count_params(), 0);
+  EXPECT_NE(summary_of(*declared).find("Total params: 0 ("), std::string::npos) << summary_of(*declared);
+  declared->build(Shape{28, 28, 1});
+  EXPECT_EQ(declared->count_params(), 54410);
+  EXPECT_NE(summary_of(*declared).find("Total params: 54,410 ("), std::string::npos) << summary_of(*declared);
+  declared->compile(strategy, optimizers::Adam());
+  EXPECT_EQ(declared->count_params(), 54410);
+  EXPECT_NE(summary_of(*declared).find("Total params: 54,410 ("), std::string::npos) << summary_of(*declared);
+
+  const Tensor x = Input(Shape{28, 28, 1});  // a functional model is built by its layer calls
+  const Tensor y = layers::Dense(10, Activation::Softmax)(
+      layers::Flatten()(layers::MaxPooling2D({2, 2})(layers::Conv2D(32, {3, 3}, Activation::ReLU)(x))));
+  Model functional(x, y);
+  EXPECT_EQ(functional.count_params(), 54410);
+  EXPECT_NE(summary_of(functional).find("Total params: 54,410 ("), std::string::npos) << summary_of(functional);
+}
+
+TEST(Model, CompilingAgainKeepsTheWeightsAndRestartsTheOptimizer) {
+  HostStrategy one(1, 1), two(2, 1);
+  auto model = reference_cnn();
+  model->compile(one, optimizers::Adam(), {}, {}, 3);
+  const ImageSet data = synthetic_images(32, 28, 28, 10);
+  model->fit(data, {.epochs = 1, .batch_size = 16, .verbose = 0});
+  const auto trained = model->get_weights();
+  model->compile(two, optimizers::SGD(), {}, {}, 4);  // another optimizer, strategy and seed
+  EXPECT_EQ(model->get_weights(0), trained);
+  EXPECT_EQ(model->get_weights(1), trained);
+  EXPECT_EQ(model->iterations(), 0);
+  auto fresh = reference_cnn();  // how to start over: a new model
+  fresh->compile(two, optimizers::SGD(), {}, {}, 3);
+  EXPECT_NE(fresh->get_weights(), trained);
+}
+
+TEST(Model, PredictTakesImagesWithoutLabels) {
+  HostStrategy strategy(2, 1);
+  auto model = reference_cnn();
+  model->compile(strategy, optimizers::Adam());
+  const ImageSet labelled = synthetic_images(9, 28, 28, 10);
+  ImageSet unlabelled = labelled;
+  unlabelled.labels.clear();
+  EXPECT_EQ(model->predict(unlabelled, 4), model->predict(labelled, 4));
+  const auto m = message_of<DataError>([&] { model->evaluate(unlabelled, {.verbose = 0}); });
+  EXPECT_NE(m.find("0 labels"), std::string::npos) << m;  // evaluate and fit still need them
+  unlabelled.labels.assign(3, 0);
+  EXPECT_THROW(model->predict(unlabelled), DataError);  // labels that do not match the images
+}
+
+TEST(ModelErrors, VerboseOutsideZeroToTwo) {
+  HostStrategy strategy(1, 1);
+  auto model = reference_cnn();
+  model->compile(strategy, optimizers::Adam());
+  const ImageSet data = synthetic_images(4, 28, 28, 10);
+  for (int bad : {-1, 3, 7}) {
+    const auto m = message_of<InvalidArgument>([&] { model->fit(data, {.verbose = bad}); });
+    EXPECT_NE(m.find("verbose must be 0"), std::string::npos) << m;
+    EXPECT_NE(m.find(std::to_string(bad)), std::string::npos) << m;
+    EXPECT_THROW(model->evaluate(data, {.verbose = bad}), InvalidArgument);
+  }
+  EXPECT_EQ(model->iterations(), 0);  // refused before any step
+}
+
 TEST(ModelErrors, AModelWhoseStrategyIsGoneRefusesInsteadOfHanging) {
   auto model = reference_cnn();
   const ImageSet data = synthetic_images(8, 28, 28, 10);
