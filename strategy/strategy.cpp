@@ -36,6 +36,25 @@ void Strategy::run(const std::function<void(int)>& fn) {
   }
 }
 
+Strategy::Use Strategy::use(const char* what) {
+  const std::lock_guard lock(use_mutex_);
+  const std::thread::id self = std::this_thread::get_id();
+  if (user_ == self) return Use(nullptr);
+  MIRROR_REQUIRE(user_ == std::thread::id{}, InvalidArgument, "cannot ", what, "() on the ", name_,
+                 " strategy: another thread's ", user_what_, "() is running on it. A strategy runs one model's fit, "
+                 "evaluate or predict at a time: give each thread its own strategy, or wait for the other call");
+  user_ = self;
+  user_what_ = what;
+  return Use(this);
+}
+
+Strategy::Use::~Use() {
+  if (!strategy_) return;
+  const std::lock_guard lock(strategy_->use_mutex_);
+  strategy_->user_ = {};
+  strategy_->user_what_ = nullptr;
+}
+
 std::vector<BatchShare> Strategy::split_batch(int64_t rows) const {
   MIRROR_REQUIRE(rows >= 0, InvalidArgument, "cannot split a batch of ", rows, " rows");
   const int64_t n = num_replicas(), base = rows / n, extra = rows % n;
