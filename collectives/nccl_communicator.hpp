@@ -26,9 +26,9 @@
 #include <string>
 #include <vector>
 
-#include "collectives/communicator.hpp"
-#include "engine/backend.hpp"
-#include "engine/buffer.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/buffer.hpp"
 
 namespace mirror {
 

@@ -1,14 +1,14 @@
 // Model: graph, naming, compile, weights (see model.hpp). The loops are the Trainer's.
-#include "model/model.hpp"
+#include "mirror/model/model.hpp"
 
 #include <algorithm>
 #include <map>
 #include <set>
 
-#include "engine/error.hpp"
-#include "model/plan.hpp"
-#include "model/runtime.hpp"
-#include "model/trainer.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/plan.hpp"
+#include "mirror/model/runtime.hpp"
+#include "mirror/model/trainer.hpp"
 
 namespace mirror {
 

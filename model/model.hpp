@@ -24,13 +24,13 @@
 #include <utility>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
-#include "model/callbacks.hpp"
-#include "model/graph.hpp"
-#include "model/history.hpp"
-#include "model/losses.hpp"
-#include "model/optimizer.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/model/callbacks.hpp"
+#include "mirror/model/graph.hpp"
+#include "mirror/model/history.hpp"
+#include "mirror/model/losses.hpp"
+#include "mirror/model/optimizer.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

@@ -1,13 +1,13 @@
 // The training loop: fit / evaluate / predict (see trainer.hpp).
-#include "model/trainer.hpp"
+#include "mirror/model/trainer.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <optional>
 
-#include "engine/error.hpp"
-#include "engine/progress.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/progress.hpp"
 
 namespace mirror {
 namespace {

@@ -1,10 +1,10 @@
 // HostStrategy: CPU replicas with an in-process communicator.
 #include <algorithm>
 
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
-#include "engine/host/host_backend.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 namespace {

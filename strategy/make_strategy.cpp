@@ -6,10 +6,10 @@
 #include <iostream>
 #include <string>
 
-#include "engine/device.hpp"
-#include "engine/error.hpp"
-#include "strategy/gpu_strategies.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/engine/device.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/strategy/gpu_strategies.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 namespace {

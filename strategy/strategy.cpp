@@ -1,7 +1,7 @@
 // The replica machinery shared by every strategy (see strategy.hpp).
-#include "strategy/strategy.hpp"
+#include "mirror/strategy/strategy.hpp"
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

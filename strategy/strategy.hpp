@@ -20,9 +20,9 @@
 #include <utility>
 #include <vector>
 
-#include "collectives/communicator.hpp"
-#include "engine/backend.hpp"
-#include "strategy/replica_workers.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/strategy/replica_workers.hpp"
 
 namespace mirror {
 

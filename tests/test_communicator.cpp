@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 namespace {

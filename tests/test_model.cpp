@@ -8,7 +8,7 @@
 #include <sstream>
 #include <thread>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/host/host_backend.hpp"
-#include "mirror.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/mirror.hpp"
 #include "reference/keras_optimizers.inc"
 #include "test_util.hpp"
 

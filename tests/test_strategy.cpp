@@ -8,8 +8,8 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/error.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 namespace {

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
+#include "mirror/engine/data/dataset.hpp"
 
 namespace mirror::testing {
 

@@ -8,8 +8,8 @@
 // against oneDNN's 13 and 43, which recompute the function from the input).
 #include <cstring>
 
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

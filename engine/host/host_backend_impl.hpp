@@ -11,8 +11,8 @@
 #include <utility>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/error.hpp"
 
 // Checks a oneDNN C status (dnnl_status_t or dnnl::status) at the call and throws DeviceError
 // naming the call, file:line and oneDNN's own text for the status.

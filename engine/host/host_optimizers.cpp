@@ -3,8 +3,8 @@
 // by norm needs, each variable's summed in order in double, so every replica gets the same factors.
 // The per-element rules are engine/elementwise.hpp's, shared with the CUDA kernels; the update's
 // loop is a MIRROR_HOT_LOOP (Adam's ran 1.5x slower at the SSE2 baseline than with AVX2).
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

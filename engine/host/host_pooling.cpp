@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "engine/host/host_backend_impl.hpp"
-#include "engine/host/pool_window.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
+#include "mirror/engine/host/pool_window.hpp"
 
 namespace mirror::host {
 namespace {
