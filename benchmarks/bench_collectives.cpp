@@ -21,7 +21,7 @@
 
 #include "benchmarks/bench_util.hpp"
 #include "benchmarks/ceilings.hpp"
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::bench {
 namespace {

@@ -15,7 +15,7 @@
 #include <string>
 
 #include "benchmarks/bench_util.hpp"
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::bench {
 namespace {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "benchmarks/bench_util.hpp"
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::bench {
 namespace {

@@ -20,8 +20,8 @@
 
 #include "benchmarks/bench_util.hpp"
 #include "benchmarks/ceilings.hpp"
-#include "engine/host/host_backend.hpp"
-#include "mirror.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::bench {
 namespace {

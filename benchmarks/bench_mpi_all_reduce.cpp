@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "collectives/mpi_host_communicator.hpp"
-#include "collectives/mpi_world.hpp"
+#include "mirror/collectives/mpi_host_communicator.hpp"
+#include "mirror/collectives/mpi_world.hpp"
 
 using namespace mirror;
 

@@ -39,10 +39,10 @@
 #include <vector>
 
 #include "benchmarks/bench_util.hpp"
-#include "collectives/host_communicator.hpp"
-#include "engine/host/host_backend.hpp"
-#include "mirror.hpp"
-#include "strategy/gradient_reducer.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/mirror.hpp"
+#include "mirror/strategy/gradient_reducer.hpp"
 
 namespace mirror::bench {
 namespace {

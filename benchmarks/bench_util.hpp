@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "benchmarks/ceilings.hpp"
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::bench {
 

@@ -1,11 +1,11 @@
 // make_gpu_communicator for CUDA builds: NCCL when every replica has a GPU of its own, the grouped
 // communicator when logical replicas share a GPU.
-#include "collectives/gpu_communicator.hpp"
+#include "mirror/collectives/gpu_communicator.hpp"
 
 #include <set>
 
-#include "collectives/grouped_gpu_communicator.hpp"
-#include "collectives/nccl_communicator.hpp"
+#include "mirror/collectives/grouped_gpu_communicator.hpp"
+#include "mirror/collectives/nccl_communicator.hpp"
 
 namespace mirror {
 

@@ -6,8 +6,8 @@
 #include <memory>
 #include <span>
 
-#include "collectives/communicator.hpp"
-#include "engine/backend.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/backend.hpp"
 
 namespace mirror {
 

@@ -1,13 +1,13 @@
 // Collectives among GPU replicas of which several may share a GPU (see the header for ordering).
-#include "collectives/grouped_gpu_communicator.hpp"
+#include "mirror/collectives/grouped_gpu_communicator.hpp"
 
 #include <algorithm>
 
-#include "collectives/local_reduce.cuh"
-#include "engine/cuda/cuda_backend.hpp"
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/cuda_handles.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/local_reduce.cuh"
+#include "mirror/engine/cuda/cuda_backend.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -15,9 +15,9 @@
 #include <span>
 #include <vector>
 
-#include "collectives/host_communicator.hpp"
-#include "collectives/nccl_communicator.hpp"
-#include "engine/backend.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/collectives/nccl_communicator.hpp"
+#include "mirror/engine/backend.hpp"
 
 namespace mirror {
 

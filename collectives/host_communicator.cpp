@@ -1,10 +1,10 @@
 // In-process collectives over host memory (see host_communicator.hpp).
-#include "collectives/host_communicator.hpp"
+#include "mirror/collectives/host_communicator.hpp"
 
 #include <algorithm>
 #include <cstring>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "collectives/communicator.hpp"
-#include "engine/sync.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/sync.hpp"
 
 namespace mirror {
 

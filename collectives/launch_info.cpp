@@ -2,7 +2,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "collectives/mpi_world.hpp"
+#include "mirror/collectives/mpi_world.hpp"
 
 namespace mirror {
 namespace {

@@ -1,7 +1,7 @@
 // Sum-into-all over the buffers of replicas sharing one GPU (see local_reduce.cuh).
-#include "collectives/local_reduce.cuh"
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/launch.cuh"
+#include "mirror/collectives/local_reduce.cuh"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/launch.cuh"
 
 namespace mirror::cuda {
 namespace {

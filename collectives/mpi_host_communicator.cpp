@@ -1,6 +1,6 @@
 // Host replicas of several worker processes, reduced in process then across processes over MPI
 // (see mpi_host_communicator.hpp).
-#include "collectives/mpi_host_communicator.hpp"
+#include "mirror/collectives/mpi_host_communicator.hpp"
 
 #include <mpi.h>
 
@@ -8,8 +8,8 @@
 #include <climits>
 #include <cstring>
 
-#include "collectives/mpi_world.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 namespace {

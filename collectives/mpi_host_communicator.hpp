@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "collectives/communicator.hpp"
+#include "mirror/collectives/communicator.hpp"
 
 namespace mirror {
 

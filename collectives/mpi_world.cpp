@@ -1,5 +1,5 @@
 // MpiWorld over a real MPI library (see mpi_world.hpp).
-#include "collectives/mpi_world.hpp"
+#include "mirror/collectives/mpi_world.hpp"
 
 #include <mpi.h>
 
@@ -9,7 +9,7 @@
 #include <iostream>
 #include <thread>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 namespace {

@@ -1,15 +1,15 @@
 // NcclCommunicator: NCCL collectives on each rank's backend stream, with a host-side deadline
 // (see nccl_communicator.hpp for who waits for what).
-#include "collectives/nccl_communicator.hpp"
+#include "mirror/collectives/nccl_communicator.hpp"
 
 #include <chrono>
 #include <thread>
 #include <utility>
 
-#include "engine/cuda/cuda_backend.hpp"
-#include "engine/cuda/cuda_handles.hpp"
-#include "engine/cuda/nccl_check.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/cuda/cuda_backend.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
+#include "mirror/engine/cuda/nccl_check.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 namespace {

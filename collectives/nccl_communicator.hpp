@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "collectives/communicator.hpp"
-#include "engine/backend.hpp"
-#include "engine/buffer.hpp"
-#include "engine/cuda/cuda_handles.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/buffer.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
 
 namespace mirror {
 

@@ -1,12 +1,12 @@
 // NCCL bootstrapped over MPI (see nccl_over_mpi.hpp).
-#include "collectives/nccl_over_mpi.hpp"
+#include "mirror/collectives/nccl_over_mpi.hpp"
 
 #include <cstring>
 #include <string>
 
-#include "collectives/mpi_world.hpp"
-#include "engine/cuda/nccl_check.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/cuda/nccl_check.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

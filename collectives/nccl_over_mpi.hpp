@@ -6,7 +6,7 @@
 #include <memory>
 #include <span>
 
-#include "collectives/nccl_communicator.hpp"
+#include "mirror/collectives/nccl_communicator.hpp"
 
 namespace mirror {
 

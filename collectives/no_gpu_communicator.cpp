@@ -1,6 +1,6 @@
 // make_gpu_communicator for builds without CUDA: there are never GPU replicas to connect.
-#include "collectives/gpu_communicator.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/gpu_communicator.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -1,7 +1,7 @@
 // MpiWorld for builds without MPI: a launch is still recognised (detect_launch), but joining it
 // needs MPI, so get() says how to build with it.
-#include "collectives/mpi_world.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -13,10 +13,10 @@
 #include <memory>
 #include <span>
 
-#include "engine/activation.hpp"
-#include "engine/buffer.hpp"
-#include "engine/device.hpp"
-#include "engine/geometry.hpp"
+#include "mirror/engine/activation.hpp"
+#include "mirror/engine/buffer.hpp"
+#include "mirror/engine/device.hpp"
+#include "mirror/engine/geometry.hpp"
 
 namespace mirror {
 

@@ -1,6 +1,6 @@
 // Device discovery: the host CPU from /proc/cpuinfo and sysconf, GPUs through the CUDA seam in
 // engine/gpu_runtime.hpp, and TensorFlow-style names and printing so users recognise the output.
-#include "engine/device.hpp"
+#include "mirror/engine/device.hpp"
 
 #include <unistd.h>
 
@@ -8,7 +8,7 @@
 #include <fstream>
 #include <thread>
 
-#include "engine/gpu_runtime.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
 
 namespace mirror {
 namespace {

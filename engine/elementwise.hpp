@@ -10,9 +10,9 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/backend.hpp"
-#include "engine/hd.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/hd.hpp"
+#include "mirror/engine/random.hpp"
 
 namespace mirror::ew {
 

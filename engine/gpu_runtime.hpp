@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/device.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/device.hpp"
 
 namespace mirror::gpu {
 

@@ -1,7 +1,7 @@
 // The GPU seam for builds without CUDA: no devices, and every entry point says how to get a
 // CUDA build rather than failing obscurely.
-#include "engine/error.hpp"
-#include "engine/gpu_runtime.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
 
 namespace mirror::gpu {
 namespace {

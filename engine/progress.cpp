@@ -1,6 +1,6 @@
 // The Keras-3-style progress bar: formatting copied from keras.utils.Progbar so that output from
 // Mirror reads like the Keras output a user already knows.
-#include "engine/progress.hpp"
+#include "mirror/engine/progress.hpp"
 
 #include <unistd.h>
 

@@ -7,7 +7,7 @@
 #include <array>
 #include <cstdint>
 
-#include "engine/hd.hpp"
+#include "mirror/engine/hd.hpp"
 
 namespace mirror::random {
 

@@ -1,5 +1,5 @@
 // The process-wide verbosity level (see verbosity.hpp).
-#include "engine/verbosity.hpp"
+#include "mirror/engine/verbosity.hpp"
 
 #include <atomic>
 #include <cstdio>

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::example {
 

@@ -6,7 +6,7 @@
 #include <exception>
 #include <iostream>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"list_devices: the devices Mirror can train on and the GPU software versions", "list_devices"};

@@ -1,10 +1,10 @@
 // ResNet50 and the CIFAR ResNets (see applications.hpp).
-#include "model/applications.hpp"
+#include "mirror/model/applications.hpp"
 
 #include <string>
 
-#include "engine/error.hpp"
-#include "model/layers.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
 
 namespace mirror::applications {
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "model/model.hpp"
+#include "mirror/model/model.hpp"
 
 namespace mirror::applications {
 

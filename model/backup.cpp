@@ -1,5 +1,5 @@
 // fit's backups (backup.hpp).
-#include "model/backup.hpp"
+#include "mirror/model/backup.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -11,9 +11,9 @@
 #include <filesystem>
 #include <ostream>
 
-#include "engine/error.hpp"
-#include "model/saving.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/saving.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 namespace mirror {
 namespace {

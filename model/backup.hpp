@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "model/callbacks.hpp"
-#include "model/history.hpp"
-#include "model/saving/checkpoint.hpp"
+#include "mirror/model/callbacks.hpp"
+#include "mirror/model/history.hpp"
+#include "mirror/model/saving/checkpoint.hpp"
 
 namespace mirror {
 

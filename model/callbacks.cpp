@@ -1,5 +1,5 @@
 // Keras 3's callbacks (see callbacks.hpp): the same decisions, on the same values, at the same hooks.
-#include "model/callbacks.hpp"
+#include "mirror/model/callbacks.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -8,8 +8,8 @@
 #include <iostream>
 #include <limits>
 
-#include "engine/error.hpp"
-#include "model/model.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/model.hpp"
 
 namespace mirror {
 

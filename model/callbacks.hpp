@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "model/history.hpp"
+#include "mirror/model/history.hpp"
 
 namespace mirror {
 

@@ -1,7 +1,7 @@
 // Symbolic tensors and layer calls (see graph.hpp), and Layer::build.
-#include "model/graph.hpp"
+#include "mirror/model/graph.hpp"
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

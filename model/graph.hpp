@@ -16,8 +16,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "engine/shape.hpp"
-#include "model/layer.hpp"
+#include "mirror/engine/shape.hpp"
+#include "mirror/model/layer.hpp"
 
 namespace mirror {
 

@@ -1,10 +1,10 @@
 // Variable initializers (see initializers.hpp).
-#include "model/initializers.hpp"
+#include "mirror/model/initializers.hpp"
 
 #include <cmath>
 
-#include "engine/error.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/random.hpp"
 
 namespace mirror {
 namespace {

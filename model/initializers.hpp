@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <span>
 
-#include "model/layer.hpp"
+#include "mirror/model/layer.hpp"
 
 namespace mirror {
 

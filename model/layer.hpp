@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/activation.hpp"
-#include "engine/backend.hpp"
-#include "engine/shape.hpp"
-#include "strategy/replica_context.hpp"
+#include "mirror/engine/activation.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/shape.hpp"
+#include "mirror/strategy/replica_context.hpp"
 
 namespace mirror {
 

@@ -10,8 +10,8 @@
 #include <optional>
 #include <string>
 
-#include "engine/geometry.hpp"
-#include "model/graph.hpp"
+#include "mirror/engine/geometry.hpp"
+#include "mirror/model/graph.hpp"
 
 namespace mirror::layers {
 

@@ -1,10 +1,10 @@
 // Losses and metrics: their Keras names, the labels they accept, and the choice behind "accuracy".
-#include "model/losses.hpp"
+#include "mirror/model/losses.hpp"
 
 #include <cmath>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

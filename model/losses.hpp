@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/shape.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/shape.hpp"
 
 namespace mirror {
 

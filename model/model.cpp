@@ -1,14 +1,14 @@
 // Model: graph, naming, compile, weights (see model.hpp). The loops are the Trainer's.
-#include "model/model.hpp"
+#include "mirror/model/model.hpp"
 
 #include <algorithm>
 #include <map>
 #include <set>
 
-#include "engine/error.hpp"
-#include "model/plan.hpp"
-#include "model/runtime.hpp"
-#include "model/trainer.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/plan.hpp"
+#include "mirror/model/runtime.hpp"
+#include "mirror/model/trainer.hpp"
 
 namespace mirror {
 
@@ -37,7 +37,11 @@ Model::Model(const Tensor& input, const Tensor& output, std::string name) : name
   set_graph(input, output);
 }
 
-Model::~Model() = default;
+Model::~Model() {
+  // A runtime frees its buffers through the strategy's backends; once the strategy is gone it can
+  // only be dropped unfreed (a leak, and only after that misuse).
+  if (runtime_ && strategy_alive_.expired()) (void)runtime_.release();
+}
 
 void Model::set_graph(const Tensor& input, const Tensor& output) {
   MIRROR_REQUIRE(input.valid() && output.valid(), InvalidArgument, "a model needs an input and an output tensor");
@@ -78,10 +82,16 @@ std::vector<LayerPtr> Model::layers() const { return built() ? ordered_layers(in
 void Model::compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss, std::vector<Metric> metrics, uint64_t seed) {
   MIRROR_REQUIRE(optimizer != nullptr, InvalidArgument, "compile() needs an optimizer, e.g. optimizers::Adam()");
   std::vector<float> kept;
-  const bool keep = runtime_ != nullptr;
-  if (keep) kept = runtime_->get_weights(0);
-  runtime_.reset();  // before the strategy it lives on may change
+  const bool keep = runtime_ != nullptr && !strategy_alive_.expired();
+  if (keep) {
+    const Strategy::Use use = strategy_->use("compile");
+    kept = runtime_->get_weights(0);
+    runtime_.reset();  // before the strategy it lives on may change
+  } else if (runtime_) {
+    (void)runtime_.release();  // its strategy is gone, and its buffers with it (see ~Model)
+  }
   strategy_ = &strategy;
+  strategy_alive_ = strategy.lifetime();
   optimizer_ = std::move(optimizer);
   loss_ = std::move(loss);
   metrics_ = std::move(metrics);
@@ -91,7 +101,10 @@ void Model::compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss, std::
     kept = std::move(pending_weights_);
     pending_weights_.clear();
   }
-  if (built()) make_runtime(kept.empty() ? nullptr : &kept);
+  if (built()) {
+    const Strategy::Use use = strategy.use("compile");
+    make_runtime(kept.empty() ? nullptr : &kept);
+  }
 }
 
 void Model::make_runtime(const std::vector<float>* weights) {
@@ -108,8 +121,16 @@ void Model::make_runtime(const std::vector<float>* weights) {
   if (weights) runtime_->set_weights(*weights);
 }
 
-ModelRuntime& Model::runtime(const ImageSet* data, const char* what) {
+Strategy& Model::live_strategy(const char* what) const {
   MIRROR_REQUIRE(strategy_ != nullptr, InvalidArgument, "call compile() before ", what, "()");
+  MIRROR_REQUIRE(!strategy_alive_.expired(), InvalidArgument, "cannot ", what,
+                 "(): the strategy this model was compiled with was destroyed, and the model's variables with it; "
+                 "compile it again with a live one");
+  return *strategy_;
+}
+
+ModelRuntime& Model::runtime(const ImageSet* data, const char* what) {
+  live_strategy(what);
   if (!built() && data) build_from_data(data->sample_shape());
   require_built("variables");
   if (!runtime_) make_runtime(nullptr);
@@ -117,18 +138,27 @@ ModelRuntime& Model::runtime(const ImageSet* data, const char* what) {
 }
 
 History Model::fit(const ImageSet& train, const FitOptions& options) {
+  const Strategy::Use use = live_strategy("fit").use("fit");
   return Trainer(runtime(&train, "fit")).fit(train, options, *this);
 }
 
 EvaluateResult Model::evaluate(const ImageSet& data, const EvaluateOptions& options) {
+  const Strategy::Use use = live_strategy("evaluate").use("evaluate");
   ModelRuntime& rt = runtime(&data, "evaluate");
   rt.require_consistent("evaluate");
   return Trainer(rt).evaluate(data, options);
 }
 
 std::vector<float> Model::predict(const ImageSet& data, int64_t batch_size) {
+  const Strategy::Use use = live_strategy("predict").use("predict");
   ModelRuntime& rt = runtime(&data, "predict");
   rt.require_consistent("predict");
+  if (data.labels.empty() && data.count > 0) {
+    // The backends gather a label with each image; unlabelled images get zeros, never read.
+    ImageSet labelled = data;
+    labelled.labels.assign(static_cast<size_t>(data.count), 0);
+    return Trainer(rt).predict(labelled, batch_size);
+  }
   return Trainer(rt).predict(data, batch_size);
 }
 
@@ -141,6 +171,7 @@ int64_t Model::iterations() const { return runtime_ ? runtime_->iterations() : 0
 
 std::vector<float> Model::get_weights(int replica) {
   if (!runtime_ && !pending_weights_.empty()) return pending_weights_;
+  const Strategy::Use use = live_strategy("get_weights").use("get_weights");
   return runtime(nullptr, "get_weights").get_weights(replica);
 }
 
@@ -152,10 +183,14 @@ void Model::set_weights(std::span<const float> weights) {
     pending_weights_.assign(weights.begin(), weights.end());
     return;
   }
+  const Strategy::Use use = live_strategy("set_weights").use("set_weights");
   runtime(nullptr, "set_weights").set_weights(weights);
 }
 
-bool Model::replicas_identical() { return runtime(nullptr, "replicas_identical").replicas_identical(); }
+bool Model::replicas_identical() {
+  const Strategy::Use use = live_strategy("replicas_identical").use("replicas_identical");
+  return runtime(nullptr, "replicas_identical").replicas_identical();
+}
 
 std::vector<VariableInfo> Model::variables() const {
   std::vector<VariableInfo> result;

@@ -9,7 +9,10 @@
 //   History history = model.fit(data.train, {.epochs = 2, .batch_size = 32});
 //
 // Each replica of the strategy holds its own copy of every variable and optimizer slot in flat
-// buffers; the strategy must outlive the model.
+// buffers. A model used after its strategy was destroyed throws InvalidArgument (its variables
+// went with the strategy; compile it again with a live one), and a strategy runs one model's fit,
+// evaluate or predict at a time: another thread's call on the same strategy is refused
+// (strategy/strategy.hpp).
 #pragma once
 
 #include <cstdint>
@@ -21,13 +24,13 @@
 #include <utility>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
-#include "model/callbacks.hpp"
-#include "model/graph.hpp"
-#include "model/history.hpp"
-#include "model/losses.hpp"
-#include "model/optimizer.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/model/callbacks.hpp"
+#include "mirror/model/graph.hpp"
+#include "mirror/model/history.hpp"
+#include "mirror/model/losses.hpp"
+#include "mirror/model/optimizer.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 
@@ -100,8 +103,12 @@ class Model {
 
   // Binds the model to `strategy`, creates every replica's variables from `seed` on replica 0 and
   // broadcasts them. Compiling again (another optimizer, loss or strategy) keeps the weights, as
-  // Keras does; the optimizer starts afresh. A model whose input shape is unknown until it sees
-  // data (a Sequential without input_shape) creates its variables at the first fit().
+  // Keras does; the optimizer starts afresh (its slots and iteration count are zero). To start
+  // from fresh weights, build a new model (its variables come from compile's `seed`), or
+  // set_weights with values of your own. When the strategy of the first compile was destroyed,
+  // its weights went with it and compiling again creates them from `seed`. A model whose input
+  // shape is unknown until it sees data (a Sequential without input_shape) creates its variables
+  // at the first fit().
   void compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss = {}, std::vector<Metric> metrics = {},
                uint64_t seed = 0);
 
@@ -118,6 +125,7 @@ class Model {
   EvaluateResult evaluate(const ImageSet& data, const EvaluateOptions& options = {});
   // The model's outputs for every sample of `data` (labels are not read): count * output size
   // floats, row-major.
+  // `data.labels` may be empty.
   std::vector<float> predict(const ImageSet& data, int64_t batch_size = 32);
 
   // The optimizer given to compile() (callbacks change its learning rate through it).
@@ -188,10 +196,14 @@ class Model {
   // Creates the runtime once the model is built and compiled (keeping `weights` when given).
   void make_runtime(const std::vector<float>* weights);
   ModelRuntime& runtime(const ImageSet* data, const char* what);
+  // The strategy of the last compile(); throws InvalidArgument naming `what` when there is none
+  // or it was destroyed.
+  Strategy& live_strategy(const char* what) const;
 
   std::string name_;
   Tensor input_, output_;
   Strategy* strategy_ = nullptr;
+  std::weak_ptr<const void> strategy_alive_;  // expires with *strategy_
   OptimizerPtr optimizer_;
   Loss loss_;
   std::vector<Metric> metrics_;

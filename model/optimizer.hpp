@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "model/schedules.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/model/schedules.hpp"
 
 namespace mirror {
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <regex>
 
-#include "engine/error.hpp"
-#include "model/optimizer.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/optimizer.hpp"
 
 namespace mirror {
 namespace {

@@ -1,11 +1,11 @@
 // make_plan: ordering, fusion, variable layout and buffer assignment (see plan.hpp).
-#include "model/plan.hpp"
+#include "mirror/model/plan.hpp"
 
 #include <algorithm>
 #include <functional>
 #include <map>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 namespace {

@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "model/graph.hpp"
-#include "model/losses.hpp"
+#include "mirror/model/graph.hpp"
+#include "mirror/model/losses.hpp"
 
 namespace mirror {
 

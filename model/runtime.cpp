@@ -1,12 +1,12 @@
 // ModelRuntime: replica memory, variable initialisation and one step's work (see runtime.hpp).
-#include "model/runtime.hpp"
+#include "mirror/model/runtime.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
-#include "engine/error.hpp"
-#include "model/initializers.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/initializers.hpp"
 
 namespace mirror {
 namespace {

@@ -11,13 +11,13 @@
 #include <span>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/data/dataset.hpp"
-#include "model/losses.hpp"
-#include "model/optimizer.hpp"
-#include "model/plan.hpp"
-#include "strategy/gradient_reducer.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/model/losses.hpp"
+#include "mirror/model/optimizer.hpp"
+#include "mirror/model/plan.hpp"
+#include "mirror/strategy/gradient_reducer.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

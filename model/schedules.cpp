@@ -1,11 +1,11 @@
 // Keras 3's learning-rate schedules (see schedules.hpp), computed in double and returned as float.
-#include "model/schedules.hpp"
+#include "mirror/model/schedules.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <numbers>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror::schedules {
 namespace {

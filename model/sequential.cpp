@@ -1,7 +1,7 @@
 // Sequential: a linear graph of its layers (see sequential.hpp).
-#include "model/sequential.hpp"
+#include "mirror/model/sequential.hpp"
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "model/model.hpp"
+#include "mirror/model/model.hpp"
 
 namespace mirror {
 

@@ -4,9 +4,9 @@
 #include <map>
 #include <sstream>
 
-#include "engine/error.hpp"
-#include "model/model.hpp"
-#include "model/plan.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/model.hpp"
+#include "mirror/model/plan.hpp"
 
 namespace mirror {
 namespace {

@@ -1,5 +1,5 @@
 // The training loop: fit / evaluate / predict (see trainer.hpp).
-#include "model/trainer.hpp"
+#include "mirror/model/trainer.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -7,8 +7,8 @@
 #include <cstdio>
 #include <optional>
 
-#include "engine/error.hpp"
-#include "engine/progress.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/progress.hpp"
 
 namespace mirror {
 namespace {
@@ -45,6 +45,12 @@ double value_of(const MetricValues& values, const std::string& name) {
 
 bool has_value(const MetricValues& values, const std::string& name) {
   return std::any_of(values.begin(), values.end(), [&](const auto& kv) { return kv.first == name; });
+}
+
+// Keras's verbose values ("auto" is 1 here, the default).
+void check_verbose(int verbose) {
+  MIRROR_REQUIRE(verbose >= 0 && verbose <= 2, InvalidArgument,
+                 "verbose must be 0 (silent), 1 (progress bar) or 2 (one line per epoch), got ", verbose);
 }
 
 }  // namespace
@@ -289,6 +295,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   const FitOptions& o = chief ? given : quiet;
   MIRROR_REQUIRE(o.batch_size > 0, InvalidArgument, "batch_size must be a positive number of samples, got ", o.batch_size);
   MIRROR_REQUIRE(o.epochs >= 0, InvalidArgument, "epochs must be >= 0, got ", o.epochs);
+  check_verbose(o.verbose);
   MIRROR_REQUIRE(o.steps_per_epoch >= 0, InvalidArgument, "steps_per_epoch must be >= 0 (0 = all), got ", o.steps_per_epoch);
   MIRROR_REQUIRE(o.gradient_bucket_bytes >= sizeof(float), InvalidArgument,
                  "gradient_bucket_bytes must hold at least one float, got ", o.gradient_bucket_bytes);
@@ -385,6 +392,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
 
 EvaluateResult Trainer::evaluate(const ImageSet& data, const EvaluateOptions& o) {
   MIRROR_REQUIRE(o.batch_size > 0, InvalidArgument, "batch_size must be a positive number of samples, got ", o.batch_size);
+  check_verbose(o.verbose);
   check_data(data, "evaluation set", true);
   const int64_t n = runtime_.strategy().num_replicas();
   runtime_.reserve_rows((std::min(o.batch_size, data.count) + n - 1) / n);

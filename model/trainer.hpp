@@ -9,10 +9,10 @@
 #include <span>
 #include <vector>
 
-#include "engine/error.hpp"
-#include "model/backup.hpp"
-#include "model/model.hpp"
-#include "model/runtime.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/backup.hpp"
+#include "mirror/model/model.hpp"
+#include "mirror/model/runtime.hpp"
 
 namespace mirror {
 

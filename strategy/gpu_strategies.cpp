@@ -1,11 +1,11 @@
 // OneDeviceStrategy and MirroredStrategy: GPU backends from the engine's GPU runtime, connected by
 // the GPU communicator.
-#include "strategy/gpu_strategies.hpp"
+#include "mirror/strategy/gpu_strategies.hpp"
 
-#include "collectives/gpu_communicator.hpp"
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
-#include "engine/gpu_runtime.hpp"
+#include "mirror/collectives/gpu_communicator.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
 
 namespace mirror {
 namespace {

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "strategy/strategy.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

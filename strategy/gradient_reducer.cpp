@@ -1,9 +1,9 @@
 // Bucketed gradient all-reduce (see gradient_reducer.hpp).
-#include "strategy/gradient_reducer.hpp"
+#include "mirror/strategy/gradient_reducer.hpp"
 
 #include <algorithm>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -14,7 +14,7 @@
 #include <span>
 #include <vector>
 
-#include "strategy/replica_context.hpp"
+#include "mirror/strategy/replica_context.hpp"
 
 namespace mirror {
 

@@ -4,7 +4,7 @@
 #include <memory>
 #include <vector>
 
-#include "engine/backend.hpp"
+#include "mirror/engine/backend.hpp"
 
 namespace mirror {
 

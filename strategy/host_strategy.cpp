@@ -1,11 +1,11 @@
 // HostStrategy: CPU replicas with an in-process communicator.
 #include <algorithm>
 
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
-#include "engine/host/host_backend.hpp"
-#include "strategy/host_backends.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/strategy/host_backends.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

@@ -6,13 +6,13 @@
 #include <iostream>
 #include <string>
 
-#include "collectives/mpi_world.hpp"
-#include "engine/device.hpp"
-#include "engine/error.hpp"
-#include "strategy/gpu_strategies.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/device.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/strategy/gpu_strategies.hpp"
+#include "mirror/strategy/strategy.hpp"
 #ifdef MIRROR_WITH_MPI
-#include "strategy/multi_worker_strategy.hpp"
+#include "mirror/strategy/multi_worker_strategy.hpp"
 #endif
 
 namespace mirror {

@@ -1,9 +1,9 @@
 // MultiWorkerMirroredStrategy (see multi_worker_strategy.hpp).
-#include "strategy/multi_worker_strategy.hpp"
+#include "mirror/strategy/multi_worker_strategy.hpp"
 
-#include "collectives/mpi_world.hpp"
-#include "engine/error.hpp"
-#include "strategy/host_backends.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/strategy/host_backends.hpp"
 
 #ifndef MIRROR_VERSION
 #define MIRROR_VERSION "unknown"

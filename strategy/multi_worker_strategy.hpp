@@ -11,8 +11,8 @@
 
 #include <chrono>
 
-#include "collectives/mpi_host_communicator.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/collectives/mpi_host_communicator.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

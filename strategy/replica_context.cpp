@@ -1,7 +1,7 @@
 // ReplicaContext (see replica_context.hpp): thin forwarding to the strategy's communicator.
-#include "strategy/replica_context.hpp"
+#include "mirror/strategy/replica_context.hpp"
 
-#include "strategy/strategy.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 

@@ -10,7 +10,7 @@
 
 #include <span>
 
-#include "engine/backend.hpp"
+#include "mirror/engine/backend.hpp"
 
 namespace mirror {
 

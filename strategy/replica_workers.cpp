@@ -1,7 +1,7 @@
 // Persistent replica threads (see replica_workers.hpp).
-#include "strategy/replica_workers.hpp"
+#include "mirror/strategy/replica_workers.hpp"
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 

@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/sync.hpp"
+#include "mirror/engine/sync.hpp"
 
 namespace mirror {
 

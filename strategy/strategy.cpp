@@ -1,9 +1,9 @@
 // The replica machinery shared by every strategy (see strategy.hpp).
-#include "strategy/strategy.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 #include <algorithm>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror {
 
@@ -36,6 +36,25 @@ void Strategy::run(const std::function<void(int)>& fn) {
     communicator_ = make_communicator();
     throw;
   }
+}
+
+Strategy::Use Strategy::use(const char* what) {
+  const std::lock_guard lock(use_mutex_);
+  const std::thread::id self = std::this_thread::get_id();
+  if (user_ == self) return Use(nullptr);
+  MIRROR_REQUIRE(user_ == std::thread::id{}, InvalidArgument, "cannot ", what, "() on the ", name_,
+                 " strategy: another thread's ", user_what_, "() is running on it. A strategy runs one model's fit, "
+                 "evaluate or predict at a time: give each thread its own strategy, or wait for the other call");
+  user_ = self;
+  user_what_ = what;
+  return Use(this);
+}
+
+Strategy::Use::~Use() {
+  if (!strategy_) return;
+  const std::lock_guard lock(strategy_->use_mutex_);
+  strategy_->user_ = {};
+  strategy_->user_what_ = nullptr;
 }
 
 namespace {

@@ -2,18 +2,27 @@
 // backend, one worker thread and (through the model) one copy of every variable per replica, and
 // the communicator that keeps the copies identical. Model code talks to replicas only through this
 // interface and the communicator, never assuming one replica's memory is visible to another.
+//
+// One model's fit, evaluate or predict at a time: the replicas' worker threads and communicator
+// carry one sequence of steps, so two models sharing a strategy from two threads would interleave
+// their collectives. A second thread's call is refused with InvalidArgument (not queued); give each
+// thread its own strategy. A model must not outlive its strategy's use: once the strategy is
+// destroyed, the models compiled with it refuse every call until compiled again with a live one.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <ostream>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
-#include "collectives/communicator.hpp"
-#include "engine/backend.hpp"
-#include "strategy/replica_workers.hpp"
+#include "mirror/collectives/communicator.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/strategy/replica_workers.hpp"
 
 namespace mirror {
 
@@ -73,6 +82,25 @@ class Strategy {
   // overrides it to see how much of the all-reduce the backward pass hides.
   virtual void step_phase(int /*replica*/, StepPhase /*phase*/) {}
 
+  // Held by a model for the length of one fit / evaluate / predict (or weights transfer). The
+  // thread holding it may take it again (a callback inside fit may evaluate or read weights).
+  class [[nodiscard]] Use {
+   public:
+    Use(Use&& other) noexcept : strategy_(std::exchange(other.strategy_, nullptr)) {}
+    Use& operator=(Use&&) = delete;
+    ~Use();
+
+   private:
+    friend class Strategy;
+    explicit Use(Strategy* strategy) : strategy_(strategy) {}
+    Strategy* strategy_;  // null for a nested Use: the outermost one releases the strategy
+  };
+  // Takes the strategy for `what` ("fit", ...). Throws InvalidArgument, naming the strategy and the
+  // call in progress, when another thread holds it.
+  Use use(const char* what);
+  // Expires when the strategy is destroyed: a model keeps it to refuse work instead of hanging.
+  std::weak_ptr<const void> lifetime() const { return alive_; }
+
  protected:
   Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backends);
   // Called by the derived constructor once it can make communicators.
@@ -83,6 +111,10 @@ class Strategy {
   std::string name_;
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Communicator> communicator_;
+  std::shared_ptr<const void> alive_ = std::make_shared<const char>(0);
+  std::mutex use_mutex_;
+  std::thread::id user_;              // the thread holding a Use (none when idle); under use_mutex_
+  const char* user_what_ = nullptr;   // and what it is running
   std::unique_ptr<ReplicaWorkers> workers_;  // declared last: stopped before the rest is destroyed
 };
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.hpp"
+#include "mirror/engine/backend.hpp"
 #include "op_test_util.hpp"
 #include "test_util.hpp"
 

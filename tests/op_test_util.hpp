@@ -16,8 +16,8 @@
 #include <span>
 #include <vector>
 
-#include "engine/geometry.hpp"
-#include "engine/host/host_backend.hpp"
+#include "mirror/engine/geometry.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 
 namespace mirror::testing {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror::testing {
 

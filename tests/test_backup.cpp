@@ -10,7 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

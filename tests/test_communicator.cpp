@@ -6,8 +6,8 @@
 #include <thread>
 #include <vector>
 
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
 #include "test_util.hpp"
 
 using mirror::testing::on_ranks;

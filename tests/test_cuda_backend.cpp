@@ -21,13 +21,13 @@
 #include <thread>
 #include <vector>
 
-#include "collectives/gpu_communicator.hpp"
-#include "collectives/nccl_communicator.hpp"
-#include "engine/cuda/cuda_backend.hpp"
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
-#include "engine/gpu_runtime.hpp"
-#include "engine/host/host_backend.hpp"
+#include "mirror/collectives/gpu_communicator.hpp"
+#include "mirror/collectives/nccl_communicator.hpp"
+#include "mirror/engine/cuda/cuda_backend.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 #include "backend_comparison.hpp"
 #include "test_util.hpp"
 

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "backend_comparison.hpp"
-#include "engine/cuda/cuda_backend.hpp"
-#include "engine/gpu_runtime.hpp"
-#include "engine/host/host_backend.hpp"
+#include "mirror/engine/cuda/cuda_backend.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 
 namespace mirror {
 namespace {

@@ -7,8 +7,8 @@
 #include <numeric>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror::data {
 namespace {

@@ -2,7 +2,7 @@
 // on the whole batch, and every replica holds bitwise-identical parameters after every step.
 #include <gtest/gtest.h>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

@@ -3,7 +3,7 @@
 // last partial batch). Every test skips, saying why, when no GPU is present.
 #include <gtest/gtest.h>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

@@ -12,7 +12,7 @@
 #include <span>
 #include <vector>
 
-#include "engine/host/host_backend.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 #include "op_test_util.hpp"
 
 namespace mirror {

@@ -8,8 +8,8 @@
 #include <cmath>
 #include <sstream>
 
-#include "mirror.hpp"
-#include "model/plan.hpp"
+#include "mirror/mirror.hpp"
+#include "mirror/model/plan.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

@@ -9,8 +9,8 @@
 #include <memory>
 #include <random>
 
-#include "engine/error.hpp"
-#include "engine/host/host_backend.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 #include "op_test_util.hpp"
 
 namespace mirror {

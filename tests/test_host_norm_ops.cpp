@@ -9,9 +9,9 @@
 #include <memory>
 #include <random>
 
-#include "engine/error.hpp"
-#include "engine/host/host_backend.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/engine/random.hpp"
 #include "op_test_util.hpp"
 #include "reference/keras_semantics.inc"
 

@@ -16,10 +16,10 @@
 
 #include <vector>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
-#include "engine/host/host_backend.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/engine/random.hpp"
 #include "op_test_util.hpp"
 #include "test_util.hpp"
 

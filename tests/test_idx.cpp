@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
 #include "test_util.hpp"
 
 namespace mirror::data {

@@ -10,8 +10,8 @@
 #include <memory>
 #include <random>
 
-#include "engine/host/host_backend.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/engine/random.hpp"
 #include "op_test_util.hpp"
 
 namespace mirror {

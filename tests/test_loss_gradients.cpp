@@ -11,7 +11,7 @@
 #include <random>
 #include <string>
 
-#include "engine/host/host_backend.hpp"
+#include "mirror/engine/host/host_backend.hpp"
 #include "op_test_util.hpp"
 
 namespace mirror {

@@ -6,9 +6,9 @@
 #include <cstring>
 #include <vector>
 
-#include "collectives/mpi_host_communicator.hpp"
-#include "collectives/mpi_world.hpp"
-#include "engine/error.hpp"
+#include "mirror/collectives/mpi_host_communicator.hpp"
+#include "mirror/collectives/mpi_world.hpp"
+#include "mirror/engine/error.hpp"
 #include "test_util.hpp"
 
 namespace mirror {

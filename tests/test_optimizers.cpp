@@ -5,12 +5,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
-#include "engine/host/host_backend.hpp"
-#include "mirror.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/mirror.hpp"
 #include "reference/keras_optimizers.inc"
+#include "test_util.hpp"
 
 namespace mirror {
 namespace {
@@ -116,6 +119,46 @@ TEST(Optimizers, RefusesWhatKerasRefuses) {
   auto fixed = optimizers::SGD();
   fixed->set_learning_rate(0.5f);
   EXPECT_FLOAT_EQ(fixed->learning_rate(1000), 0.5f);
+}
+
+// Each constant out of its range, NaN and infinity included, is refused with a message naming the
+// optimizer, the constant and the value: a constant that makes the update a no-op (Adam's epsilon
+// = inf) or NaN must not be found only after a run that learned nothing.
+TEST(Optimizers, RefusesConstantsOutOfRangeNamingThem) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  struct Case {
+    const char* expected;  // in the message
+    std::function<OptimizerPtr()> make;
+  };
+  const std::vector<Case> cases = {
+      {"Adam's epsilon must be positive and finite, got inf", [&] { return optimizers::Adam({.epsilon = inf}); }},
+      {"Adam's epsilon", [&] { return optimizers::Adam({.epsilon = 0.0f}); }},
+      {"AdamW's epsilon", [&] { return optimizers::AdamW({.epsilon = nan}); }},
+      {"RMSprop's epsilon", [&] { return optimizers::RMSprop({.epsilon = -1e-7f}); }},
+      {"SGD's learning rate must be positive and finite, got -0.1", [&] { return optimizers::SGD({.learning_rate = -0.1f}); }},
+      {"Adam's learning rate", [&] { return optimizers::Adam({.learning_rate = nan}); }},
+      {"RMSprop's learning rate", [&] { return optimizers::RMSprop({.learning_rate = inf}); }},
+      {"Adam's beta_1 and beta_2 must be in [0, 1), got 1 and", [&] { return optimizers::Adam({.beta_1 = 1.0f}); }},
+      {"Adam's beta_1 and beta_2", [&] { return optimizers::Adam({.beta_2 = -0.5f}); }},
+      {"AdamW's beta_1 and beta_2", [&] { return optimizers::AdamW({.beta_2 = nan}); }},
+      {"RMSprop's rho must be in [0, 1), got 1.5", [&] { return optimizers::RMSprop({.rho = 1.5f}); }},
+      {"RMSprop's rho", [&] { return optimizers::RMSprop({.rho = nan}); }},
+      {"SGD's momentum must be in [0, 1], got -0.5", [&] { return optimizers::SGD({.momentum = -0.5f}); }},
+      {"SGD's momentum", [&] { return optimizers::SGD({.momentum = nan}); }},
+      {"RMSprop's momentum must be in [0, 1], got 2", [&] { return optimizers::RMSprop({.momentum = 2.0f}); }},
+      {"SGD's weight_decay must be >= 0 and finite", [&] { return optimizers::SGD({.common = {.weight_decay = -0.1f}}); }},
+      {"AdamW's weight_decay", [&] { return optimizers::AdamW({.weight_decay = inf}); }},
+      {"AdamW needs a positive weight_decay", [&] { return optimizers::AdamW({.weight_decay = -1.0f}); }},
+      {"Adam's clipnorm must be >= 0", [&] { return optimizers::Adam({.common = {.clipnorm = -1.0f}}); }},
+      {"Adam's clipvalue", [&] { return optimizers::Adam({.common = {.clipvalue = nan}}); }},
+      {"SGD's global_clipnorm", [&] { return optimizers::SGD({.common = {.global_clipnorm = inf}}); }},
+  };
+  for (const Case& c : cases) {
+    const std::string m = testing::message_of<InvalidArgument>([&] { c.make(); });
+    EXPECT_NE(m.find(c.expected), std::string::npos) << "expected '" << c.expected << "' in: " << m;
+  }
+  auto fixed = optimizers::Adam();
+  for (float bad : {-1.0f, nan, inf}) EXPECT_THROW(fixed->set_learning_rate(bad), InvalidArgument);
 }
 
 TEST(Optimizers, ANonFiniteLossSkipsEveryRule) {

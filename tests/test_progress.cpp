@@ -7,8 +7,8 @@
 #include <sstream>
 #include <string>
 
-#include "engine/progress.hpp"
-#include "engine/verbosity.hpp"
+#include "mirror/engine/progress.hpp"
+#include "mirror/engine/verbosity.hpp"
 
 namespace mirror {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <set>
 
-#include "engine/random.hpp"
+#include "mirror/engine/random.hpp"
 
 namespace mirror::random {
 namespace {

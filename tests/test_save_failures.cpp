@@ -19,8 +19,8 @@
 #include <set>
 #include <utility>
 
-#include "mirror.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/mirror.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 #include "saving_test_util.hpp"
 #include "test_util.hpp"
 

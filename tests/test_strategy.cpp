@@ -3,14 +3,15 @@
 
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
-#include "collectives/host_communicator.hpp"
-#include "engine/error.hpp"
-#include "strategy/host_backends.hpp"
-#include "strategy/strategy.hpp"
+#include "mirror/collectives/host_communicator.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/strategy/host_backends.hpp"
+#include "mirror/strategy/strategy.hpp"
 
 namespace mirror {
 namespace {
@@ -129,6 +130,37 @@ TEST(Strategy, AFailingReplicaNeverHangsTheOthersAndTheStrategyRecovers) {
   std::vector<std::vector<float>> data(3, std::vector<float>(16, 1.0f));
   strategy.run([&](int r) { strategy.communicator().all_reduce_sum(r, data[static_cast<size_t>(r)]); });
   for (const auto& d : data) EXPECT_EQ(d[0], 3.0f);
+}
+
+TEST(Strategy, OneThreadUsesItAtATimeAndMayTakeItAgain) {
+  HostStrategy strategy(2, 1);
+  std::optional<Strategy::Use> fit(strategy.use("fit"));
+  { const Strategy::Use nested = strategy.use("evaluate"); }  // the same thread: a callback inside fit
+  std::string refused;  // still held by `fit`: the nested Use's end did not release it
+  std::thread other([&] {
+    try {
+      const Strategy::Use use = strategy.use("predict");
+    } catch (const InvalidArgument& e) {
+      refused = e.what();
+    }
+  });
+  other.join();
+  EXPECT_NE(refused.find("cannot predict() on the host strategy: another thread's fit() is running on it"),
+            std::string::npos)
+      << refused;
+  fit.reset();  // the outermost Use releases it
+  std::thread after([&] { EXPECT_NO_THROW(const Strategy::Use use = strategy.use("predict")); });
+  after.join();
+}
+
+TEST(Strategy, ItsLifetimeExpiresWithIt) {
+  std::weak_ptr<const void> lifetime;
+  {
+    HostStrategy strategy(1, 1);
+    lifetime = strategy.lifetime();
+    EXPECT_FALSE(lifetime.expired());
+  }
+  EXPECT_TRUE(lifetime.expired());
 }
 
 TEST(Strategy, HostReplicasShareTheThreads) {

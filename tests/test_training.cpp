@@ -3,7 +3,7 @@
 // one and with two host replicas.
 #include <gtest/gtest.h>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace mirror {
 namespace {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/data/dataset.hpp"
+#include "mirror/engine/data/dataset.hpp"
 
 namespace mirror::testing {
 

@@ -14,10 +14,10 @@
 // depends only on `rows`, never on the GPU's size. Sums are kept in double, as the host keeps
 // them, so the hundreds of thousands of rows of a ResNet's first layers lose nothing; the GPUs
 // built for (sm_80, sm_90) have the double throughput for it, and the pass stays memory-bound.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
-#include "engine/elementwise.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
+#include "mirror/engine/elementwise.hpp"
 
 namespace mirror::cuda::kernels {
 namespace {

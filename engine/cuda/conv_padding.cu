@@ -3,9 +3,9 @@
 // with strides may pad one pixel more at the bottom and right. The input is copied into a padded
 // scratch image (forward, backward-weights), and backward-data's gradient is computed on such an
 // image and cropped back.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
 
 namespace mirror::cuda::kernels {
 namespace {

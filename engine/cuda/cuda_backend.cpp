@@ -4,9 +4,9 @@
 #include <cstring>
 #include <string_view>
 
-#include "engine/cuda/cuda_backend_impl.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/data/dataset.hpp"
+#include "mirror/engine/cuda/cuda_backend_impl.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/data/dataset.hpp"
 
 namespace mirror::cuda {
 namespace {

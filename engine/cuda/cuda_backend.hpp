@@ -6,8 +6,8 @@
 
 #include <memory>
 
-#include "engine/backend.hpp"
-#include "engine/cuda/memory_pool.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/cuda/memory_pool.hpp"
 
 namespace mirror::cuda {
 

@@ -5,9 +5,9 @@
 
 #include <array>
 
-#include "engine/cuda/cuda_backend.hpp"
-#include "engine/cuda/cuda_handles.hpp"
-#include "engine/cuda/cudnn_convolution.hpp"
+#include "mirror/engine/cuda/cuda_backend.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
+#include "mirror/engine/cuda/cudnn_convolution.hpp"
 
 namespace mirror::cuda {
 

@@ -5,7 +5,7 @@
 
 #include <cuda_runtime.h>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror::cuda {
 

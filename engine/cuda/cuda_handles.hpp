@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <utility>
 
-#include "engine/cuda/library_check.hpp"
+#include "mirror/engine/cuda/library_check.hpp"
 
 namespace mirror::cuda {
 

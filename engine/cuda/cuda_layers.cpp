@@ -3,8 +3,8 @@
 // optimizers are in cuda_training_ops.cpp.
 #include <climits>
 
-#include "engine/cuda/cuda_backend_impl.hpp"
-#include "engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/cuda_backend_impl.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
 
 namespace mirror::cuda {
 namespace {

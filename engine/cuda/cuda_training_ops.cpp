@@ -1,8 +1,8 @@
 // CudaBackend, part 3: batch normalization (own kernels: see batch_norm_kernels.cu for why not
 // cuDNN's), losses and metrics summed on the device, running statistics, and the fused optimizer
 // steps. Each op only queues work on the backend's stream.
-#include "engine/cuda/cuda_backend_impl.hpp"
-#include "engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/cuda_backend_impl.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
 
 namespace mirror::cuda {
 

@@ -1,5 +1,5 @@
 // cuDNN convolutions with Keras's HWIO kernels (see cudnn_convolution.hpp for the layout choice).
-#include "engine/cuda/cudnn_convolution.hpp"
+#include "mirror/engine/cuda/cudnn_convolution.hpp"
 
 #include <algorithm>
 #include <climits>
@@ -7,9 +7,9 @@
 #include <optional>
 #include <string>
 
-#include "engine/cuda/cuda_handles.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/verbosity.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/verbosity.hpp"
 
 namespace mirror::cuda {
 namespace {

@@ -22,9 +22,9 @@
 #include <optional>
 #include <vector>
 
-#include "engine/buffer.hpp"
-#include "engine/cuda/library_check.hpp"
-#include "engine/geometry.hpp"
+#include "mirror/engine/buffer.hpp"
+#include "mirror/engine/cuda/library_check.hpp"
+#include "mirror/engine/geometry.hpp"
 
 namespace mirror::cuda {
 

@@ -1,9 +1,9 @@
 // Fill, bias, add, column copies, activations and dropout on the GPU. The math per element or row
 // is engine/elementwise.hpp's, shared with the host backend.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
-#include "engine/elementwise.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
+#include "mirror/engine/elementwise.hpp"
 
 namespace mirror::cuda::kernels {
 namespace {

@@ -1,8 +1,8 @@
 // Batch gathering from device-resident uint8 images, the small transpose that turns Keras's HWIO
 // convolution kernels into cuDNN's KRSC and back, and the probe of this binary's kernel images.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
 
 namespace mirror::cuda::kernels {
 namespace {

@@ -8,8 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/backend.hpp"
-#include "engine/geometry.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/geometry.hpp"
 
 namespace mirror::cuda::kernels {
 

@@ -5,7 +5,7 @@
 #include <cublas_v2.h>
 #include <cudnn.h>
 
-#include "engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
 
 namespace mirror::cuda {
 

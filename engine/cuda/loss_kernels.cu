@@ -2,10 +2,10 @@
 // for them. The per-sample math is engine/elementwise.hpp's (ew::loss_row, ew::metric_row), the
 // host backend's too. A single block walks all rows, then reduces in a fixed order, so the sums
 // are reproducible and need no atomics; batches are small next to the layers before the loss.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
-#include "engine/elementwise.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
+#include "mirror/engine/elementwise.hpp"
 
 namespace mirror::cuda::kernels {
 namespace {

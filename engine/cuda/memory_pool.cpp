@@ -1,12 +1,12 @@
 // The per-device caching allocator (see memory_pool.hpp).
-#include "engine/cuda/memory_pool.hpp"
+#include "mirror/engine/cuda/memory_pool.hpp"
 
 #include <array>
 #include <bit>
 #include <memory>
 
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/cuda_handles.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/cuda_handles.hpp"
 
 namespace mirror::cuda {
 namespace {

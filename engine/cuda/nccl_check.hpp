@@ -4,7 +4,7 @@
 
 #include <nccl.h>
 
-#include "engine/error.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror::cuda {
 

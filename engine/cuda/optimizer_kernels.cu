@@ -1,10 +1,10 @@
 // Fused optimizer steps over a replica's flat parameter buffer: one launch per step, and the sums
 // of squares clipping by norm needs. The step is skipped on the device when the loss in `guard` is
 // not finite, so the host never has to wait for the loss before updating.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
-#include "engine/elementwise.hpp"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
+#include "mirror/engine/elementwise.hpp"
 
 namespace mirror::cuda::kernels {
 namespace {

@@ -5,9 +5,9 @@
 // engine/backend.hpp requires; it recomputes that position from x rather than storing indices.
 // Both backward passes run one thread per input element, summing the windows that cover it in a
 // fixed order, so overlapping windows need no atomics and every dx element is written.
-#include "engine/cuda/cuda_check.hpp"
-#include "engine/cuda/kernels.hpp"
-#include "engine/cuda/launch.cuh"
+#include "mirror/engine/cuda/cuda_check.hpp"
+#include "mirror/engine/cuda/kernels.hpp"
+#include "mirror/engine/cuda/launch.cuh"
 
 namespace mirror::cuda::kernels {
 namespace {

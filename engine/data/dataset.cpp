@@ -4,9 +4,9 @@
 #include <cstdlib>
 #include <limits>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
-#include "engine/random.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/random.hpp"
 
 namespace mirror {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/shape.hpp"
+#include "mirror/engine/shape.hpp"
 
 namespace mirror {
 

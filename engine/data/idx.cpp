@@ -10,8 +10,8 @@
 #include <fstream>
 #include <limits>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
 
 namespace mirror::data {
 namespace {

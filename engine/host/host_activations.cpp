@@ -8,8 +8,8 @@
 // against oneDNN's 13 and 43, which recompute the function from the input).
 #include <cstring>
 
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {
@@ -18,18 +18,29 @@ using dnnl::memory;
 
 // The activation is a template argument so that ew::activation's switch folds away and the loop
 // is one formula.
+// The loops are MIRROR_HOT_LOOPs: ReLU's ran 1.7-4.5x slower at the SSE2 baseline than with AVX2.
+template <Activation A>
+MIRROR_HOT_LOOP void forward_range(int64_t begin, int64_t end, const float* x, float* y) {
+  for (int64_t i = begin; i < end; ++i) y[i] = ew::activation(A, x[i]);
+}
+
 template <Activation A>
 void forward_elements(int threads, int64_t n, const float* x, float* y) {
-#pragma omp parallel for num_threads(threads) if (n >= kParallelMinCount)
-  for (int64_t i = 0; i < n; ++i) y[i] = ew::activation(A, x[i]);
+  for_chunks(threads, 0, n, [&](int64_t begin, int64_t end) { forward_range<A>(begin, end, x, y); });
+}
+
+template <Activation A>
+MIRROR_HOT_LOOP void backward_range(int64_t begin, int64_t end, const float* x, const float* y, const float* dy,
+                                    float* dx) {
+  const bool needs_x = backward_needs_input(A);
+  for (int64_t i = begin; i < end; ++i)
+    dx[i] = ew::activation_grad(A, needs_x ? x[i] : 0.0f, needs_x ? 0.0f : y[i], dy[i]);
 }
 
 // x or y may be null where the activation does not read it (backward_needs_input).
 template <Activation A>
 void backward_elements(int threads, int64_t n, const float* x, const float* y, const float* dy, float* dx) {
-  const bool needs_x = backward_needs_input(A);
-#pragma omp parallel for num_threads(threads) if (n >= kParallelMinCount)
-  for (int64_t i = 0; i < n; ++i) dx[i] = ew::activation_grad(A, needs_x ? x[i] : 0.0f, needs_x ? 0.0f : y[i], dy[i]);
+  for_chunks(threads, 0, n, [&](int64_t begin, int64_t end) { backward_range<A>(begin, end, x, y, dy, dx); });
 }
 
 void copy_unless_same(const float* src, float* dst, int64_t count) {

@@ -4,8 +4,8 @@
 // one thread in a fixed order, so results do not depend on the thread count.
 #include <algorithm>
 
-#include "engine/host/host_backend_impl.hpp"
-#include "engine/host/pool_window.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
+#include "mirror/engine/host/pool_window.hpp"
 
 namespace mirror::host {
 namespace {

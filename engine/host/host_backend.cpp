@@ -6,10 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "engine/data/dataset.hpp"
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror {
 namespace host {

@@ -3,7 +3,7 @@
 
 #include <memory>
 
-#include "engine/backend.hpp"
+#include "mirror/engine/backend.hpp"
 
 namespace mirror {
 

@@ -6,12 +6,13 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 #include <vector>
 
-#include "engine/backend.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/backend.hpp"
+#include "mirror/engine/error.hpp"
 
 // Checks a oneDNN C status (dnnl_status_t or dnnl::status) at the call and throws DeviceError
 // naming the call, file:line and oneDNN's own text for the status.
@@ -38,10 +39,35 @@
     }                                                                                               \
   } while (0)
 
+// Marks a hot loop of Mirror's own to be compiled also for AVX2 and AVX-512 and picked by the CPU
+// at load time (GCC's function multi-versioning), so a portable build (-march=x86-64, SSE2) keeps
+// their speed; a build whose target has AVX2 already (-Dnative_arch=true) compiles it once. The
+// clones round alike (no FMA is enabled, and the loops it marks have no reductions), so every CPU
+// gets the same bits. What it calls runs as baseline code unless inlined: make helpers
+// [[gnu::always_inline]] (GCC's flatten inlined too much and left Adam's loop unvectorised). It
+// must not hold an OpenMP region: GCC outlines a region's body before it clones, so the body would
+// stay baseline; call the function from inside the region instead.
+#if defined(__x86_64__) && !defined(__AVX2__)
+#define MIRROR_HOT_LOOP __attribute__((target_clones("avx2", "avx512f", "default")))
+#else
+#define MIRROR_HOT_LOOP
+#endif
+
 namespace mirror::host {
 
 // Below this many elements a parallel region costs more than it saves.
 inline constexpr int64_t kParallelMinCount = int64_t{1} << 15;
+
+// Runs fn(chunk_begin, chunk_end) over [begin, end): one chunk per thread in a parallel region, or
+// one chunk when the range is below kParallelMinCount. The shape a MIRROR_HOT_LOOP needs, since
+// its loop must sit outside the region.
+template <typename Fn>
+void for_chunks(int threads, int64_t begin, int64_t end, const Fn& fn) {
+  const int64_t chunks = end - begin >= kParallelMinCount ? threads : 1;
+  const int64_t chunk = (end - begin + chunks - 1) / chunks;
+#pragma omp parallel for num_threads(threads) if (chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) fn(begin + c * chunk, std::min(end, begin + (c + 1) * chunk));
+}
 
 // Runs a primitive through the C API with argument arrays built once, so a call allocates nothing.
 inline void execute(const dnnl::primitive& p, const dnnl::stream& stream, const std::vector<dnnl_exec_arg_t>& args) {

@@ -7,8 +7,8 @@
 // against oneDNN's 12.7, backward 15.7 against 16.3) and cannot take sums all-reduced across replicas.
 #include <algorithm>
 
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <string>
 
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

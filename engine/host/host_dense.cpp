@@ -1,6 +1,6 @@
 // The host's dense (fully connected) layer: oneDNN's row-major sgemm with Keras's (in, out) kernel,
 // so the weights need no transposition to move between Keras and Mirror.
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

@@ -2,8 +2,8 @@
 // host_activations.cpp). The math is engine/elementwise.hpp's, shared with the CUDA kernels; here
 // it is only laid over OpenMP loops. Every element is written by exactly one thread, so results do
 // not depend on the thread count.
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

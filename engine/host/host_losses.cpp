@@ -1,8 +1,8 @@
 // The host's loss and metric ops: ew::loss_row / ew::metric_row (shared with the CUDA kernels)
 // over the rows of a replica's outputs. A batch is small (rows x classes of a few thousand), so
 // one thread and a fixed summation order: the sums are the same run to run.
-#include "engine/elementwise.hpp"
-#include "engine/host/host_backend_impl.hpp"
+#include "mirror/engine/elementwise.hpp"
+#include "mirror/engine/host/host_backend_impl.hpp"
 
 namespace mirror::host {
 namespace {

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "engine/error.hpp"
-#include "engine/geometry.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/engine/geometry.hpp"
 
 namespace mirror::host {
 

@@ -1,8 +1,8 @@
 // Activation and ReLU layers: an activation function on its own. Its activation() is what it
 // applies, so the fusion pass can fold it into a max pooling's or the loss's backward.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

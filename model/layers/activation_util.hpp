@@ -2,7 +2,7 @@
 // keeping the pre-activation in scratch only when the derivative needs it (GELU, SiLU).
 #pragma once
 
-#include "model/layer.hpp"
+#include "mirror/model/layer.hpp"
 
 namespace mirror::layer_util {
 

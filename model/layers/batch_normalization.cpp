@@ -3,9 +3,9 @@
 // With `synchronized` the moments are those of the global batch: each replica sums its share
 // (shifted by the moving mean, the same on every replica, against cancellation), the sums are
 // all-reduced, and backward all-reduces its two per-channel sums the same way.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

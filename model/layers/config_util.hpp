@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/geometry.hpp"
+#include "mirror/engine/geometry.hpp"
 
 namespace mirror::layer_util {
 

@@ -1,8 +1,8 @@
 // Dense: y = act(x kernel + bias) on the replica's backend.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
-#include "model/layers/activation_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
+#include "mirror/model/layers/activation_util.hpp"
 
 namespace mirror {
 namespace {

@@ -1,8 +1,8 @@
 // Dropout: Keras's inverted dropout in training, the identity in inference. The mask is drawn from
 // (seed, step, node) for each element's global position, so it does not depend on the split.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

@@ -1,9 +1,9 @@
 // Add and Concatenate: the layers that join branches (residual connections, multi-branch
 // blocks). Both take their gradients' accumulation into their own hands (accumulates_dx), so a
 // tensor that feeds a branch and a shortcut costs no extra pass.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

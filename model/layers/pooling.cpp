@@ -1,7 +1,7 @@
 // MaxPooling2D, AveragePooling2D and GlobalAveragePooling2D on the replica's backend.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

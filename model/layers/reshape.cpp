@@ -1,8 +1,8 @@
 // Flatten and Reshape: the same floats under another per-sample shape. NHWC is already Keras's
 // flattened order, so no op runs: the output and its gradient share the input's memory.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

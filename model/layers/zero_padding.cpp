@@ -1,8 +1,8 @@
 // ZeroPadding2D: the image inside a frame of zeros. Forward zeroes the output and copies each
 // sample's rows into place; backward copies the inner rows of the gradient back out.
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/layers/config_util.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/layers/config_util.hpp"
 
 namespace mirror {
 namespace {

@@ -1,14 +1,14 @@
 // Training checkpoints: the file (checkpoint.hpp) and Model::save_checkpoint / load_checkpoint.
-#include "model/saving/checkpoint.hpp"
+#include "mirror/model/saving/checkpoint.hpp"
 
 #include <zlib.h>
 
 #include <cmath>
 #include <cstring>
 
-#include "engine/error.hpp"
-#include "model/runtime.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/runtime.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 namespace mirror::saving {
 namespace {

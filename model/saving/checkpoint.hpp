@@ -21,7 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/model.hpp"
+#include "mirror/model/model.hpp"
 
 namespace mirror {
 

@@ -3,10 +3,10 @@
 // with the class named).
 #include <set>
 
-#include "engine/error.hpp"
-#include "model/layers.hpp"
-#include "model/saving/keras_format.hpp"
-#include "model/sequential.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/layers.hpp"
+#include "mirror/model/saving/keras_format.hpp"
+#include "mirror/model/sequential.hpp"
 
 namespace mirror::saving {
 

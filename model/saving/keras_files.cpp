@@ -13,9 +13,9 @@
 #include <ctime>
 #include <filesystem>
 
-#include "engine/error.hpp"
-#include "model/saving.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/saving.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 namespace mirror {
 namespace saving {

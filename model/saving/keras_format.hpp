@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/model.hpp"
-#include "model/saving.hpp"
+#include "mirror/model/model.hpp"
+#include "mirror/model/saving.hpp"
 
 namespace mirror::saving {
 

@@ -6,8 +6,8 @@
 #include <set>
 #include <unordered_map>
 
-#include "engine/error.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 namespace mirror::saving {
 

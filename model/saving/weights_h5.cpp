@@ -6,8 +6,8 @@
 
 #include <mutex>
 
-#include "engine/error.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/engine/error.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 namespace mirror::saving {
 namespace {

@@ -3,17 +3,17 @@
 # tests/device/fetch_debs.sh into a private prefix (never into /), find CUDA, cuDNN, cuBLAS and
 # NCCL (the toolkit, or Python's nvidia-* wheels), configure with -Dcuda=enabled for sm_90, build
 # what the check runs, run `meson test`, train the reference CNN for one epoch with one GPU and
-# with two replicas on it, run the GPU benchmarks, and print a table last. Every step has its own
-# time limit and the budget is their sum, so a slow step fails on its own limit without starving
-# the later ones; a failing step is recorded and the rest still run; the exit status is non-zero if
-# anything failed.
+# with two replicas on it, continue on the GPU a backup the host strategy wrote, run the GPU
+# benchmarks, and print a table last. Every step has its own time limit and the budget is their
+# sum, so a slow step fails on its own limit without starving the later ones; a failing step is
+# recorded and the rest still run; the exit status is non-zero if anything failed.
 #
 #   tests/device/check.sh                       # everything
 #   CHECK_UNTIL=configure tests/device/check.sh # stop after configuring (works without a GPU)
 #   CHECK_UNTIL=build tests/device/check.sh     # stop after building
 #
 # Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default: the sum of the step limits
-# below, 450 s on 16 cores; a smaller one cuts the last steps short), GPU_ARCHITECTURES
+# below, 470 s on 16 cores; a smaller one cuts the last steps short), GPU_ARCHITECTURES
 # (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out),
 # MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step).
 set -uo pipefail
@@ -33,9 +33,10 @@ limit_configure=30
 limit_build=$(( cores >= 16 ? 150 : 150 * 16 / cores ))
 limit_list_devices=15
 limit_meson_test=105
-limit_train=45  # each of the two trainings
-limit_bench=60
-budget=${CHECK_BUDGET_S:-$((limit_configure + limit_build + limit_list_devices + limit_meson_test + 2 * limit_train + limit_bench))}
+limit_train=40  # each of the two trainings
+limit_resume=40  # a host backup continued on the GPU
+limit_bench=50
+budget=${CHECK_BUDGET_S:-$((limit_configure + limit_build + limit_list_devices + limit_meson_test + 2 * limit_train + limit_resume + limit_bench))}
 until_step=${CHECK_UNTIL:-all}
 build=${BUILD_DIR:-build}
 archs=${GPU_ARCHITECTURES:-90}
@@ -318,27 +319,38 @@ if grep -q "no GPU: " "$build/meson-logs/testlog.txt" 2>/dev/null; then
 fi
 
 # ---- 5. training the reference CNN ----
+# Puts a finished training's test accuracy, epoch seconds and samples/s (from its metrics JSON)
+# into the last row of the table.
+record_training() {  # name metrics-json
+  local name=$1 metrics=$2 summary
+  summary=$(python3 - "$metrics" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+e = m["epochs"][-1]
+print(f'{m["test"]["accuracy"]:.4f} {e["seconds"]:.2f} {e["samples_per_second"]:.0f} {m["replicas"]} {",".join(m["devices"])}')
+PY
+  ) || { statuses[-1]="fail (bad metrics JSON)"; return; }
+  read -r acc secs rate replicas devices <<<"$summary"
+  accuracies[-1]=$acc epoch_seconds[-1]=$secs rates[-1]=$rate
+  names[-1]="$name ($replicas on $devices)"
+}
 train() {  # name flags...
   local name=$1 metrics="$out/$1.json"
   shift
   rm -f "$metrics"
   if step "$name" "$limit_train" "$build/examples/train_cnn" --epochs 1 --verbose 2 --require-gpu \
       --metrics-json "$metrics" "$@" && [[ -f $metrics ]]; then
-    local summary
-    summary=$(python3 - "$metrics" <<'PY'
-import json, sys
-m = json.load(open(sys.argv[1]))
-e = m["epochs"][-1]
-print(f'{m["test"]["accuracy"]:.4f} {e["seconds"]:.2f} {e["samples_per_second"]:.0f} {m["replicas"]} {",".join(m["devices"])}')
-PY
-    ) || { statuses[-1]="fail (bad metrics JSON)"; return; }
-    read -r acc secs rate replicas devices <<<"$summary"
-    accuracies[-1]=$acc epoch_seconds[-1]=$secs rates[-1]=$rate
-    names[-1]="$name ($replicas on $devices)"
+    record_training "$name" "$metrics"
   fi
 }
 train train-one-device --strategy one-device
 train train-mirrored-x2 --strategy mirrored --replicas-per-gpu 2
+# A backup the host strategy wrote (stopped by SIGINT), continued on the GPU (epoch figures: the
+# GPU's part of the epoch).
+if step resume-host-on-gpu "$limit_resume" tests/device/resume_on_gpu.sh "$build/examples/train_cnn" \
+    "$out/host-backup" "$out/resume-host-on-gpu.json"; then
+  record_training resume-host-on-gpu "$out/resume-host-on-gpu.json"
+fi
 
 # ---- 6. GPU benchmarks ----
 step bench-gpu "$limit_bench" "$build/benchmarks/bench_gpu" --benchmark_min_time=0.05

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 namespace {
 

@@ -7,8 +7,8 @@
 #include <filesystem>
 #include <string>
 
-#include "engine/data/dataset.hpp"
-#include "engine/error.hpp"
+#include "mirror/engine/data/dataset.hpp"
+#include "mirror/engine/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // read_idx takes a path: one file per process, rewritten for every input.

@@ -2,7 +2,7 @@
 // arbitrary bytes. DataError is a correct answer; anything else a finding.
 #include <cstdint>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {

@@ -3,8 +3,8 @@
 // the JSON directly. DataError is a correct answer; anything else a finding.
 #include <cstdint>
 
-#include "mirror.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/mirror.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const nlohmann::json config = nlohmann::json::parse(data, data + size, nullptr, false);

@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "mirror.hpp"
-#include "model/saving/keras_format.hpp"
+#include "mirror/mirror.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace mirror;

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 scripts/install_debs.sh clang libclang-rt-dev libomp-dev
 
 if [ ! -f "$build_dir/build.ninja" ]; then
-  CC=clang CXX=clang++ meson setup "$build_dir" -Dfuzzing=true -Dcuda=disabled -Dtests=false -Dbenchmarks=false \
+  CC=clang CXX=clang++ meson setup "$build_dir" -Dfuzzing=true -Dcuda=disabled -Dtests=disabled -Dbenchmarks=disabled -Dexamples=disabled \
     -Dwerror=false -Db_sanitize=address -Db_lundef=false -Dbuildtype=debugoptimized
 fi
 # FUZZ_TARGETS picks some (CI leaves out fuzz_weights_h5: some damaged files make libhdf5 1.10

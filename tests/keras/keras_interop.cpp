@@ -11,7 +11,7 @@
 #include <fstream>
 #include <iostream>
 
-#include "mirror.hpp"
+#include "mirror/mirror.hpp"
 
 using namespace mirror;
 
