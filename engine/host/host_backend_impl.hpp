@@ -46,8 +46,9 @@
 // gets the same bits. What it calls runs as baseline code unless inlined: make helpers
 // [[gnu::always_inline]] (GCC's flatten inlined too much and left Adam's loop unvectorised). It
 // must not hold an OpenMP region: GCC outlines a region's body before it clones, so the body would
-// stay baseline; call the function from inside the region instead.
-#if defined(__x86_64__) && !defined(__AVX2__)
+// stay baseline; call the function from inside the region instead. GCC only: clang (the fuzz
+// build) does not clone function templates, and compiles them once for the baseline.
+#if defined(__x86_64__) && !defined(__AVX2__) && defined(__GNUC__) && !defined(__clang__)
 #define MIRROR_HOT_LOOP __attribute__((target_clones("avx2", "avx512f", "default")))
 #else
 #define MIRROR_HOT_LOOP
