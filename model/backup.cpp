@@ -80,7 +80,8 @@ void capture_fit(const FitProgress& p, const FitIdentity& id, const std::vector<
   }
 }
 
-void check_fit(const saving::Checkpoint& checkpoint, const FitIdentity& id, size_t callbacks, const std::string& source) {
+void check_fit(const saving::Checkpoint& checkpoint, const FitIdentity& id, size_t callbacks, size_t totals,
+               const std::string& source) {
   try {
     const nlohmann::json& fit = checkpoint.header.at("fit");
     const nlohmann::json& theirs = fit.at("identity");
@@ -106,6 +107,9 @@ void check_fit(const saving::Checkpoint& checkpoint, const FitIdentity& id, size
                    DataError, source, ": its fit progress is not valid (epoch ", epoch, ", step ", step, ")");
     size_t numbers = 0;
     for (const nlohmann::json& e : fit.at("history")) numbers += kFixedNumbers + e.at("names").size();
+    const size_t saved_totals = checkpoint.f32("fit/totals", source).size();
+    MIRROR_REQUIRE(saved_totals == (step > 0 ? totals : 0), DataError, source, ": it holds ", saved_totals,
+                   " running totals; a fit of this model keeps ", totals);
     MIRROR_REQUIRE(checkpoint.f64("fit/history", source).size() == numbers &&
                        checkpoint.f64("fit/seconds", source).size() == 1,
                    DataError, source, ": its history does not match its header");

@@ -41,7 +41,8 @@ void capture_fit(const FitProgress& progress, const FitIdentity& identity, const
                  saving::Checkpoint& checkpoint);
 // Throws InvalidArgument when `checkpoint` was taken by a fit with another identity or callbacks,
 // DataError when its fit part is damaged; changes nothing.
-void check_fit(const saving::Checkpoint& checkpoint, const FitIdentity& identity, size_t callbacks,
+// `totals`: the runtime's running totals' width (a backup within an epoch carries them).
+void check_fit(const saving::Checkpoint& checkpoint, const FitIdentity& identity, size_t callbacks, size_t totals,
                const std::string& source);
 // The progress in `checkpoint`, and each callback's state given back (after check_fit).
 FitProgress restore_fit(const saving::Checkpoint& checkpoint, const std::vector<CallbackPtr>& callbacks,

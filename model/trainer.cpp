@@ -331,7 +331,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   strategy.check_agreement("the backup to continue from", backup ? backup->second : std::string("none"));
   if (backup) {
     saving::check_model(runtime_, model.variables(), backup->first, backup->second);
-    check_fit(backup->first, run.identity, o.callbacks.size(), backup->second);
+    check_fit(backup->first, run.identity, o.callbacks.size(), runtime_.host_totals().size(), backup->second);
   } else {
     runtime_.require_consistent("fit");
   }
@@ -353,8 +353,9 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   model.set_stop_training(false);
   for (const CallbackPtr& c : o.callbacks) c->on_train_begin();
   if (backup) {
-    saving::restore_model(runtime_, backup->first, backup->second);
+    // The callbacks first: a state one refuses must leave the model as it was.
     run.progress = restore_fit(backup->first, o.callbacks, backup->second);
+    saving::restore_model(runtime_, backup->first, backup->second);
     model.set_stop_training(run.progress.stopped);
     if (o.verbose >= 1)
       out << "Mirror: continuing from the backup " << backup->second << " (epoch " << run.progress.epoch << ", step "

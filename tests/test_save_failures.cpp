@@ -275,6 +275,24 @@ TEST_F(SavingTest, ACheckpointHeaderFieldMissingOrOfTheWrongKindChangesNothing) 
   }
 }
 
+// A learning rate that is a finite double but no finite float (found by fuzz_checkpoint: the model
+// was changed before set_learning_rate refused it).
+TEST_F(SavingTest, ACheckpointLearningRateBeyondFloatChangesNothing) {
+  auto model = cnn();
+  model->compile(strategy_, optimizers::SGD());
+  model->save_checkpoint(path("m.ckpt"));
+  std::vector<uint8_t> bytes = saving::read_file(path("m.ckpt"), kMaxTestFileBytes);
+  const double huge = 2e233;  // the file's only float64 array: the last 8 bytes before the CRC
+  std::memcpy(bytes.data() + bytes.size() - 4 - sizeof huge, &huge, sizeof huge);
+  write_bytes(path("bad.ckpt"), with_header(bytes, [](nlohmann::json&) {}));
+  model->set_weights(ramp(static_cast<size_t>(model->count_params())));
+  const std::vector<float> weights = model->get_weights();
+  const std::string message = message_of<DataError>([&] { model->load_checkpoint(path("bad.ckpt")); });
+  EXPECT_NE(message.find("learning rate"), std::string::npos) << message;
+  EXPECT_EQ(model->get_weights(), weights);
+  EXPECT_FLOAT_EQ(model->optimizer().learning_rate(0), 0.01f);
+}
+
 TEST_F(SavingTest, AKerasFileOfAnotherVersionIsNamed) {
   auto model = cnn();
   model->compile(strategy_, optimizers::Adam());

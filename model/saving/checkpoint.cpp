@@ -182,7 +182,8 @@ void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variabl
                  DataError, source, ": its variables or optimizer slots do not fit the model");
   if (!runtime.optimizer().has_schedule() && checkpoint.doubles.count("learning_rate")) {
     const std::vector<double>& rate = checkpoint.doubles.at("learning_rate");
-    MIRROR_REQUIRE(rate.size() == 1 && rate[0] >= 0 && std::isfinite(rate[0]), DataError, source,
+    // Checked as the float the optimizer keeps: 1e300 is a finite double but an infinite float.
+    MIRROR_REQUIRE(rate.size() == 1 && rate[0] >= 0 && std::isfinite(static_cast<float>(rate[0])), DataError, source,
                    ": its learning rate is not a finite value >= 0");
   }
 }
