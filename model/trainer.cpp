@@ -126,12 +126,12 @@ struct Trainer::FitRun {
   Clock::time_point last_backup = Clock::now();
 };
 
-void Trainer::write_backup(FitRun& run) {
+void Trainer::write_backup(FitRun& run, int64_t iterations) {
   if (!runtime_.strategy().is_chief()) return;  // one writer; every worker reads the same backups
   saving::Checkpoint checkpoint;
-  saving::capture_model(runtime_, run.model.variables(), checkpoint);
+  saving::capture_model(runtime_, run.model.variables(), iterations, checkpoint);
   capture_fit(run.progress, run.identity, run.options.callbacks, checkpoint);
-  run.backups->write(checkpoint, runtime_.iterations());
+  run.backups->write(checkpoint, iterations);
   run.last_backup = Clock::now();
 }
 
@@ -209,15 +209,12 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
           if (bar) progress.update(step + 1, logs);
         }
         if (backup) {
-          const int64_t pending = runtime_.iterations();
-          runtime_.set_iterations(first_iteration + step + 1);  // the steps really done
           p.step = step + 1;
           p.seen = seen;
           p.seconds = seconds_since(start);
           p.totals = totals;
           p.stopped = run.model.stop_training();
-          write_backup(run);
-          runtime_.set_iterations(pending);
+          write_backup(run, first_iteration + step + 1);  // the steps really done
         }
         return signal == 0 && !run.model.stop_training();
       });
@@ -363,7 +360,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     backup.reset();
   }
   FitProgress& p = run.progress;
-  for (; p.epoch <= o.epochs && !model.stop_training(); ++p.epoch) {
+  while (p.epoch <= o.epochs && !model.stop_training()) {
     // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
     // came back with the backup).
     if (p.step == 0)
@@ -372,19 +369,13 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     run_epoch(run, log);
     for (const CallbackPtr& c : o.callbacks) c->on_epoch_end(p.epoch - 1, log);
     p.history.epochs.push_back(std::move(log));
+    ++p.epoch;  // from here on, the progress is that of the next epoch's start
     p.step = p.seen = 0;
     p.seconds = 0;
     p.totals.clear();
     p.stopped = model.stop_training();
-    if (backups) {
-      ++p.epoch;  // the backup continues with the next epoch
-      write_backup(run);
-      --p.epoch;
-    }
-    if (const int signal = signals.caught()) {
-      ++p.epoch;
-      throw interrupted(run, signal, 0);
-    }
+    if (backups) write_backup(run, runtime_.iterations());
+    if (const int signal = signals.caught()) throw interrupted(run, signal, 0);
   }
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
   if (backups && !o.backup_keep_at_end && chief) backups->remove_all();

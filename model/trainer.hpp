@@ -47,8 +47,8 @@ class Trainer {
   // Runs the epoch `run.progress.epoch` from its step `run.progress.step` and fills `log`. Throws
   // Interrupted (after a backup, when the fit has a backup directory) when a signal arrived.
   void run_epoch(FitRun& run, EpochLog& log);
-  // Writes a backup of the model and `run.progress` to the run's directory.
-  void write_backup(FitRun& run);
+  // Writes a backup of the model after `iterations` optimizer steps and `run.progress` to the run's directory.
+  void write_backup(FitRun& run, int64_t iterations);
   // The error that ends a fit stopped by `signal` after step `step` (1-based) of the epoch in progress.
   Interrupted interrupted(const FitRun& run, int signal, int64_t step) const;
   EvaluateResult evaluate_rows(const ImageSet& data, std::span<const int32_t> order, const EvaluateOptions& options);

@@ -134,14 +134,15 @@ Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& 
   return checkpoint;
 }
 
-void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, Checkpoint& checkpoint) {
+void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, int64_t iterations,
+                   Checkpoint& checkpoint) {
   nlohmann::json list = nlohmann::json::array();
   for (const VariableInfo& v : variables)
     list.push_back({{"path", v.path}, {"shape", v.shape.dims()}, {"trainable", v.trainable}});
   const Optimizer& optimizer = runtime.optimizer();
   nlohmann::json model{{"variables", list},
                        {"optimizer", optimizer.name()},
-                       {"iterations", runtime.iterations()},
+                       {"iterations", iterations},
                        {"seed", runtime.seed()}};
   checkpoint.header["model"] = model;
   checkpoint.floats["weights"] = runtime.get_weights(0);
@@ -204,7 +205,7 @@ namespace mirror {
 void Model::save_checkpoint(const std::string& path) {
   ModelRuntime& rt = runtime(nullptr, "save_checkpoint");
   saving::Checkpoint checkpoint;
-  saving::capture_model(rt, variables(), checkpoint);
+  saving::capture_model(rt, variables(), rt.iterations(), checkpoint);
   saving::write_file_atomically(path, saving::encode_checkpoint(checkpoint));
 }
 

@@ -46,8 +46,10 @@ Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& 
 
 // The model's part of a checkpoint: every variable (paths and shapes in the header), the optimizer's
 // name, slots and iteration count, its learning rate when it is a fixed value (callbacks change it),
-// and the seed of the model's random streams (dropout).
-void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, Checkpoint& checkpoint);
+// and the seed of the model's random streams (dropout). `iterations`: the optimizer steps the
+// variables have had (fit counts an epoch's steps up front, so its backups say how many were done).
+void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, int64_t iterations,
+                   Checkpoint& checkpoint);
 // Throws DataError when `checkpoint` does not fit the model (naming the variable and both shapes, or
 // the optimizers); changes nothing.
 void check_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, const Checkpoint& checkpoint,
