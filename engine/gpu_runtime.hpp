@@ -1,5 +1,6 @@
-// The seam between the engine and its optional CUDA part. Exactly one implementation is linked:
-// engine/cuda/gpu_runtime.cpp when Mirror is built with CUDA, engine/no_gpu_runtime.cpp otherwise.
+// The seam between the engine and its optional CUDA part (engine/gpu_runtime.cpp): in a CUDA
+// build each function goes through the CUDA module (engine/cuda_module.hpp), loaded at run time;
+// without CUDA, they report that the build has none.
 #pragma once
 
 #include <memory>

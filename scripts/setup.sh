@@ -9,7 +9,7 @@ build_dir="${1:-build}"
 cd "$(dirname "$0")/.."
 
 packages=(g++ pkg-config meson ninja-build libdnnl-dev zlib1g-dev libgtest-dev libbenchmark-dev libcli11-dev dataset-fashion-mnist
-          libhdf5-dev libzip-dev nlohmann-json3-dev python3-venv cmake openmpi-bin libopenmpi-dev)
+          libhdf5-dev libzip-dev nlohmann-json3-dev python3-venv cmake openmpi-bin libopenmpi-dev patchelf)
 scripts/install_debs.sh "${packages[@]}"
 
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then

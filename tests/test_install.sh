@@ -26,6 +26,10 @@ root="$dest$prefix"
 echo "installed into $root:"
 (cd "$root" && find . -type f ! -name '*.hpp' | sort | sed 's/^/  /'; echo "  $(find . -name '*.hpp' | wc -l) headers under include/mirror")
 [ -f "$root/include/mirror/mirror.hpp" ] || fail "no include/mirror/mirror.hpp"
+# A CUDA build installs its CUDA module beside libmirror, which loads it from there.
+if ls "$build"/libmirror_cuda.so.* >/dev/null 2>&1; then
+  ls "$root/$libdir"/libmirror_cuda.so.*.*.* >/dev/null 2>&1 || fail "the CUDA module is not installed beside libmirror"
+fi
 export LD_LIBRARY_PATH="$root/$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # pkg-config (PKG_CONFIG_SYSROOT_DIR puts the temporary directory in front of the file's paths).

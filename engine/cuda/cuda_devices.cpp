@@ -1,5 +1,6 @@
-// The GPU runtime seam for CUDA builds: which GPUs exist (and why none, in words a user can act
-// on), backends on them, and a version report that diagnoses driver/library/architecture mismatches.
+// The CUDA module's side of the GPU seam (engine/cuda_module.hpp): which GPUs exist (and why none,
+// in words a user can act on), backends on them, and a version report that diagnoses
+// driver/library/architecture mismatches; and the table through which the core reaches them.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -13,8 +14,9 @@
 #include "mirror/engine/cuda/kernels.hpp"
 #include "mirror/engine/error.hpp"
 #include "mirror/engine/gpu_runtime.hpp"
+#include "mirror/engine/cuda_module.hpp"
 
-namespace mirror::gpu {
+namespace mirror::cuda {
 namespace {
 
 // CUDA's encoding: 1000 * major + 10 * minor.
@@ -90,8 +92,6 @@ std::string architecture_option_with(int major, int minor) {
 
 }  // namespace
 
-bool built_with_cuda() { return true; }
-
 std::vector<Device> list_devices(std::string& why_none) {
   why_none.clear();
   int count = 0;
@@ -128,7 +128,7 @@ std::vector<Device> list_devices(std::string& why_none) {
 
 std::unique_ptr<Backend> make_backend(const Device& device) {
   MIRROR_REQUIRE(device.kind == DeviceKind::GPU, InvalidArgument, "a GPU backend needs a GPU, got ", device.name());
-  return cuda::make_cuda_backend(device);
+  return make_cuda_backend(device);
 }
 
 std::string version_report() {
@@ -157,17 +157,18 @@ std::string version_report() {
   out << "  NCCL:            " << nccl / 10000 << "." << (nccl % 10000) / 100 << "." << nccl % 100
       << " (built with " << NCCL_MAJOR << "." << NCCL_MINOR << "." << NCCL_PATCH << ")\n";
   out << "  compiled for:    " << compiled_architectures_string() << "\n";
-  out << "  TF32:            " << (cuda::tf32_allowed() ? "allowed (MIRROR_ALLOW_TF32=1)" : "off (exact float32)")
+  out << "  TF32:            " << (tf32_allowed() ? "allowed (MIRROR_ALLOW_TF32=1)" : "off (exact float32)")
       << "\n";
 
+  // Through the core, so that the reason given for no GPU is the one every other caller sees.
   std::string why_none;
-  const std::vector<Device> devices = list_devices(why_none);
+  const std::vector<Device> devices = gpu::list_devices(why_none);
   out << "  GPUs:            " << (devices.empty() ? "none: " + why_none : std::to_string(devices.size())) << "\n";
   for (const Device& d : devices) {
     out << "    " << d.index << ": " << d.description << ", " << d.memory_bytes / (1024 * 1024) << " MiB, compute "
         << "capability " << d.compute_major << "." << d.compute_minor;
     int binary = 0, ptx = 0;
-    const cudaError_t probe = cuda::kernels::probe_kernel_image(d.index, &binary, &ptx);
+    const cudaError_t probe = kernels::probe_kernel_image(d.index, &binary, &ptx);
     if (probe == cudaSuccess) {
       out << ", runs kernels built for sm_" << binary << "\n";
     } else {
@@ -211,4 +212,11 @@ std::string version_report() {
   return out.str();
 }
 
-}  // namespace mirror::gpu
+}  // namespace mirror::cuda
+
+// The core finds this by name (gpu::kEngineModuleEntry) after loading the module.
+extern "C" __attribute__((visibility("default"))) const mirror::gpu::EngineModule* mirror_cuda_engine_module() {
+  static const mirror::gpu::EngineModule table{MIRROR_BUILD_ID, &mirror::cuda::list_devices, &mirror::cuda::make_backend,
+                                               &mirror::cuda::version_report};
+  return &table;
+}
