@@ -2,6 +2,8 @@
 // the GPU communicator.
 #include "mirror/strategy/gpu_strategies.hpp"
 
+#include <cstdlib>
+
 #include "mirror/collectives/gpu_communicator.hpp"
 #include "mirror/collectives/host_communicator.hpp"
 #include "mirror/engine/error.hpp"
@@ -39,6 +41,18 @@ std::unique_ptr<Communicator> OneDeviceStrategy::make_communicator() {
 MirroredStrategy::MirroredStrategy(const std::vector<Device>& devices, int replicas_per_gpu)
     : Strategy("mirrored", gpu_backends(devices, replicas_per_gpu)) {
   start();
+}
+
+std::vector<Device> gpus_of_worker(const std::vector<Device>& visible, int local_rank, int local_size) {
+  MIRROR_REQUIRE(local_size >= 1 && local_rank >= 0 && local_rank < local_size, InvalidArgument, "worker ", local_rank,
+                 " of ", local_size, " on this machine is not a valid place");
+  if (local_size == 1 || std::getenv("CUDA_VISIBLE_DEVICES") != nullptr) return visible;
+  const size_t share = visible.size() / static_cast<size_t>(local_size);
+  MIRROR_REQUIRE(share > 0, DeviceError, local_size, " workers share this machine but ", visible.size(),
+                 " GPU(s) are visible: start at most one worker per GPU, or give each worker its own GPUs with "
+                 "CUDA_VISIBLE_DEVICES");
+  const auto first = visible.begin() + static_cast<std::ptrdiff_t>(share * static_cast<size_t>(local_rank));
+  return {first, first + static_cast<std::ptrdiff_t>(share)};
 }
 
 std::unique_ptr<Communicator> MirroredStrategy::make_communicator() {

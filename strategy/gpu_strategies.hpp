@@ -26,4 +26,11 @@ class MirroredStrategy final : public Strategy {
   std::unique_ptr<Communicator> make_communicator() override;
 };
 
+// The GPUs a worker of a multi-worker job takes, when `local_size` workers share its machine and
+// this one is the `local_rank`-th of them: all of `visible` when it is alone, or when
+// CUDA_VISIBLE_DEVICES is set (the launcher or the user gave each worker its own GPUs); otherwise
+// an equal share, `visible.size() / local_size` each, in order. Throws DeviceError when there are
+// fewer GPUs than workers on the machine.
+std::vector<Device> gpus_of_worker(const std::vector<Device>& visible, int local_rank, int local_size);
+
 }  // namespace mirror

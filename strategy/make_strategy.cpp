@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "mirror/collectives/mpi_world.hpp"
 #include "mirror/engine/device.hpp"
@@ -62,9 +64,22 @@ std::unique_ptr<Strategy> host_fallback(const StrategyOptions& options, const st
   return strategy;
 }
 
+#ifdef MIRROR_WITH_MPI
+// This worker's place among the workers that share its machine (by host name): (rank, count).
+std::pair<int, int> place_on_machine() {
+  const MpiWorld& world = MpiWorld::get();
+  const std::vector<std::string> hosts = world.all_gather(world.host(), "the workers' host names");
+  int rank = 0, count = 0;
+  for (int w = 0; w < world.size(); ++w)
+    if (hosts[static_cast<size_t>(w)] == world.host()) {
+      if (w < world.rank()) ++rank;
+      ++count;
+    }
+  return {rank, count};
+}
+#endif
+
 std::unique_ptr<Strategy> multi_worker(const StrategyOptions& options, const LaunchInfo& launch, bool required) {
-  MIRROR_REQUIRE(!required, DeviceError, "a GPU is required (", why_required(), ") but the multi-worker strategy runs ",
-                 "host replicas only so far (GPUs across workers need NCCL bootstrapped over MPI)");
 #ifdef MIRROR_WITH_MPI
   MultiWorkerMirroredStrategy::Options o{
       .replicas_per_worker = options.host_replicas,
@@ -72,18 +87,32 @@ std::unique_ptr<Strategy> multi_worker(const StrategyOptions& options, const Lau
       .order = options.rank_order_sums ? CrossWorkerSum::RankOrder : CrossWorkerSum::Fast,
       .collective_timeout = options.collective_timeout_ms > 0 ? std::chrono::milliseconds(options.collective_timeout_ms)
                                                               : std::chrono::milliseconds(std::chrono::minutes(10))};
+  // Each worker takes its GPUs (every worker must find some, or none: the strategy checks), one
+  // replica each; without GPUs, host replicas.
+  std::string why_none;
+  const std::vector<Device> visible = selected_gpus(options, why_none);
+  MIRROR_REQUIRE(!required || !visible.empty(), DeviceError, "a GPU is required (", why_required(), ") but none is ",
+                 "usable on worker ", MpiWorld::get().rank(), ": ", why_none);
+  if (!visible.empty()) {
+    MIRROR_REQUIRE(options.replicas_per_gpu == 1, InvalidArgument, "the multi-worker strategy runs one replica per GPU ",
+                   "(NCCL across workers takes one rank per GPU), not ", options.replicas_per_gpu);
+    const auto [local_rank, local_size] = place_on_machine();
+    o.gpus = options.gpu_indices.empty() ? gpus_of_worker(visible, local_rank, local_size) : visible;
+  }
   auto strategy = std::make_unique<MultiWorkerMirroredStrategy>(o);
   if (strategy->is_chief()) {
     std::string why = launch.launched ? str(launch.launcher, " launched ", strategy->num_workers(), " workers")
                                       : std::string("it was asked for");
-    if (!list_physical_devices(DeviceKind::GPU).empty()) why += " (GPUs are not used across workers yet: host replicas)";
-    *options.log << "Mirror: using the " << strategy->describe() << ", sums across workers in "
-                 << (options.rank_order_sums ? "rank order (bitwise those of one process)" : "MPI's order")
-                 << ", because " << why << '\n';
+    *options.log << "Mirror: using the " << strategy->describe() << ", sums across workers "
+                 << (!o.gpus.empty()          ? "by NCCL"
+                     : options.rank_order_sums ? "in rank order (bitwise those of one process)"
+                                               : "in MPI's order")
+                 << ", because " << why << (o.gpus.empty() ? "; no GPU: " + why_none : std::string()) << '\n';
   }
   return strategy;
 #else
   (void)launch;
+  (void)required;
   MpiWorld::get();  // throws, saying how to build with MPI
   throw InvalidArgument(str("the multi-worker strategy needs MPI (", options.kind, ")"));
 #endif

@@ -1,8 +1,10 @@
 // MultiWorkerMirroredStrategy (see multi_worker_strategy.hpp).
 #include "mirror/strategy/multi_worker_strategy.hpp"
 
+#include "mirror/collectives/gpu_communicator.hpp"
 #include "mirror/collectives/mpi_world.hpp"
 #include "mirror/engine/error.hpp"
+#include "mirror/engine/gpu_runtime.hpp"
 #include "mirror/strategy/host_backends.hpp"
 
 #ifndef MIRROR_VERSION
@@ -22,13 +24,25 @@ MultiWorkerMirroredStrategy::Options agreed(const MultiWorkerMirroredStrategy::O
   world.set_timeout_ms(options.collective_timeout.count());
   world.agree("the Mirror version", mirror_version());
   world.agree("the order of cross-worker sums", options.order == CrossWorkerSum::RankOrder ? "rank order" : "fast");
+  world.agree("the kind of replicas", options.gpus.empty() ? "host replicas" : "GPUs");
   return options;
+}
+
+std::vector<std::unique_ptr<Backend>> worker_backends(const MultiWorkerMirroredStrategy::Options& options) {
+  if (options.gpus.empty()) return host_backends(options.replicas_per_worker, options.threads);
+  std::vector<std::unique_ptr<Backend>> backends;
+  for (const Device& gpu : options.gpus) {
+    MIRROR_REQUIRE(gpu.kind == DeviceKind::GPU, InvalidArgument, "a multi-worker GPU replica needs a GPU, got ",
+                   gpu.name());
+    backends.push_back(gpu::make_backend(gpu));
+  }
+  return backends;
 }
 
 }  // namespace
 
 MultiWorkerMirroredStrategy::MultiWorkerMirroredStrategy(const Options& options)
-    : Strategy("multi-worker", host_backends(options.replicas_per_worker, options.threads)), options_(agreed(options)) {
+    : Strategy("multi-worker", worker_backends(options)), options_(agreed(options)) {
   worker_ = MpiWorld::get().rank();
   workers_ = MpiWorld::get().size();
   start();
@@ -43,6 +57,11 @@ std::unique_ptr<Communicator> MultiWorkerMirroredStrategy::make_communicator() {
                                        "and continue from a backup");
   }
   made_ = true;
+  if (!options_.gpus.empty()) {
+    std::vector<Backend*> backends;
+    for (int r = 0; r < num_replicas(); ++r) backends.push_back(&backend(r));
+    return make_gpu_communicator_over_mpi(backends);
+  }
   return std::make_unique<MpiHostCommunicator>(num_replicas(), options_.order, options_.collective_timeout);
 }
 

@@ -1,8 +1,9 @@
 // MultiWorkerMirroredStrategy: one process per worker (launched by mpirun or srun), each with its
-// own host replicas; a step's global batch is split across every worker's replicas in global rank
-// order, and gradients are summed within the worker, then across workers over MPI on the same
-// bucket schedule as in one process (MpiHostCommunicator). By default the sums are those of one
-// process with as many replicas in all, bitwise.
+// own replicas: one per GPU given to it, or host replicas. A step's global batch is split across
+// every worker's replicas in global rank order. Host replicas' gradients are summed within the
+// worker, then across workers over MPI on the same bucket schedule as in one process
+// (MpiHostCommunicator; by default bitwise the sums of one process with as many replicas in all);
+// GPU replicas' by one NCCL communicator across every GPU of every worker, bootstrapped over MPI.
 //
 // Every worker runs the same program: the chief (worker 0) prints and writes files, the others
 // only compute. A worker that fails ends the job (abort_job_if_multi_worker in main); one that is
@@ -10,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <vector>
 
 #include "mirror/collectives/mpi_host_communicator.hpp"
 #include "mirror/strategy/strategy.hpp"
@@ -19,8 +21,11 @@ namespace mirror {
 class MultiWorkerMirroredStrategy final : public Strategy {
  public:
   struct Options {
-    int replicas_per_worker = 1;
+    int replicas_per_worker = 1;  // host replicas (when `gpus` is empty)
     int threads = 0;  // host threads per worker in all (0 = every hardware thread)
+    // This worker's GPUs, one replica each (gpus_of_worker picks them); empty: host replicas.
+    // Every worker must have as many, and all GPUs or none.
+    std::vector<Device> gpus = {};
     CrossWorkerSum order = CrossWorkerSum::RankOrder;
     std::chrono::milliseconds collective_timeout = std::chrono::minutes(10);
   };

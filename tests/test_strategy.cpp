@@ -10,8 +10,10 @@
 
 #include "mirror/collectives/host_communicator.hpp"
 #include "mirror/engine/error.hpp"
+#include "mirror/strategy/gpu_strategies.hpp"
 #include "mirror/strategy/host_backends.hpp"
 #include "mirror/strategy/strategy.hpp"
+#include "test_util.hpp"
 
 namespace mirror {
 namespace {
@@ -175,6 +177,40 @@ TEST(Strategy, HostReplicasShareTheThreads) {
 // These run on machines without a GPU (CI) and check the announced fallback; with a GPU the
 // choice differs, so they say so and skip.
 bool has_gpu() { return !list_physical_devices(DeviceKind::GPU).empty(); }
+
+std::vector<Device> fake_gpus(int count) {
+  std::vector<Device> gpus;
+  for (int i = 0; i < count; ++i) {
+    Device d;
+    d.kind = DeviceKind::GPU;
+    d.index = i;
+    gpus.push_back(d);
+  }
+  return gpus;
+}
+
+std::vector<int> indices(const std::vector<Device>& devices) {
+  std::vector<int> out;
+  for (const Device& d : devices) out.push_back(d.index);
+  return out;
+}
+
+TEST(GpusOfWorker, WorkersSharingAMachineSplitItsGpus) {
+  testing::ScopedEnv visible("CUDA_VISIBLE_DEVICES", std::nullopt);
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(4), 0, 1)), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(4), 0, 2)), (std::vector<int>{0, 1}));
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(4), 1, 2)), (std::vector<int>{2, 3}));
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(8), 3, 4)), (std::vector<int>{6, 7}));
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(3), 1, 2)), (std::vector<int>{1}));  // GPU 2 stays idle
+  const std::string message = testing::message_of<DeviceError>([] { gpus_of_worker(fake_gpus(1), 1, 2); });
+  EXPECT_NE(message.find("2 workers share this machine but 1 GPU(s) are visible"), std::string::npos) << message;
+  EXPECT_THROW(gpus_of_worker(fake_gpus(2), 2, 2), InvalidArgument);
+}
+
+TEST(GpusOfWorker, CudaVisibleDevicesGivesEachWorkerItsOwn) {
+  testing::ScopedEnv visible("CUDA_VISIBLE_DEVICES", "3");
+  EXPECT_EQ(indices(gpus_of_worker(fake_gpus(1), 1, 2)), (std::vector<int>{0}));
+}
 
 TEST(MakeStrategy, FallsBackToTheHostAndSaysWhy) {
   if (has_gpu()) GTEST_SKIP() << "a GPU is present; the fallback is not taken";
