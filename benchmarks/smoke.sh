@@ -11,6 +11,10 @@ quick=(--benchmark_min_time=0.01)
 
 "$bin/bench_ceilings" "${quick[@]}" --benchmark_filter='n:256/|bytes:1048576/'
 "$bin/bench_collectives" "${quick[@]}" --benchmark_filter='bytes:(4096|65536)/'
+# MPI builds: the cross-process all-reduce, 2 workers, 4 B ... 4 KiB, one batch each
+if command -v mpirun >/dev/null && ldd "$bin/bench_collectives" | grep -q libmpi; then
+  mpirun --allow-run-as-root --oversubscribe -np 2 "$bin/bench_collectives" --max-bytes 4096 --batches 1
+fi
 "$bin/bench_kernels" "${quick[@]}" --benchmark_filter='batch:32/'
 "$bin/bench_step_scaling" "${quick[@]}" --benchmark_filter='^(weak|strong)/replicas:(1|2)/' \
   --benchmark_out="$out/scaling.json" --benchmark_out_format=json
