@@ -59,7 +59,9 @@ struct Row {
   double time_us, algbw, busbw, memcpy_gbps;
   int64_t wrong;
 };
-std::vector<Row> g_rows;  // the last run of each (ranks, sums, size)
+// Every run of each (ranks, sums, size), in order; the table shows the median run of each (by time),
+// so --benchmark_repetitions=N gives medians over N.
+std::vector<std::vector<Row>> g_rows;
 
 // Element i of global rank r starts as (r + 1) + (i % 7): never zero, and different along the
 // buffer so a slice written to the wrong place is caught. After one all-reduce over n ranks every
@@ -159,25 +161,27 @@ void BM_all_reduce(benchmark::State& state) {
   }
   state.counters["wrong"] = double(wrong);
   const Row row{world, world / ranks, fast_sums, num_bytes, time_s * 1e6, algbw, busbw, memcpy_gbps, wrong};
-  auto it = std::find_if(g_rows.begin(), g_rows.end(), [&](const Row& r) {
-    return r.ranks == row.ranks && r.fast == row.fast && r.num_bytes == num_bytes;
+  auto it = std::find_if(g_rows.begin(), g_rows.end(), [&](const std::vector<Row>& runs) {
+    return runs[0].ranks == row.ranks && runs[0].fast == row.fast && runs[0].num_bytes == num_bytes;
   });
-  if (it == g_rows.end()) g_rows.push_back(row);
-  else *it = row;
+  if (it == g_rows.end()) g_rows.push_back({row});
+  else it->push_back(row);
   if (wrong) {
     g_any_wrong = true;
     state.SkipWithError("all-reduce gave wrong values (see the wrong counter)");
   }
 }
 
-// nccl-tests' table: one line per (ranks, sums, size).
+// nccl-tests' table: one line per (ranks, sums, size), its median run.
 void print_table() {
   if (g_rows.empty()) return;
   std::printf("\n%5s %7s %4s %12s %10s %5s %5s %12s %9s %9s %9s %8s %7s\n", "ranks", "workers", "sums", "size(B)",
               "count", "type", "redop", "time(us)", "algbw", "busbw", "memcpy", "bus/cpy", "#wrong");
   std::printf("%5s %7s %4s %12s %10s %5s %5s %12s %9s %9s %9s %8s %7s\n", "", "", "", "", "", "", "", "", "(GB/s)",
               "(GB/s)", "(GB/s)", "", "");
-  for (const Row& r : g_rows) {
+  for (std::vector<Row> runs : g_rows) {
+    std::sort(runs.begin(), runs.end(), [](const Row& a, const Row& b) { return a.time_us < b.time_us; });
+    const Row& r = runs[(runs.size() - 1) / 2];
     std::printf("%5d %7d %4s %12zu %10zu %5s %5s %12.1f %9.3f %9.3f", r.ranks, r.workers,
                 g_mpi.on ? (r.fast ? "mpi" : "rank") : "-", r.num_bytes, std::max<size_t>(r.num_bytes / sizeof(float), 1),
                 "float", "sum", r.time_us, r.algbw, r.busbw);

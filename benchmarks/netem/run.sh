@@ -63,7 +63,7 @@ for profile in $profiles; do
     {
       echo "# commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
       echo "# profile $profile: $applied; $np workers, MPI over TCP (btl tcp,self) on the namespace's loopback"
-      in_ns "${mpirun[@]}" -np "$np" "$build/benchmarks/bench_collectives" --batches "$batches" \
+      in_ns "${mpirun[@]}" -np "$np" "$build/benchmarks/bench_collectives" --batches "$batches" --benchmark_repetitions=3 \
         --extra-bytes "$extra" --benchmark_out="$base.json" --benchmark_out_format=json 2>&1 |
         sed -n '/^ranks/,$p'
     } | tee "$base.txt"
