@@ -31,7 +31,6 @@
 
 #include "benchmarks/bench_util.hpp"
 #include "benchmarks/ceilings.hpp"
-#include "mirror/collectives/mpi_world.hpp"
 #include "mirror/mirror.hpp"
 
 namespace mirror::bench {
@@ -224,9 +223,8 @@ void register_benchmarks() {
 
 // Takes the cross-process flags out of argv (accepted, and ignored, in host mode too).
 void take_cross_process_flags(int& argc, char** argv) {
-  const LaunchInfo launch = detect_launch();
-  g_mpi.on = launch.launched && launch.size > 1;
-  g_mpi.workers = launch.size;
+  g_mpi.on = launched_as_workers();
+  g_mpi.workers = detect_launch().size;
   g_mpi.replicas = std::max(1, take_int_flag(argc, argv, "--replicas", 1));
   g_mpi.batches = std::max(1, take_int_flag(argc, argv, "--batches", 5));
   g_mpi.max_bytes = int64_t{take_int_flag(argc, argv, "--max-bytes", 64 << 20)};
@@ -234,14 +232,6 @@ void take_cross_process_flags(int& argc, char** argv) {
   for (std::string item; std::getline(extra, item, ',');)
     if (!item.empty()) g_mpi.extra_bytes.push_back(std::stoll(item));
 }
-
-// Google Benchmark's reporter for the workers other than the chief: they run every benchmark in
-// step with it, and print nothing.
-class QuietReporter : public benchmark::BenchmarkReporter {
- public:
-  bool ReportContext(const Context&) override { return true; }
-  void ReportRuns(const std::vector<Run>&) override {}
-};
 
 }  // namespace
 }  // namespace mirror::bench
@@ -251,9 +241,8 @@ int main(int argc, char** argv) {
   try {
     g_threads = take_threads_flag(argc, argv);
     take_cross_process_flags(argc, argv);
-    const bool chief = !g_mpi.on || mirror::detect_launch().rank == 0;
-    // Only the chief writes the JSON file (the others would truncate it under its feet).
-    if (!chief) take_flag(argc, argv, "--benchmark_out", "");
+    const bool chief = is_chief_worker();
+    keep_output_flag_for_chief(argc, argv);
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
     if (!g_mpi.on) g_copy_gbps = announce_ceilings(g_threads).copy_gbps;
@@ -264,13 +253,8 @@ int main(int argc, char** argv) {
       benchmark::AddCustomContext("mirror_replicas_per_worker", std::to_string(g_mpi.replicas));
     }
     register_benchmarks();
-    if (chief) {
-      benchmark::RunSpecifiedBenchmarks();
-      print_table();
-    } else {
-      QuietReporter quiet;
-      benchmark::RunSpecifiedBenchmarks(&quiet);
-    }
+    run_benchmarks_reporting_on_chief();
+    if (chief) print_table();
     benchmark::Shutdown();
     return g_any_wrong ? 1 : 0;
   } catch (const std::exception& e) {

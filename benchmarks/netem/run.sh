@@ -13,8 +13,11 @@
 #
 # Usage: benchmarks/netem/run.sh [BUILD_DIR (build)] [OUT_DIR (benchmarks/results/netem)] \
 #          [PROFILES ("none 10gbit:50us 1gbit:200us")] [WORKERS ("2 4")]
-# Environment: BATCHES (bench_collectives --batches, default 3), STEP_SAMPLES (samples of the
-# training run, default 16000), RUNS (training runs per layout, default 3).
+# Environment: PARTS (default "collectives cnn resnet50"), BATCHES (bench_collectives --batches,
+# default 3), STEP_SAMPLES (samples of the CNN's training run, default 16000), RUNS (CNN training
+# runs per layout, default 3). resnet50: bench_step_scaling --model resnet50 as the workers, batch
+# 2 per worker, 3 timed fit() calls of 2 steps: the step, the buckets' all-reduce alone, and how
+# much of it backward hid.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"  # recorded commands name no machine's folders
@@ -25,6 +28,8 @@ workers_list="${4:-2 4}"
 batches="${BATCHES:-3}"
 step_samples="${STEP_SAMPLES:-16000}"
 runs="${RUNS:-3}"
+parts="${PARTS:-collectives cnn resnet50}"
+has() { [[ " $parts " == *" $1 "* ]]; }
 export OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$out"
 
@@ -55,18 +60,39 @@ shape() {  # shape PROFILE: prints what was applied
   fi
 }
 
+# ResNet-50's step with the same replicas in one process (sums in memory), for comparison.
+if has resnet50; then
+  {
+    echo "# commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "# one process: bench_step_scaling --model resnet50 --benchmark_min_time=0.01 (weak, 2 per replica)"
+    "$build/benchmarks/bench_step_scaling" --model resnet50 --benchmark_min_time=0.01 \
+      --benchmark_filter="resnet50/weak/replicas:($(echo $workers_list | tr ' ' '|'))/" \
+      --benchmark_out="$out/resnet50_one_process.json" --benchmark_out_format=json 2>&1 | sed -n '/^Model/,$p'
+  } | tee "$out/resnet50_one_process.txt"
+fi
+
 for profile in $profiles; do
   applied=$(shape "$profile")
   name="${profile//:/_}"
   for np in $workers_list; do
     base="$out/collectives_${name}_np${np}"
-    {
+    has collectives && {
       echo "# commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
       echo "# profile $profile: $applied; $np workers, MPI over TCP (btl tcp,self) on the namespace's loopback"
       in_ns "${mpirun[@]}" -np "$np" "$build/benchmarks/bench_collectives" --batches "$batches" --benchmark_repetitions=3 \
         --extra-bytes "$extra" --benchmark_out="$base.json" --benchmark_out_format=json 2>&1 |
         sed -n '/^ranks/,$p'
     } | tee "$base.txt"
+    # ResNet-50's step across the workers: its 4 buckets against backward.
+    if has resnet50; then
+      {
+        echo "# commit $(git rev-parse --short HEAD), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "# profile $profile: $applied; $np workers; bench_step_scaling --model resnet50 --fit-calls 3"
+        in_ns "${mpirun[@]}" -np "$np" "$build/benchmarks/bench_step_scaling" --model resnet50 --fit-calls 3 \
+          --benchmark_out="$out/resnet50_${name}_np${np}.json" --benchmark_out_format=json 2>&1 | sed -n '/^Model/,$p'
+      } | tee "$out/resnet50_${name}_np${np}.txt"
+    fi
+    has cnn || continue
     # The reference CNN's step: np workers over the shaped TCP against one process with np
     # replicas (the same compute, sums in memory); one thread per replica in both.
     steps="$out/step_${name}_np${np}.txt"
