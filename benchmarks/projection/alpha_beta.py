@@ -26,10 +26,18 @@ import statistics
 # Measurements
 # ---------------------------------------------------------------------------------------------
 
+def read_json(path):
+    """The file's JSON, or {} when it is not (yet) complete: a run still writing it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError:
+        return {}
+
+
 def load_points(path):
     """{(sums, ranks): [(bytes, seconds), ...]} from one bench_collectives JSON (medians)."""
-    with open(path) as f:
-        data = json.load(f)
+    data = read_json(path)
     runs = {}
     for b in data.get("benchmarks", []):
         m = re.match(r"mpi_all_reduce/replicas:(\d+)/bytes:(\d+)/fast:(\d)", b.get("run_name", b["name"]))
@@ -84,6 +92,12 @@ def parse_rate_gbit(profile):
 def parse_delay_s(profile):
     m = re.search(r"_(\d+(?:\.\d+)?)us", profile)
     return float(m.group(1)) * 1e-6 if m else 0.0
+
+
+def load_step_runs(path):
+    """bench_step_scaling's runs (not its aggregates) from a JSON file."""
+    data = read_json(path)
+    return [b for b in data.get("benchmarks", []) if b.get("run_type", "iteration") == "iteration" and "step_ms" in b]
 
 
 def median_step_seconds(path):
@@ -197,22 +211,51 @@ def main():
         say(f"{profile:<16} {n:>2} {pts.get(cnn_bytes, float('nan')) * 1e3:8.2f} {with_delay(cnn_bytes) * 1e3:9.2f}"
             f" {pts.get(resnet_bytes, float('nan')) * 1e3:9.1f} {with_delay(resnet_bytes) * 1e3:9.1f} {in_buckets * 1e3:11.1f}")
 
-    # 3. How much of the transfer the step hides: the CNN's multi-worker step against one process.
-    say("")
-    say("== Reference CNN, 500 steps of batch 32: n workers over TCP against 1 process x n replicas (median epoch s)")
-    say(f"{'profile':<16} {'n':>2} {'1 proc s':>8} {'workers s':>9} {'extra/step ms':>13} {'grad all-reduce ms':>18} {'hidden':>7}")
+    # 3. How much of the added transfer the step hides. Each step is compared with the same step on
+    # the unshaped loopback: what shaping adds to the all-reduce alone against what it adds to the
+    # step. (One process with as many replicas is no zero-communication reference: its replicas
+    # meet in memory at a cost of their own, and it was slower than the workers unshaped.)
+    steps = {}  # (model, profile, n) -> (step s, all-reduce alone s)
     for path in sorted(glob.glob(os.path.join(args.results, "netem", "step_*.txt"))):
         name = os.path.basename(path)[len("step_"):-4]
         profile, n = name[:name.rindex("_np")], int(name[name.rindex("_np") + 3:])
         med = median_step_seconds(path)
-        if "host" not in med or "multi-worker" not in med:
-            continue
-        extra = (med["multi-worker"] - med["host"]) / 500
         fit = fits.get((f"collectives_{name}", "rank"))
         alone = dict(fit["points"]).get(cnn_bytes) if fit else None
-        hidden = 1 - extra / alone if alone else float("nan")
-        say(f"{profile:<16} {n:>2} {med['host']:8.3f} {med['multi-worker']:9.3f} {extra * 1e3:13.2f}"
-            f" {alone * 1e3 if alone else float('nan'):18.2f} {hidden:7.0%}")
+        if "multi-worker" in med and alone:
+            steps[("cnn", profile, n)] = (med["multi-worker"] / 500, alone, med.get("host", float("nan")) / 500)
+    for path in sorted(glob.glob(os.path.join(args.results, "netem", "resnet50_*_np*.json"))):
+        name = os.path.basename(path)[len("resnet50_"):-5]
+        profile, n = name[:name.rindex("_np")], int(name[name.rindex("_np") + 3:])
+        runs = load_step_runs(path)
+        if runs:
+            step = statistics.median(b["step_ms"] for b in runs) * 1e-3
+            alone = statistics.median(b["allreduce_alone"] for b in runs) * step
+            steps[("resnet50", profile, n)] = (step, alone, float("nan"))
+    one_path = os.path.join(args.results, "netem", "resnet50_one_process.json")
+    if os.path.exists(one_path):
+        by_n = {}
+        for b in load_step_runs(one_path):
+            by_n.setdefault(int(b["replicas"]), []).append(b["step_ms"] * 1e-3)
+        for (model, profile, n), (step, alone, _) in list(steps.items()):
+            if model == "resnet50" and n in by_n:
+                steps[(model, profile, n)] = (step, alone, statistics.median(by_n[n]))
+    say("")
+    say("== How much of the added transfer the step hides: each profile against the unshaped loopback")
+    say("   cnn: train_cnn, 500 steps of batch 32 (median of the runs); resnet50: bench_step_scaling,")
+    say("   batch 2 per worker (median of the timed fit() calls); alone: the gradient's all-reduce by itself;")
+    say("   hidden = 1 - (step - step unshaped) / (alone - alone unshaped); 1 proc: one process, n replicas")
+    say(f"{'model':<9} {'profile':<12} {'n':>2} {'step ms':>9} {'alone ms':>9} {'+step ms':>9} {'+alone ms':>9}"
+        f" {'hidden':>7} {'1 proc ms':>9}")
+    for (model, profile, n), (step, alone, one_proc) in sorted(steps.items()):
+        ref = steps.get((model, "none", n))
+        if ref and profile != "none":
+            added_step, added_alone = step - ref[0], alone - ref[1]
+            hidden = f"{1 - added_step / added_alone:7.0%}" if added_alone > 0 else f"{'-':>7}"
+            added = f"{added_step * 1e3:9.2f} {added_alone * 1e3:9.2f} {hidden}"
+        else:
+            added = f"{'-':>9} {'-':>9} {'-':>7}"
+        say(f"{model:<9} {profile:<12} {n:>2} {step * 1e3:9.2f} {alone * 1e3:9.2f} {added} {one_proc * 1e3:9.2f}")
 
     # 4. The projection.
     c = inputs["compute"]
