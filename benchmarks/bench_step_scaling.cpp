@@ -178,10 +178,9 @@ bool g_workers = false;  // launched as several worker processes
 std::unique_ptr<Communicator> make_inner_communicator(int replicas) {
 #if MIRROR_BENCH_WITH_MPI
   if (g_workers) return std::make_unique<MpiHostCommunicator>(replicas);
+#else
+  if (g_workers) MpiWorld::get();  // throws, saying how to build with MPI
 #endif
-  if (g_workers) {
-    MpiWorld::get();  // throws, saying how to build with MPI
-  }
   return std::make_unique<HostCommunicator>(replicas);
 }
 
@@ -367,7 +366,6 @@ void register_benchmarks(int threads, int64_t per_replica_batch, int worker_repl
   std::vector<Config> configs;
   if (g_workers) {
     const int64_t world = int64_t{worker_replicas} * detect_launch().size;
-    if (g_model.name == "cnn") per_replica_batch = 32;
     const Config c{"workers", worker_replicas, worker_replicas, per_replica_batch * world};
     const std::string name = g_model.name + "/workers:" + std::to_string(detect_launch().size) + "/replicas:" +
                              std::to_string(c.replicas) + "/global_batch:" + std::to_string(c.global_batch);
