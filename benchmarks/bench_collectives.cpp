@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -229,8 +230,15 @@ void take_cross_process_flags(int& argc, char** argv) {
   g_mpi.batches = std::max(1, take_int_flag(argc, argv, "--batches", 5));
   g_mpi.max_bytes = int64_t{take_int_flag(argc, argv, "--max-bytes", 64 << 20)};
   std::stringstream extra(take_flag(argc, argv, "--extra-bytes", ""));
-  for (std::string item; std::getline(extra, item, ',');)
-    if (!item.empty()) g_mpi.extra_bytes.push_back(std::stoll(item));
+  for (std::string item; std::getline(extra, item, ',');) {
+    char* end = nullptr;
+    const long long num_bytes = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || num_bytes < 4) {
+      std::fprintf(stderr, "--extra-bytes takes sizes of at least 4 bytes separated by commas, got '%s'\n", item.c_str());
+      std::exit(2);
+    }
+    g_mpi.extra_bytes.push_back(num_bytes);
+  }
 }
 
 }  // namespace
