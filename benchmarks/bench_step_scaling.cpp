@@ -28,6 +28,14 @@
 //                    on a communication stream, would report window_in_backward / allreduce.
 // Speedup and efficiency against the 1-replica run of the same mode are printed last and computed
 // by plot_scaling.py from --benchmark_out JSON (cnn's weak and strong modes).
+//
+// Launched as several worker processes (mpirun -np N, MPI builds), the replicas are --replicas per
+// worker (default 1) of every worker, reduced across the workers by the multi-worker strategy's
+// communicator (the rank-order chain), in one configuration, workers/: weak scaling with the
+// model's per-replica batch, a fixed --fit-calls timed fit() calls (default 3: every worker must
+// run as many steps). There the buckets' all-reduces run on the communicator's progress thread
+// while backward goes on, so allreduce_share is the time backward and the update waited for them
+// (the exposed part) and hidden_share = 1 - allreduce_share / allreduce_alone.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -43,34 +51,41 @@
 #include "mirror/engine/host/host_backend.hpp"
 #include "mirror/mirror.hpp"
 #include "mirror/strategy/gradient_reducer.hpp"
+#if MIRROR_BENCH_WITH_MPI
+#include "mirror/collectives/mpi_host_communicator.hpp"
+#endif
 
 namespace mirror::bench {
 namespace {
 
-// Forwards to a HostCommunicator and times, per rank, the gradient buckets' all-reduces apart from
-// the other collectives, and each step's bucket window against its backward span.
+// Forwards to a communicator (in process, or across the workers) and times, per rank, the gradient
+// buckets' all-reduces apart from the other collectives, and each step's bucket window against its
+// backward span.
 class TimedCommunicator final : public Communicator {
  public:
-  explicit TimedCommunicator(int size) : inner_(size), ranks_(static_cast<size_t>(size)) {}
-  int size() const override { return inner_.size(); }
+  explicit TimedCommunicator(std::unique_ptr<Communicator> inner)
+      : inner_(std::move(inner)), ranks_(static_cast<size_t>(inner_->size())) {}
+  int size() const override { return inner_->size(); }
+  int world_size() const override { return inner_->world_size(); }
+  int first_global_rank() const override { return inner_->first_global_rank(); }
   void all_reduce_sum(int rank, std::span<float> data, const char* what) override {
-    timed(rank, data.size(), what, [&] { inner_.all_reduce_sum(rank, data, what); });
+    timed(rank, data.size(), what, [&] { inner_->all_reduce_sum(rank, data, what); });
   }
   void all_reduce_sum_async(int rank, std::span<float> data, const char* what) override {
-    timed(rank, data.size(), what, [&] { inner_.all_reduce_sum_async(rank, data, what); });
+    timed(rank, data.size(), what, [&] { inner_->all_reduce_sum_async(rank, data, what); });
   }
   // Waiting for the buckets is part of their all-reduce (nothing to wait for on the host).
   void wait_all(int rank) override {
     Rank& r = ranks_[static_cast<size_t>(rank)];
     const auto start = Clock::now();
-    inner_.wait_all(rank);
+    inner_->wait_all(rank);
     const auto end = Clock::now();
     r.gradient_ns += std::chrono::nanoseconds(end - start).count();
     if (r.step_buckets > 0) r.last_done = end;
   }
-  void broadcast(int rank, std::span<float> data, int root) override { inner_.broadcast(rank, data, root); }
-  void barrier(int rank) override { inner_.barrier(rank); }
-  void abort(const std::string& reason) override { inner_.abort(reason); }
+  void broadcast(int rank, std::span<float> data, int root) override { inner_->broadcast(rank, data, root); }
+  void barrier(int rank) override { inner_->barrier(rank); }
+  void abort(const std::string& reason) override { inner_->abort(reason); }
 
   // Strategy::step_phase of `rank`; a step's window is closed when the next step begins.
   void step_phase(int rank, StepPhase phase) {
@@ -153,20 +168,36 @@ class TimedCommunicator final : public Communicator {
     r.last_bucket_floats = r.bucket_floats;
   }
 
-  HostCommunicator inner_;
+  std::unique_ptr<Communicator> inner_;
   std::vector<Rank> ranks_;
 };
 
-// HostStrategy's replicas (same thread split) with the timing communicator.
+bool g_workers = false;  // launched as several worker processes
+
+// The replicas' communicator: in process, or (launched as workers) across them, in rank order.
+std::unique_ptr<Communicator> make_inner_communicator(int replicas) {
+#if MIRROR_BENCH_WITH_MPI
+  if (g_workers) return std::make_unique<MpiHostCommunicator>(replicas);
+#else
+  if (g_workers) MpiWorld::get();  // throws, saying how to build with MPI
+#endif
+  return std::make_unique<HostCommunicator>(replicas);
+}
+
+// HostStrategy's replicas (same thread split) with the timing communicator; launched as workers,
+// this worker's replicas of all of them.
 class TimedHostStrategy final : public Strategy {
  public:
-  TimedHostStrategy(int replicas, int threads) : Strategy("host", backends(replicas, threads)) { start(); }
+  TimedHostStrategy(int replicas, int threads)
+      : Strategy(g_workers ? "multi-worker" : "host", backends(replicas, threads)) {
+    start();
+  }
   TimedCommunicator& timed() { return static_cast<TimedCommunicator&>(communicator()); }
   void step_phase(int replica, StepPhase phase) override { timed().step_phase(replica, phase); }
 
  protected:
   std::unique_ptr<Communicator> make_communicator() override {
-    return std::make_unique<TimedCommunicator>(num_replicas());
+    return std::make_unique<TimedCommunicator>(make_inner_communicator(num_replicas()));
   }
 
  private:
@@ -192,6 +223,7 @@ struct Result {
   double step_s, samples_per_s, allreduce_share, allreduce_alone, other_share;
   double backward_s, window_s, window_in_backward_s;  // per step
   size_t floats, buckets;
+  double hidden_share = 0;
 };
 std::vector<Result> g_results;  // every run (repetition) of every config
 
@@ -248,7 +280,7 @@ void BM_step(benchmark::State& state, Config c) {
   }
   const TimedCommunicator::Totals t = strategy.timed().totals();
   const double step_s = seconds / double(steps);
-  const double alone = c.replicas > 1 ? time_all_reduce_alone(strategy, t.bucket_floats) : 0.0;
+  const double alone = strategy.world_replicas() > 1 ? time_all_reduce_alone(strategy, t.bucket_floats) : 0.0;
   const double per_step = 1.0 / double(std::max<int64_t>(t.steps, 1));
 
   Result r{c, static_cast<int64_t>(state.iterations()), step_s, double(c.global_batch) / step_s,
@@ -268,7 +300,11 @@ void BM_step(benchmark::State& state, Config c) {
   state.counters["backward_ms"] = r.backward_s * 1e3;
   state.counters["window_ms"] = r.window_s * 1e3;
   state.counters["window_in_backward_ms"] = r.window_in_backward_s * 1e3;
-  state.counters["hidden_share"] = 0.0;  // host: the all-reduce runs inside backward, which waits (see header)
+  // In process the all-reduce runs inside backward, which waits (see the header); across workers
+  // backward goes on while the progress thread moves the buckets.
+  r.hidden_share = g_workers && r.allreduce_alone > 0 ? std::max(0.0, 1.0 - r.allreduce_share / r.allreduce_alone) : 0.0;
+  state.counters["hidden_share"] = r.hidden_share;
+  state.counters["workers"] = strategy.world_replicas() / c.replicas;
   g_results.push_back(r);
 }
 
@@ -313,7 +349,7 @@ void print_table() {
     // Speedup against the 1-replica run of the same mode (and, for same_cores, the same batch).
     const Result* base = nullptr;
     for (const Result& b : medians)
-      if (b.config.mode == r.config.mode && b.config.replicas == 1 &&
+      if (b.config.mode != "workers" && b.config.mode == r.config.mode && b.config.replicas == 1 &&
           (r.config.mode != "same_cores" || b.config.global_batch == r.config.global_batch))
         base = &b;
     const double speedup = base ? r.samples_per_s / base->samples_per_s : 0.0;
@@ -322,12 +358,23 @@ void print_table() {
                 r.config.mode.c_str(), r.config.replicas, r.config.threads, static_cast<long long>(r.config.global_batch),
                 r.step_s * 1e3, r.samples_per_s, speedup, base ? 100 * speedup / ideal : 0.0, 100 * r.allreduce_share,
                 100 * r.allreduce_alone, 100 * r.other_share, double(r.floats) * sizeof(float) / double(1 << 20),
-                r.buckets, r.backward_s * 1e3, r.window_s * 1e3, r.window_in_backward_s * 1e3, 0.0);
+                r.buckets, r.backward_s * 1e3, r.window_s * 1e3, r.window_in_backward_s * 1e3, 100 * r.hidden_share);
   }
 }
 
-void register_benchmarks(int threads, int64_t per_replica_batch) {
+void register_benchmarks(int threads, int64_t per_replica_batch, int worker_replicas, int fit_calls) {
   std::vector<Config> configs;
+  if (g_workers) {
+    const int64_t world = int64_t{worker_replicas} * detect_launch().size;
+    const Config c{"workers", worker_replicas, worker_replicas, per_replica_batch * world};
+    const std::string name = g_model.name + "/workers:" + std::to_string(detect_launch().size) + "/replicas:" +
+                             std::to_string(c.replicas) + "/global_batch:" + std::to_string(c.global_batch);
+    benchmark::RegisterBenchmark(name.c_str(), BM_step, c)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(fit_calls);
+    return;
+  }
   if (g_model.name == "cnn") {
     for (int replicas : {1, 2, 4}) configs.push_back({"weak", replicas, replicas, 32 * int64_t{replicas}});
     for (int replicas : {1, 2, 4}) configs.push_back({"strong", replicas, replicas, 128});
@@ -350,17 +397,28 @@ void register_benchmarks(int threads, int64_t per_replica_batch) {
 
 int main(int argc, char** argv) {
   using namespace mirror::bench;
-  const int threads = take_threads_flag(argc, argv);
-  g_model = take_model_flag(argc, argv);
-  const int per_replica_batch = take_int_flag(argc, argv, "--per-replica-batch", 0);
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
-  benchmark::AddCustomContext("mirror_threads", std::to_string(threads));
-  benchmark::AddCustomContext("host_cores", std::to_string(mirror::host_thread_count()));
-  benchmark::AddCustomContext("model", g_model.name);
-  register_benchmarks(threads, per_replica_batch > 0 ? per_replica_batch : g_model.per_replica_batch);
-  benchmark::RunSpecifiedBenchmarks();
-  print_table();
-  benchmark::Shutdown();
-  return 0;
+  try {
+    const int threads = take_threads_flag(argc, argv);
+    g_model = take_model_flag(argc, argv);
+    const int per_replica_batch = take_int_flag(argc, argv, "--per-replica-batch", 0);
+    const int worker_replicas = std::max(1, take_int_flag(argc, argv, "--replicas", 1));
+    const int fit_calls = std::max(1, take_int_flag(argc, argv, "--fit-calls", 3));
+    g_workers = launched_as_workers();
+    keep_output_flag_for_chief(argc, argv);
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+    benchmark::AddCustomContext("mirror_threads", std::to_string(threads));
+    benchmark::AddCustomContext("host_cores", std::to_string(mirror::host_thread_count()));
+    benchmark::AddCustomContext("model", g_model.name);
+    register_benchmarks(threads, per_replica_batch > 0 ? per_replica_batch : g_model.per_replica_batch, worker_replicas,
+                        fit_calls);
+    run_benchmarks_reporting_on_chief();
+    if (is_chief_worker()) print_table();
+    benchmark::Shutdown();
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_step_scaling: %s\n", e.what());
+    mirror::abort_job_if_multi_worker(1);
+    return 1;
+  }
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "benchmarks/ceilings.hpp"
+#include "mirror/collectives/mpi_world.hpp"
 #include "mirror/mirror.hpp"
 
 namespace mirror::bench {
@@ -67,6 +68,38 @@ inline const Ceilings& announce_ceilings(int threads) {
   benchmark::AddCustomContext("ceiling_sgemm_gflops", std::to_string(c.gemm_gflops));
   benchmark::AddCustomContext("ceiling_memcpy_gbps", std::to_string(c.copy_gbps));
   return c;
+}
+
+// Launched as several worker processes (mpirun, srun)? Then every worker runs the same benchmarks in
+// step, each one collective across the workers, and only the chief (worker 0) reports.
+inline bool launched_as_workers() {
+  const LaunchInfo launch = detect_launch();
+  return launch.launched && launch.size > 1;
+}
+inline bool is_chief_worker() { return !launched_as_workers() || detect_launch().rank == 0; }
+
+// Google Benchmark's reporter for the workers other than the chief: they run every benchmark in
+// step with it and print nothing.
+class QuietReporter : public benchmark::BenchmarkReporter {
+ public:
+  bool ReportContext(const Context&) override { return true; }
+  void ReportRuns(const std::vector<Run>&) override {}
+};
+
+// Before benchmark::Initialize: only the chief writes --benchmark_out (the others would truncate
+// the file under its feet).
+inline void keep_output_flag_for_chief(int& argc, char** argv) {
+  if (!is_chief_worker()) take_flag(argc, argv, "--benchmark_out", "");
+}
+
+// Runs the registered benchmarks, reporting on the chief only.
+inline void run_benchmarks_reporting_on_chief() {
+  if (is_chief_worker()) {
+    benchmark::RunSpecifiedBenchmarks();
+  } else {
+    QuietReporter quiet;
+    benchmark::RunSpecifiedBenchmarks(&quiet);
+  }
 }
 
 using data::synthetic_images;

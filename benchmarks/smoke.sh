@@ -19,6 +19,13 @@ python3 "$root/benchmarks/plot_scaling.py" "$out/scaling.json" "$out/scaling.svg
 "$bin/bench_step_scaling" --model resnet20 --per-replica-batch 4 "${quick[@]}" \
   --benchmark_filter='^resnet20/weak/replicas:(1|2)/'
 "$bin/bench_epoch" --train-samples 640 --epochs 1
+# MPI builds, 2 workers: the cross-process all-reduce (4 B ... 4 KiB, one batch each) and the CNN's
+# step across the workers (one timed fit)
+if command -v mpirun >/dev/null && ldd "$bin/bench_collectives" | grep -q libmpi; then
+  workers=(mpirun --allow-run-as-root --oversubscribe -np 2)
+  "${workers[@]}" "$bin/bench_collectives" --max-bytes 4096 --batches 1
+  "${workers[@]}" "$bin/bench_step_scaling" --fit-calls 1
+fi
 if [[ -x "$bin/bench_gpu" ]]; then  # CUDA builds; each case skips, saying why, without a GPU
   "$bin/bench_gpu" "${quick[@]}"
 fi
