@@ -40,8 +40,10 @@ def load(directory, prefix, count=0):
     return (images.astype(np.float32) / 255.0)[..., None], labels.astype(np.int64)
 
 
-def parse_args(framework):
+def parse_args(framework, variants=("default",)):
+    """The command line every job shares; `variants` are the job's configurations, the first the default."""
     p = argparse.ArgumentParser(description=f"The reference job with {framework}")
+    p.add_argument("--variant", choices=variants, default=variants[0], help="which configuration of the framework")
     p.add_argument("--data", default=os.environ.get("MIRROR_DATA_DIR") or "/usr/share/datasets/fashion-mnist")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)

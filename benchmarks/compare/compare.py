@@ -17,6 +17,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 
+# Every configuration the table can hold: Mirror's two host layouts, and each peer's default and its
+# fastest configuration a user could pick.
+FRAMEWORKS = {
+    "mirror": "1 replica x all threads",
+    "mirror-2x1": "2 replicas x 1 thread",
+    "keras": "Keras's defaults",
+    "keras-xla": "jit_compile=True",
+    "pytorch": "eager",
+    "pytorch-compile": "torch.compile + channels-last",
+}
+PYTHON_JOBS = {"keras": ("keras", "default"), "keras-xla": ("keras", "xla"), "pytorch": ("torch", "eager"),
+               "pytorch-compile": ("torch", "compile")}
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2)
@@ -27,8 +41,8 @@ def parse_args():
     p.add_argument("--train-samples", type=int, default=0, help="train on the first N samples only (0 = all; for a quick try)")
     p.add_argument("--train-cnn", default=os.path.join(ROOT, "build", "examples", "train_cnn"))
     p.add_argument("--python", default=sys.executable, help="the interpreter with TensorFlow and PyTorch")
-    p.add_argument("--frameworks", default="mirror,mirror-2x1,keras,pytorch",
-                   help="comma-separated subset of mirror, mirror-2x1 (2 replicas x 1 thread), keras, pytorch")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                   help="comma-separated subset of " + ", ".join(f"{k} ({v})" for k, v in FRAMEWORKS.items()))
     p.add_argument("--out", default=os.path.join(ROOT, "build-compare", "results.json"),
                    help="where every record and the summary are written as JSON")
     return p.parse_args()
@@ -72,8 +86,10 @@ def run_mirror(args, run, replicas):
 
 
 def run_python(args, run, framework):
-    script = os.path.join(HERE, f"train_{'keras' if framework == 'keras' else 'torch'}.py")
-    cmd = [args.python, script, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads",
+    job, variant = PYTHON_JOBS[framework]
+    script = os.path.join(HERE, f"train_{job}.py")
+    cmd = [args.python, script, "--variant", variant, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+           "--threads",
            str(args.threads), "--data", args.data, "--seed", str(42 + run), "--run", str(run),
            "--train-samples", str(args.train_samples)]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -84,16 +100,19 @@ def run_python(args, run, framework):
 def summarise(records, frameworks):
     rows = []
     for fw in frameworks:
-        epochs = [r for r in records if r["framework"] == fw and "epoch" in r]
+        all_epochs = [r for r in records if r["framework"] == fw and "epoch" in r]
         tests = [r["test_accuracy"] for r in records if r["framework"] == fw and "test_accuracy" in r]
-        if not epochs:
+        if not all_epochs:
             continue
+        # The steady state: the first epoch includes XLA's and torch.compile's compilation (and
+        # every framework's warm-up), so it is left out when there are later ones.
+        epochs = [r for r in all_epochs if r["epoch"] > 1] or all_epochs
         seconds = statistics.median(r["seconds"] for r in epochs)
         samples = statistics.median(r["samples"] for r in epochs)
         rows.append(dict(framework=fw, version=epochs[0]["version"], epoch_seconds_median=seconds,
                          epoch_seconds_min=min(r["seconds"] for r in epochs),
                          epoch_seconds_max=max(r["seconds"] for r in epochs),
-                         first_epoch_seconds_median=statistics.median(r["seconds"] for r in epochs if r["epoch"] == 1),
+                         first_epoch_seconds_median=statistics.median(r["seconds"] for r in all_epochs if r["epoch"] == 1),
                          samples_per_second=samples / seconds, test_accuracy_median=statistics.median(tests),
                          test_accuracy_runs=tests, epochs_measured=len(epochs)))
     base = next((r for r in rows if r["framework"] == "mirror"), rows[0] if rows else None)
@@ -104,12 +123,15 @@ def summarise(records, frameworks):
 
 def print_table(rows, args):
     print(f"\nReference job: Fashion-MNIST, batch {args.batch_size}, {args.epochs} epoch(s), {args.threads} thread(s), "
-          f"{args.runs} run(s) each; epoch seconds are the median over every epoch of every run.")
-    header = f"{'framework':<12} {'version':<46} {'epoch s':>8} {'samples/s':>10} {'test acc':>9} {'vs Mirror':>10}"
+          f"{args.runs} run(s) each; epoch seconds are the median over every epoch but the first (which includes "
+          f"compilation and warm-up; 'first s') of every run.")
+    header = (f"{'framework':<16} {'version':<58} {'epoch s':>8} {'first s':>8} {'samples/s':>10} {'test acc':>9} "
+              f"{'vs Mirror':>10}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['framework']:<12} {r['version']:<46} {r['epoch_seconds_median']:>8.2f} "
+        print(f"{r['framework']:<16} {r['version']:<58} {r['epoch_seconds_median']:>8.2f} "
+              f"{r['first_epoch_seconds_median']:>8.2f} "
               f"{r['samples_per_second']:>10.0f} {r['test_accuracy_median']:>9.4f} "
               f"{r['samples_per_second_vs_mirror']:>9.3f}x")
     mirror = next((r for r in rows if r["framework"] == "mirror"), None)
@@ -118,6 +140,14 @@ def print_table(rows, args):
             if r is not mirror and not r["framework"].startswith("mirror"):
                 print(f"Mirror runs {mirror['samples_per_second'] / r['samples_per_second']:.1f}x the samples/s of "
                       f"{r['framework']}; test accuracy {100 * (mirror['test_accuracy_median'] - r['test_accuracy_median']):+.2f} points.")
+        peers = [r for r in rows if not r["framework"].startswith("mirror")]
+        best_mirror = max((r for r in rows if r["framework"].startswith("mirror")), key=lambda r: r["samples_per_second"])
+        for name in ("keras", "pytorch"):
+            family = [r for r in peers if r["framework"].split("-")[0] == name]
+            if family:
+                best = max(family, key=lambda r: r["samples_per_second"])
+                print(f"Best {name} configuration: {best['framework']}; Mirror's best ({best_mirror['framework']}) runs "
+                      f"{best_mirror['samples_per_second'] / best['samples_per_second']:.1f}x its samples/s.")
 
 
 def main():
@@ -131,7 +161,7 @@ def main():
                 got = run_mirror(args, run, 1)
             elif fw == "mirror-2x1":
                 got = run_mirror(args, run, 2)
-            elif fw in ("keras", "pytorch"):
+            elif fw in PYTHON_JOBS:
                 got = run_python(args, run, fw)
             else:
                 sys.exit(f"unknown framework {fw!r}")

@@ -2,7 +2,8 @@
 # The reference job side by side: Mirror (build/examples/train_cnn), Keras on TensorFlow-CPU and
 # PyTorch-CPU, on this machine, in one run, same data, model, optimizer, batch, epochs and threads.
 #
-#   benchmarks/compare/run.sh [--epochs 2] [--runs 3] [--threads 2] [--frameworks mirror,mirror-2x1,keras,pytorch]
+#   benchmarks/compare/run.sh [--epochs 2] [--runs 3] [--threads 2]
+#                             [--frameworks mirror,mirror-2x1,keras,keras-xla,pytorch,pytorch-compile]
 #                             [--build-dir build] [--data DIR (default $MIRROR_DATA_DIR or Debian's fashion-mnist)] [--out FILE]
 #                             [--train-samples N  (a quick try on part of the data)]
 #
@@ -21,7 +22,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --build-dir) build_dir="$2"; shift 2 ;;
     --build-dir=*) build_dir="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,12p' "$here/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$here/run.sh" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$1"); shift ;;
   esac
 done

@@ -1,7 +1,8 @@
 """The reference job with Keras on TensorFlow-CPU: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) ->
 Flatten -> Dense(10, softmax), Adam(1e-3), sparse categorical cross-entropy, batch 32, shuffled
-every epoch, `--threads` intra- and inter-op threads. Prints one JSON line per epoch and one with
-the test accuracy (see common.py)."""
+every epoch, `--threads` intra- and inter-op threads. `--variant xla` compiles the step with XLA
+(`jit_compile=True`; Keras's default, "auto", leaves XLA off on a machine without a GPU). Prints one
+JSON line per epoch and one with the test accuracy (see common.py)."""
 import os
 import time
 
@@ -9,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import common  # noqa: E402
 
-args = common.parse_args("Keras")
+args = common.parse_args("Keras", variants=("default", "xla"))
 
 import tensorflow as tf  # noqa: E402
 
@@ -28,7 +29,9 @@ model = keras.Sequential([
     keras.layers.Flatten(),
     keras.layers.Dense(10, activation="softmax"),
 ])
-model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+              jit_compile=True if args.variant == "xla" else "auto")
+version = f"keras {keras.__version__} / tensorflow-cpu {tf.__version__}" + (" + XLA" if args.variant == "xla" else "")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -39,7 +42,7 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
-        common.emit(framework="keras", version=f"keras {keras.__version__} / tensorflow-cpu {tf.__version__}",
+        common.emit(framework="keras", version=version,
                     run=args.run, epoch=epoch + 1, seconds=seconds, samples=len(x_train),
                     loss=float(logs["loss"]), accuracy=float(logs["accuracy"]))
 

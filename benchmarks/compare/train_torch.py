@@ -2,13 +2,15 @@
 -> Linear(5408, 10), cross-entropy on the logits (the same math as Keras's softmax + sparse
 categorical cross-entropy), Adam(1e-3, eps 1e-7 as Keras), batch 32, a new permutation every epoch,
 Keras's initialisation (Glorot-uniform weights, zero biases), `--threads` threads. The batches are
-slices of tensors held in memory (no DataLoader), the fastest plain loop. Prints one JSON line per
-epoch and one with the test accuracy (see common.py)."""
+slices of tensors held in memory (no DataLoader), the fastest plain loop. `--variant compile` is
+PyTorch's fast configuration: the model compiled by `torch.compile` (Inductor's C++ code on the
+CPU, forward and backward) and channels-last tensors; the first epoch includes the compilation.
+Prints one JSON line per epoch and one with the test accuracy (see common.py)."""
 import time
 
 import common
 
-args = common.parse_args("PyTorch")
+args = common.parse_args("PyTorch", variants=("eager", "compile"))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -32,6 +34,13 @@ for module in model:
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
 loss_fn = nn.CrossEntropyLoss()
 version = f"torch {torch.__version__}"
+net = model
+if args.variant == "compile":
+    model = model.to(memory_format=torch.channels_last)
+    x_train = x_train.contiguous(memory_format=torch.channels_last)
+    x_test = x_test.contiguous(memory_format=torch.channels_last)
+    net = torch.compile(model)
+    version += " compile + channels-last"
 
 count = len(x_train)
 for epoch in range(args.epochs):
@@ -43,7 +52,7 @@ for epoch in range(args.epochs):
         index = order[begin:begin + args.batch_size]
         x, y = x_train[index], y_train[index]
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
+        logits = net(x)
         loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
@@ -58,7 +67,7 @@ loss_sum, correct = 0.0, 0
 with torch.no_grad():
     for begin in range(0, len(x_test), args.batch_size):
         x, y = x_test[begin:begin + args.batch_size], y_test[begin:begin + args.batch_size]
-        logits = model(x)
+        logits = net(x)
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
 common.emit(framework="pytorch", run=args.run, test_loss=loss_sum / len(x_test), test_accuracy=correct / len(x_test))
