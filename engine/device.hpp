@@ -18,6 +18,7 @@ struct Device {
   int64_t memory_bytes = 0;      // total memory (host RAM for the CPU)
   int compute_major = 0;         // GPU compute capability; 0 for the CPU
   int compute_minor = 0;
+  std::string pci_bus_id;        // GPUs: "0000:3b:00.0", how the driver's tools (NVML) name it
 
   // TensorFlow's naming: "/physical_device:GPU:0".
   std::string name() const;

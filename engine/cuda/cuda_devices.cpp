@@ -6,6 +6,7 @@
 #include <cudnn.h>
 #include <nccl.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -119,6 +120,9 @@ std::vector<Device> list_devices(std::string& why_none) {
     d.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
     d.compute_major = prop.major;
     d.compute_minor = prop.minor;
+    char bus_id[32];
+    std::snprintf(bus_id, sizeof bus_id, "%04x:%02x:%02x.0", prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
+    d.pci_bus_id = bus_id;
     devices.push_back(std::move(d));
   }
   if (devices.empty())
