@@ -67,25 +67,33 @@ void Trainer::check_data(const ImageSet& data, const char* what, bool labels) co
   if (labels) runtime_.loss().check_labels(data, runtime_.output_width(), what);
 }
 
-MetricValues Trainer::means(int64_t seen) const {
-  const std::vector<float>& totals = runtime_.host_totals();
-  MetricValues values{{"loss", totals[0] / double(seen)}};
-  for (size_t m = 0; m < runtime_.metrics().size(); ++m)
-    values.push_back({runtime_.metrics()[m].name(), totals[1 + m] / double(seen)});
+MetricValues Trainer::metric_names() const {
+  MetricValues values{{"loss", 0.0}};
+  for (const Metric& m : runtime_.metrics()) values.push_back({m.name(), 0.0});
   return values;
+}
+
+MetricValues Trainer::means(int64_t seen) const {
+  MetricValues values = metric_names();
+  means(seen, values);
+  return values;
+}
+
+void Trainer::means(int64_t seen, MetricValues& values) const {
+  const std::vector<float>& totals = runtime_.host_totals();
+  for (size_t i = 0; i < values.size(); ++i) values[i].second = totals[i] / double(seen);
 }
 
 Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t first_step,
                                          int64_t steps, int64_t first_iteration, bool read_every_step,
-                                         const ReplicaStep& replica_step, const BeforeStep& before, const AfterStep& after) {
+                                         ReplicaStep replica_step, BeforeStep before, AfterStep after) {
   Strategy& strategy = runtime_.strategy();
   BatchesRun run;
   auto last_read = Clock::now();
   for (int64_t step = first_step; step < steps; ++step) {
-    if (before) before(step);
+    before(step);
     const auto batch = data::batch_indices(order, batch_size, step);
     const auto rows = static_cast<int64_t>(batch.size());
-    const auto shares = strategy.split_batch(rows);
     // The host reads the running totals only now and then (on a GPU each read waits for the step).
     const bool read = read_every_step || step + 1 == steps || Clock::now() - last_read >= kReadInterval;
     const int64_t iteration = first_iteration + step;
@@ -96,7 +104,7 @@ Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t
                         .read_totals = read};
     try {
       strategy.run([&](int r) {
-        const BatchShare& share = shares[static_cast<size_t>(r)];
+        const BatchShare share = strategy.batch_share(rows, r);
         replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)),
                      share.offset, info);
       });
@@ -174,6 +182,7 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
   GradientReducer reducer(runtime_.plan().trainable_floats, std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)),
                           runtime_.strategy().num_replicas());
   int signal = 0;
+  MetricValues logs = metric_names();  // its values set in place: a step allocates nothing
   const BatchesRun batches = run_batches(
       samples, o.batch_size, first_step, steps, first_iteration, o.verify_replicas,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
@@ -194,7 +203,7 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
           runtime_.read_totals();
           read = true;
         }
-        const MetricValues logs = read ? means(seen) : MetricValues{};
+        if (read) means(seen, logs);
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_end(step, read ? &logs : nullptr);
         if (read) {
           MIRROR_REQUIRE(totals[bad_step] < 0 || run.model.stop_training(), NumericalError, "the loss became ", totals[0],
@@ -407,7 +416,7 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
         runtime_.evaluate_step(r, data, share, first_row, info);
       },
-      nullptr,
+      [](int64_t) {},
       [&](int64_t step, int64_t seen, bool read) {
         if (!read) return true;
         MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
@@ -439,9 +448,8 @@ std::vector<float> Trainer::predict(const ImageSet& data, int64_t batch_size) {
   for (int64_t step = 0; step < data::batch_count(data.count, batch_size); ++step) {
     const auto batch = data::batch_indices(order, batch_size, step);
     // Every worker predicts every row (a worker's output holds the whole set).
-    const auto shares = strategy.split_batch_in_process(static_cast<int64_t>(batch.size()));
     strategy.run([&](int r) {
-      const BatchShare& share = shares[static_cast<size_t>(r)];
+      const BatchShare share = strategy.batch_share_in_process(static_cast<int64_t>(batch.size()), r);
       const int64_t first_row = batch.front() + share.offset;  // batches of `order` are contiguous
       runtime_.predict_step(r, data, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)),
                             share.offset, static_cast<int64_t>(batch.size()), result.data() + first_row * width);

@@ -22,6 +22,7 @@
 
 #include "mirror/collectives/communicator.hpp"
 #include "mirror/engine/backend.hpp"
+#include "mirror/engine/function_ref.hpp"
 #include "mirror/strategy/replica_workers.hpp"
 
 namespace mirror {
@@ -64,14 +65,17 @@ class Strategy {
 
   // Runs fn(replica) on every replica's worker thread and waits for all. If one replica throws,
   // the communicator is aborted so the others cannot hang in a collective, a fresh communicator
-  // replaces it, and the root-cause exception is rethrown here.
-  void run(const std::function<void(int replica)>& fn);
+  // replaces it, and the root-cause exception is rethrown here. Allocates nothing (a step calls it).
+  void run(FunctionRef<void(int replica)> fn);
 
   // Splits a global batch of `rows` into world_replicas() contiguous shares in global rank order,
   // whose sizes differ by at most one (the first rows % n shares get the extra row), and returns
-  // this process's num_replicas() of them (offsets into the global batch); a share may be empty.
-  std::vector<BatchShare> split_batch(int64_t rows) const;
+  // this process's replica `replica`'s one (its offset into the global batch); it may be empty.
+  BatchShare batch_share(int64_t rows, int replica) const;
   // The same split over this process's replicas only: for work every worker does whole (predict).
+  BatchShare batch_share_in_process(int64_t rows, int replica) const;
+  // batch_share (or batch_share_in_process) of every replica of this process, in replica order.
+  std::vector<BatchShare> split_batch(int64_t rows) const;
   std::vector<BatchShare> split_batch_in_process(int64_t rows) const;
 
   // One line: the strategy, its replicas and their devices.
