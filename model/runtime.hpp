@@ -94,9 +94,17 @@ class ModelRuntime {
 
  private:
   struct Replica;
+  // The tracer's name ids of a step's spans (named once, when the runtime is made).
+  struct SpanNames {
+    int step = 0, evaluate = 0, gather = 0, loss = 0, reduce_wait = 0, optimizer = 0, read_totals = 0;
+    std::vector<int> forward, backward;  // per node
+  };
+  void name_spans();
   void initialize_variables(uint64_t seed);
   void forward(Replica& s, const LayerContext& ctx);
   void backward(Replica& s, const LayerContext& ctx, GradientReducer& reducer);
+  // The step's statistics into the running totals, the optimizer, and the layers' state updates.
+  void update(int replica, const LayerContext& ctx, const StepInfo& step);
   void gather(int replica, const ImageSet& data, std::span<const int32_t> share);
   LayerContext context(int replica, bool training, int64_t rows, int64_t first_row, const StepInfo& step) const;
 
@@ -111,6 +119,7 @@ class ModelRuntime {
   std::vector<float> host_totals_;
   int64_t iterations_ = 0;
   int64_t segment_count_ = 0;  // trainable variables
+  SpanNames spans_;
   bool suspect_ = false;
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <optional>
 
 #include "mirror/engine/error.hpp"
@@ -46,6 +47,41 @@ double value_of(const MetricValues& values, const std::string& name) {
 bool has_value(const MetricValues& values, const std::string& name) {
   return std::any_of(values.begin(), values.end(), [&](const auto& kv) { return kv.first == name; });
 }
+
+// Spans a traced fit keeps per lane at most (32 bytes each): past them, spans are dropped.
+constexpr size_t kMaxTraceSpansPerLane = size_t{1} << 20;
+
+size_t bucket_floats(const FitOptions& o) { return std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)); }
+
+// A fit's trace file (FitOptions::trace): checked when fit starts, written when it ends, however it
+// ends (an interrupted fit's trace shows the steps it ran).
+class TraceFile {
+ public:
+  TraceFile(Strategy& strategy, std::string path) : strategy_(strategy), path_(std::move(path)) {
+    const std::ofstream probe(path_, std::ios::app);
+    MIRROR_REQUIRE(probe.good(), InvalidArgument, "cannot write the trace to '", path_,
+                   "': check that its directory exists and is writable");
+  }
+  ~TraceFile() {
+    if (!strategy_.tracer().enabled()) return;
+    try {
+      finish();
+    } catch (...) {  // an exception is already on its way out of fit
+    }
+  }
+  TraceFile(const TraceFile&) = delete;
+  TraceFile& operator=(const TraceFile&) = delete;
+
+  void start(size_t spans_per_lane) { strategy_.start_tracing(spans_per_lane); }
+  void finish() {
+    strategy_.tracer().stop();
+    strategy_.tracer().write_chrome_trace(path_);
+  }
+
+ private:
+  Strategy& strategy_;
+  std::string path_;
+};
 
 // Keras's verbose values ("auto" is 1 here, the default).
 void check_verbose(int verbose) {
@@ -179,8 +215,8 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
   // skipped as fit stops. A backup records the steps really done.
   const int64_t first_iteration = runtime_.iterations() - first_step;
   runtime_.add_iterations(steps - first_step);
-  GradientReducer reducer(runtime_.plan().trainable_floats, std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)),
-                          runtime_.strategy().num_replicas());
+  GradientReducer reducer(runtime_.plan().trainable_floats, bucket_floats(o), runtime_.strategy().num_replicas(),
+                          &runtime_.strategy().tracer());
   int signal = 0;
   MetricValues logs = metric_names();  // its values set in place: a step allocates nothing
   const BatchesRun batches = run_batches(
@@ -317,6 +353,8 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   int64_t steps = data::batch_count(data.train_rows, o.batch_size);
   if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
   std::ostream& out = out_or_cout(o.out);
+  std::optional<TraceFile> trace;
+  if (!o.trace.empty() && chief) trace.emplace(runtime_.strategy(), o.trace);
 
   std::optional<BackupDir> backups;
   if (!o.backup_dir.empty()) backups.emplace(o.backup_dir, o.backup_keep);
@@ -369,6 +407,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     backup.reset();
   }
   FitProgress& p = run.progress;
+  if (trace) trace->start(trace_capacity(steps, data, o));
   while (p.epoch <= o.epochs && !model.stop_training()) {
     // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
     // came back with the backup).
@@ -386,9 +425,22 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     if (backups) write_backup(run, runtime_.iterations());
     if (const int signal = signals.caught()) throw interrupted(run, signal, 0);
   }
+  if (trace) trace->finish();
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
   if (backups && !o.backup_keep_at_end && chief) backups->remove_all();
   return std::move(p.history);
+}
+
+size_t Trainer::trace_capacity(int64_t steps, const FitData& data, const FitOptions& o) const {
+  const Plan& plan = runtime_.plan();
+  const size_t buckets = (plan.trainable_floats + bucket_floats(o) - 1) / bucket_floats(o);
+  // A training step's compute lane: the step, gather, loss, each node forward and backward, the
+  // wait, the optimizer and a read of the totals; its communication lane: each bucket and the
+  // statistics. Validation steps hold fewer.
+  const size_t per_step = 2 * plan.nodes.size() + 8 + buckets;
+  const int64_t val_steps = data.val ? data::batch_count(static_cast<int64_t>(data.val_order.size()), o.batch_size) : 0;
+  const auto spans = static_cast<size_t>((steps + val_steps) * o.epochs) * per_step + 16;
+  return std::min(spans, kMaxTraceSpansPerLane);
 }
 
 EvaluateResult Trainer::evaluate(const ImageSet& data, const EvaluateOptions& o) {

@@ -43,6 +43,8 @@ class Trainer {
   // `labels`) label values the loss cannot take.
   void check_data(const ImageSet& data, const char* what, bool labels) const;
   FitData split_data(const ImageSet& train, const FitOptions& options) const;
+  // Spans per lane a traced fit of `steps` per epoch needs (capped).
+  size_t trace_capacity(int64_t steps, const FitData& data, const FitOptions& options) const;
   // One fit's state beyond its options: where it is, its backups, the signals it watches.
   struct FitRun;
   // Runs the epoch `run.progress.epoch` from its step `run.progress.step` and fills `log`. Throws

@@ -88,6 +88,16 @@ std::vector<BatchShare> Strategy::split_batch_in_process(int64_t rows) const {
   return shares;
 }
 
+void Strategy::start_tracing(size_t spans_per_lane) {
+  std::vector<Tracer::Lane> lanes;
+  for (int r = 0; r < num_replicas(); ++r) {
+    const std::string process = str("replica ", first_global_replica() + r, " (", device(r).name(), ")");
+    lanes.push_back({process, "compute"});
+    lanes.push_back({process, "all-reduce"});
+  }
+  tracer_.start(std::move(lanes), spans_per_lane);
+}
+
 std::string Strategy::describe() const {
   std::string s = str(name_, " strategy with ", num_replicas(), num_replicas() == 1 ? " replica" : " replicas", " on ");
   if (world_replicas() != num_replicas()) {

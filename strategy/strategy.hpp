@@ -23,6 +23,7 @@
 #include "mirror/collectives/communicator.hpp"
 #include "mirror/engine/backend.hpp"
 #include "mirror/engine/function_ref.hpp"
+#include "mirror/engine/trace.hpp"
 #include "mirror/strategy/replica_workers.hpp"
 
 namespace mirror {
@@ -81,6 +82,14 @@ class Strategy {
   // One line: the strategy, its replicas and their devices.
   std::string describe() const;
 
+  // The spans of the replicas' steps (FitOptions::trace). Lane compute_lane(r) is replica r's
+  // stream, communication_lane(r) its collectives'; each is written only by replica r's worker.
+  Tracer& tracer() { return tracer_; }
+  static int compute_lane(int replica) { return 2 * replica; }
+  static int communication_lane(int replica) { return 2 * replica + 1; }
+  // Starts the tracer on every replica's two lanes, named by global replica and device.
+  void start_tracing(size_t spans_per_lane);
+
   // Called on replica `replica`'s worker thread when its backward pass begins and ends, every
   // training step (the gradient buckets' all-reduces start in between). Does nothing; a benchmark
   // overrides it to see how much of the all-reduce the backward pass hides.
@@ -116,6 +125,7 @@ class Strategy {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Communicator> communicator_;
   std::shared_ptr<const void> alive_ = std::make_shared<const char>(0);
+  Tracer tracer_;
   std::mutex use_mutex_;
   std::thread::id user_;              // the thread holding a Use (none when idle); under use_mutex_
   const char* user_what_ = nullptr;   // and what it is running

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <iostream>
 #include <cstdlib>
 #include <cstring>
@@ -190,6 +191,18 @@ TEST_P(Allocations, ReferenceCnnFitsWithoutAllocating) {
   Sequential model = reference_cnn(data);
   model.compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, 42);
   expect_no_allocation(model, strategy, data, {.batch_size = 32, .seed = 1});
+}
+
+// Tracing records into buffers sized when fit starts: a traced step allocates nothing either.
+TEST_P(Allocations, TracedFitAllocatesNothingEither) {
+  const ImageSet data = data::synthetic_images(32 * 130);
+  HostStrategy strategy(GetParam());
+  Sequential model = reference_cnn(data);
+  model.compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, 42);
+  const std::string path = ::testing::TempDir() + "mirror_allocations_trace.json";
+  expect_no_allocation(model, strategy, data, {.batch_size = 32, .seed = 1, .trace = path});
+  EXPECT_GT(strategy.tracer().recorded(), 0u);
+  std::remove(path.c_str());
 }
 
 // More kinds of layer and a clipping optimizer: batch normalization with its collectives, dropout,
