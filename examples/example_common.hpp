@@ -312,7 +312,16 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
     j << (i ? "," : "") << "\n    {\"epoch\": " << e.epoch << ", \"loss\": " << e.loss << ", \"accuracy\": " << e.accuracy
       << ", \"seconds\": " << e.seconds << ", \"samples_per_second\": " << e.samples_per_second << "}";
   }
-  j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
+  const FitReport& r = history.report;
+  j << "\n  ],\n  \"step_report\": {\"steps\": " << r.steps << ", \"step_seconds\": " << r.step_seconds
+    << ", \"samples_per_second\": " << r.samples_per_second << ", \"all_reduce_hidden\": " << r.all_reduce_hidden
+    << ", \"replicas\": [";
+  for (size_t i = 0; i < r.replicas.size(); ++i) {
+    const ReplicaTimeShares& s = r.replicas[i];
+    j << (i ? ", " : "") << "{\"replica\": " << s.replica << ", \"device\": " << json_string(s.device)
+      << ", \"compute\": " << s.compute << ", \"all_reduce\": " << s.all_reduce << ", \"waiting\": " << s.waiting << "}";
+  }
+  j << "]},\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
     << json_string(weights_fingerprint(model)) << "\n}\n";
   const std::string text = j.str();
   saving::write_file_atomically(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});

@@ -65,6 +65,7 @@ ModelRuntime::ModelRuntime(Plan plan, Strategy& strategy, OptimizerPtr optimizer
       metrics_(std::move(metrics)), seed_(seed), host_totals_(stats_width() + 1, 0.0f) {
   host_totals_.back() = -1.0f;
   for (int r = 0; r < strategy.num_replicas(); ++r) contexts_.emplace_back(strategy, r);
+  step_ns_.assign(contexts_.size(), 0);
   name_spans();
   initialize_variables(seed);
 }
@@ -315,6 +316,7 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
   Backend& b = strategy_->backend(replica);
   Tracer& tracer = strategy_->tracer();
   const int lane = Strategy::compute_lane(replica);
+  const int64_t begin_ns = Tracer::now_ns();
   const TraceScope step_span(tracer, lane, spans_.step, step.iteration);
   const auto rows = static_cast<int64_t>(share.size());
   const LayerContext ctx = context(replica, true, rows, first_row, step);
@@ -358,6 +360,7 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
     const TraceScope span(tracer, lane, spans_.read_totals, step.iteration);
     b.download(s.totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
   }
+  step_ns_[static_cast<size_t>(replica)] = Tracer::now_ns() - begin_ns;
 }
 
 void ModelRuntime::update(int replica, const LayerContext& ctx, const StepInfo& step) {

@@ -65,6 +65,8 @@ class ModelRuntime {
   // Run on replica `replica`'s worker thread, every replica with its share of the same batch.
   void train_step(int replica, const ImageSet& data, std::span<const int32_t> share, int64_t first_row,
                   const StepInfo& step, GradientReducer& reducer);
+  // Nanoseconds replica `replica`'s last train_step took (host clock; read after the step).
+  int64_t last_step_ns(int replica) const { return step_ns_[static_cast<size_t>(replica)]; }
   void evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> share, int64_t first_row,
                      const StepInfo& step);
   // Writes the share's outputs (rows x output_width floats) to host memory `out`.
@@ -120,6 +122,7 @@ class ModelRuntime {
   int64_t iterations_ = 0;
   int64_t segment_count_ = 0;  // trainable variables
   SpanNames spans_;
+  std::vector<int64_t> step_ns_;  // per replica: its last train_step's time
   bool suspect_ = false;
 };
 

@@ -219,6 +219,7 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
                           &runtime_.strategy().tracer());
   int signal = 0;
   MetricValues logs = metric_names();  // its values set in place: a step allocates nothing
+  int64_t seen_before_step = 0;
   const BatchesRun batches = run_batches(
       samples, o.batch_size, first_step, steps, first_iteration, o.verify_replicas,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
@@ -228,6 +229,8 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_begin(step);
       },
       [&](int64_t step, int64_t seen_now, bool read) {
+        times_.add(runtime_, reducer, seen_now - seen_before_step);
+        seen_before_step = seen_now;
         const int64_t seen = seen_before + seen_now;
         // A signal with the epoch's last step is taken after the epoch's end (and its backup), by fit.
         signal = step + 1 < steps ? run.signals.caught() : 0;
@@ -408,6 +411,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   }
   FitProgress& p = run.progress;
   if (trace) trace->start(trace_capacity(steps, data, o));
+  times_.start(runtime_.strategy().num_replicas());
   while (p.epoch <= o.epochs && !model.stop_training()) {
     // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
     // came back with the backup).
@@ -426,6 +430,8 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     if (const int signal = signals.caught()) throw interrupted(run, signal, 0);
   }
   if (trace) trace->finish();
+  p.history.report = times_.report(runtime_.strategy());
+  if (o.verbose >= 1) print_report(p.history.report, out);
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
   if (backups && !o.backup_keep_at_end && chief) backups->remove_all();
   return std::move(p.history);

@@ -12,6 +12,7 @@
 #include "mirror/engine/error.hpp"
 #include "mirror/engine/function_ref.hpp"
 #include "mirror/model/backup.hpp"
+#include "mirror/model/fit_report.hpp"
 #include "mirror/model/model.hpp"
 #include "mirror/model/runtime.hpp"
 
@@ -76,6 +77,7 @@ class Trainer {
   void means(int64_t seen, MetricValues& values) const;
 
   ModelRuntime& runtime_;
+  StepTimes times_;  // the training steps of the fit in progress
 };
 
 }  // namespace mirror

@@ -45,6 +45,10 @@ class GradientReducer {
   // with them, and waits for all of them.
   void finish(const ReplicaContext& ctx, float* grads, std::span<float> extra);
 
+  // Nanoseconds replica `replica`'s step since begin() spent in its collectives' calls (host
+  // clock: on a GPU, launching them and waiting in wait_all). Read after the step, from any thread.
+  int64_t collective_ns(int replica) const { return collective_ns_[static_cast<size_t>(replica)]; }
+
  private:
   void start_buckets(const ReplicaContext& ctx, float* grads, size_t ready);
   // Starts one all-reduce; `name` indexes bucket_names_.
@@ -54,6 +58,7 @@ class GradientReducer {
   size_t bucket_floats_;
   std::vector<size_t> next_;  // per replica: gradients [0, next_) have their all-reduce started
   std::vector<int64_t> step_;  // per replica: the step in progress
+  std::vector<int64_t> collective_ns_;  // per replica: time in collectives since begin()
   Tracer* tracer_;
   std::vector<int> bucket_names_;  // per bucket, then the statistics' all-reduce: tracer_'s name ids
 };
