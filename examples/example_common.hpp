@@ -319,7 +319,10 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
   for (size_t i = 0; i < r.replicas.size(); ++i) {
     const ReplicaTimeShares& s = r.replicas[i];
     j << (i ? ", " : "") << "{\"replica\": " << s.replica << ", \"device\": " << json_string(s.device)
-      << ", \"compute\": " << s.compute << ", \"all_reduce\": " << s.all_reduce << ", \"waiting\": " << s.waiting << "}";
+      << ", \"compute\": " << s.compute << ", \"all_reduce\": " << s.all_reduce << ", \"waiting\": " << s.waiting;
+    if (s.device_utilisation) j << ", \"device_utilisation\": " << *s.device_utilisation;
+    if (s.device_peak_memory_bytes) j << ", \"device_peak_memory_bytes\": " << *s.device_peak_memory_bytes;
+    j << "}";
   }
   j << "]},\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
     << json_string(weights_fingerprint(model)) << "\n}\n";

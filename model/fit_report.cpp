@@ -34,7 +34,17 @@ void StepTimes::add(const ModelRuntime& runtime, const GradientReducer& reducer,
   slowest_ns_ += slowest;
 }
 
-FitReport StepTimes::report(const Strategy& strategy) const {
+void StepTimes::watch_devices(const Strategy& strategy) {
+  monitored_.clear();
+  for (const Device& d : strategy.devices())
+    if (d.kind == DeviceKind::GPU && std::find(monitored_.begin(), monitored_.end(), d.index) == monitored_.end())
+      monitored_.push_back(d.index);
+  monitor_ = monitored_.empty() ? nullptr : std::make_unique<GpuMonitor>(monitored_);
+}
+
+FitReport StepTimes::report(const Strategy& strategy) {
+  const std::vector<GpuMonitor::Reading> readings = monitor_ ? monitor_->stop() : std::vector<GpuMonitor::Reading>{};
+  monitor_.reset();
   FitReport report;
   report.steps = steps_;
   if (steps_ == 0) return report;
@@ -47,7 +57,16 @@ FitReport StepTimes::report(const Strategy& strategy) const {
                                .device = strategy.device(static_cast<int>(r)).name(),
                                .compute = double(t.compute_ns) / total,
                                .all_reduce = double(t.all_reduce_ns) / total,
-                               .waiting = double(t.waiting_ns) / total});
+                               .waiting = double(t.waiting_ns) / total,
+                               .device_utilisation = std::nullopt,
+                               .device_peak_memory_bytes = std::nullopt});
+    const Device& d = strategy.device(static_cast<int>(r));
+    const auto gpu = std::find(monitored_.begin(), monitored_.end(), d.index);
+    if (d.kind != DeviceKind::GPU || gpu == monitored_.end()) continue;
+    const GpuMonitor::Reading& reading = readings[static_cast<size_t>(gpu - monitored_.begin())];
+    if (!reading.available) continue;
+    report.replicas.back().device_utilisation = reading.utilisation;
+    report.replicas.back().device_peak_memory_bytes = reading.peak_memory_bytes;
   }
   return report;
 }
@@ -60,13 +79,21 @@ void print_report(const FitReport& report, std::ostream& out) {
   out << line;
   size_t width = 6;
   for (const ReplicaTimeShares& r : report.replicas) width = std::max(width, r.device.size());
-  std::snprintf(line, sizeof line, "  replica  %-*s  %8s  %10s  %8s\n", static_cast<int>(width), "device", "compute",
-                "all-reduce", "waiting");
+  const bool gpus = std::any_of(report.replicas.begin(), report.replicas.end(),
+                                [](const ReplicaTimeShares& r) { return r.device_utilisation.has_value(); });
+  std::snprintf(line, sizeof line, "  replica  %-*s  %8s  %10s  %8s%s\n", static_cast<int>(width), "device", "compute",
+                "all-reduce", "waiting", gpus ? "  GPU busy  peak memory" : "");
   out << line;
   for (const ReplicaTimeShares& r : report.replicas) {
-    std::snprintf(line, sizeof line, "  %7d  %-*s  %7.1f%%  %9.1f%%  %7.1f%%\n", r.replica, static_cast<int>(width),
+    std::snprintf(line, sizeof line, "  %7d  %-*s  %7.1f%%  %9.1f%%  %7.1f%%", r.replica, static_cast<int>(width),
                   r.device.c_str(), 100 * r.compute, 100 * r.all_reduce, 100 * r.waiting);
     out << line;
+    if (r.device_utilisation) {
+      std::snprintf(line, sizeof line, "  %7.1f%%  %7.2f GiB", 100 * *r.device_utilisation,
+                    double(r.device_peak_memory_bytes.value_or(0)) / double(int64_t{1} << 30));
+      out << line;
+    }
+    out << '\n';
   }
   std::snprintf(line, sizeof line, "  all-reduce hidden behind backward: %.0f%%; %.0f samples/s\n",
                 100 * report.all_reduce_hidden, report.samples_per_second);

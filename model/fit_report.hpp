@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
 #include <vector>
 
+#include "mirror/engine/gpu_monitor.hpp"
 #include "mirror/model/history.hpp"
 #include "mirror/model/runtime.hpp"
 
@@ -17,13 +19,17 @@ class StepTimes {
   void start(int replicas);
   // After a training step of `rows` samples has run on every replica.
   void add(const ModelRuntime& runtime, const GradientReducer& reducer, int64_t rows);
-  FitReport report(const Strategy& strategy) const;
+  FitReport report(const Strategy& strategy);
+  // Starts sampling the strategy's GPUs (nothing on the host); report() stops it and adds its readings.
+  void watch_devices(const Strategy& strategy);
 
  private:
   struct Replica {
     int64_t step_ns = 0, compute_ns = 0, all_reduce_ns = 0, waiting_ns = 0;
   };
   std::vector<Replica> replicas_;
+  std::unique_ptr<GpuMonitor> monitor_;
+  std::vector<int> monitored_;  // the CUDA ordinals monitor_ samples
   int64_t steps_ = 0, samples_ = 0, slowest_ns_ = 0;
 };
 

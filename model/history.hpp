@@ -35,6 +35,10 @@ struct ReplicaTimeShares {
   double compute = 0;       // its own work: gathering, layers, loss, optimizer
   double all_reduce = 0;    // in the all-reduces, as long as the replica that waited least
   double waiting = 0;       // in the all-reduces beyond that: waiting for the slowest replica
+  // GPUs, when NVML answers: the device's mean utilisation during the fit (0..1, NVML's share of
+  // time a kernel ran) and the most memory in use on it (every process's, bytes).
+  std::optional<double> device_utilisation;
+  std::optional<int64_t> device_peak_memory_bytes;
 };
 
 // fit's end-of-fit report over its training steps (printed at verbose >= 1).
@@ -43,7 +47,7 @@ struct FitReport {
   double step_seconds = 0;        // mean over the steps of the slowest replica's step
   double samples_per_second = 0;  // samples over the sum of those step times
   // Share of the all-reduce time that backward's compute hid. 0 on the host, whose collectives
-  // run in the replica's own thread; on GPUs it needs the streams' events (not measured yet).
+  // run in the replica's own thread; on GPUs it needs the streams' events (not measured yet, 0).
   double all_reduce_hidden = 0;
   std::vector<ReplicaTimeShares> replicas;  // this process's replicas
 };

@@ -412,6 +412,7 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   FitProgress& p = run.progress;
   if (trace) trace->start(trace_capacity(steps, data, o));
   times_.start(runtime_.strategy().num_replicas());
+  times_.watch_devices(runtime_.strategy());
   while (p.epoch <= o.epochs && !model.stop_training()) {
     // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
     // came back with the backup).

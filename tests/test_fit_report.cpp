@@ -38,6 +38,8 @@ TEST_P(FitReportTest, SharesOfEveryReplicaAddUp) {
     }
     EXPECT_NEAR(s.compute + s.all_reduce + s.waiting, 1.0, 1e-9);
     EXPECT_GT(s.compute, 0.0);
+    EXPECT_FALSE(s.device_utilisation.has_value());  // NVML figures are for GPUs
+    EXPECT_FALSE(s.device_peak_memory_bytes.has_value());
     if (replicas == 1) {
       EXPECT_EQ(s.waiting, 0.0);
     }
