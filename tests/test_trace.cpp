@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -118,6 +120,31 @@ TEST(Trace, TwoReplicasWriteNestedSpansForEveryStep) {
     for (const Span& s : lanes[comm])
       EXPECT_TRUE(contains(steps[s.step], s)) << "'" << s.name << "' of step " << s.step << " outside it";
   }
+}
+
+// A fit that an exception ends still writes the steps it ran.
+TEST(Trace, FitEndedByAnExceptionWritesItsSteps) {
+  const ImageSet data = data::synthetic_images(20 * 32);
+  HostStrategy strategy(2);
+  Sequential model({layers::Flatten(data.sample_shape()), layers::Dense(10, Activation::Softmax)});
+  model.compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {}, 42);
+  struct StopAfterFiveSteps final : Callback {
+    void on_train_batch_end(int64_t batch, const MetricValues* /*logs*/) override {
+      if (batch == 4) throw std::runtime_error("stopped by the test");
+    }
+  };
+  const std::string path = ::testing::TempDir() + "mirror_trace_interrupted.json";
+  EXPECT_THROW(model.fit(data, {.verbose = 0, .callbacks = {std::make_shared<StopAfterFiveSteps>()}, .trace = path}),
+               std::runtime_error);
+  std::ifstream file(path);
+  ASSERT_TRUE(file.is_open()) << path;
+  const json trace = json::parse(file);
+  std::remove(path.c_str());
+  std::map<int, int64_t> steps;  // per pid (replica)
+  for (const json& e : trace["traceEvents"])
+    if (e["ph"] == "X" && e["cat"] == "step") ++steps[e["pid"].get<int>()];
+  EXPECT_EQ(steps[0], 5);
+  EXPECT_EQ(steps[1], 5);
 }
 
 TEST(Trace, UnwritablePathIsRefusedBeforeTraining) {
