@@ -8,6 +8,7 @@
 // synchronize() or download() to wait. `rows` may be 0; then an op does nothing.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -120,7 +121,13 @@ class Backend {
   virtual void bind_current_thread() {}
 
   // ---- memory ----
-  virtual DeviceBuffer allocate(size_t num_bytes) = 0;
+  // A buffer of `num_bytes` on this device, released through this backend when the buffer dies.
+  DeviceBuffer allocate(size_t num_bytes) {
+    allocations_.fetch_add(1, std::memory_order_relaxed);
+    return allocate_memory(num_bytes);
+  }
+  // allocate() calls so far: fit's steady state makes none (tests/test_allocations.cpp). Any thread.
+  int64_t allocations() const { return allocations_.load(std::memory_order_relaxed); }
   virtual void upload(const void* host_src, void* dst, size_t num_bytes) = 0;
   // Waits for queued work, then copies to host memory.
   virtual void download(const void* src, void* host_dst, size_t num_bytes) = 0;
@@ -272,6 +279,12 @@ class Backend {
   // segments.bounds must be set; `scales` holds segments.count floats, overwritten.
   virtual void clip_scales(const ParameterSegments& segments, const float* grads, float clip_norm, bool global,
                            float* scales) = 0;
+
+ protected:
+  virtual DeviceBuffer allocate_memory(size_t num_bytes) = 0;
+
+ private:
+  std::atomic<int64_t> allocations_{0};
 };
 
 }  // namespace mirror

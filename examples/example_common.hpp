@@ -53,6 +53,7 @@ struct Flags {
   int64_t train_samples = 0;  // 0 = all
   int verbose = 1;
   std::string metrics_json = "";
+  std::string trace = "";              // Chrome trace-event file of the fit's steps
   std::string save = "";               // .keras or .weights.h5, written after training
   std::string load = "";               // .keras or .weights.h5, read before training
   std::string backup_dir = "";
@@ -111,6 +112,7 @@ inline void check_flags(const Flags& f) {
                  "--early-stopping-patience monitors val_loss, so it needs --validation-split");
   check_output_path("--csv-log", f.csv_log, true);
   check_output_path("--metrics-json", f.metrics_json, false);
+  check_output_path("--trace", f.trace, false);
   const auto keras_file = [](const std::string& path) {
     return path.ends_with(".keras") || path.ends_with(".weights.h5");
   };
@@ -224,6 +226,9 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->capture_default_str()
       ->check(CLI::Range(0, 2));
   app.add_option("--metrics-json", f.metrics_json, "write the strategy, devices, per-epoch and test metrics as JSON");
+  app.add_option("--trace", f.trace,
+                 "write a timeline of the fit (each replica's layers, all-reduces, optimizer) as a Chrome trace-event "
+                 "JSON file for Perfetto or chrome://tracing");
   app.add_option("--save", f.save, "after training, save the model (.keras) or its weights (.weights.h5) for Keras");
   app.add_option("--load", f.load, "before training, load weights from a .keras or .weights.h5 file (Keras's or Mirror's)");
   app.add_option("--backup-dir", f.backup_dir,
@@ -307,7 +312,19 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
     j << (i ? "," : "") << "\n    {\"epoch\": " << e.epoch << ", \"loss\": " << e.loss << ", \"accuracy\": " << e.accuracy
       << ", \"seconds\": " << e.seconds << ", \"samples_per_second\": " << e.samples_per_second << "}";
   }
-  j << "\n  ],\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
+  const FitReport& r = history.report;
+  j << "\n  ],\n  \"step_report\": {\"steps\": " << r.steps << ", \"step_seconds\": " << r.step_seconds
+    << ", \"samples_per_second\": " << r.samples_per_second << ", \"all_reduce_hidden\": " << r.all_reduce_hidden
+    << ", \"replicas\": [";
+  for (size_t i = 0; i < r.replicas.size(); ++i) {
+    const ReplicaTimeShares& s = r.replicas[i];
+    j << (i ? ", " : "") << "{\"replica\": " << s.replica << ", \"device\": " << json_string(s.device)
+      << ", \"compute\": " << s.compute << ", \"all_reduce\": " << s.all_reduce << ", \"waiting\": " << s.waiting;
+    if (s.device_utilisation) j << ", \"device_utilisation\": " << *s.device_utilisation;
+    if (s.device_peak_memory_bytes) j << ", \"device_peak_memory_bytes\": " << *s.device_peak_memory_bytes;
+    j << "}";
+  }
+  j << "]},\n  \"test\": {\"loss\": " << test.loss << ", \"accuracy\": " << test.accuracy << "},\n  \"weights_fnv1a64\": "
     << json_string(weights_fingerprint(model)) << "\n}\n";
   const std::string text = j.str();
   saving::write_file_atomically(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
@@ -369,7 +386,7 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
   FitOptions fit{.epochs = f.epochs, .batch_size = f.batch_size, .seed = f.seed, .verbose = f.verbose,
                  .validation_split = f.validation_split, .backup_dir = f.backup_dir,
                  .backup_every_steps = f.backup_every_steps, .backup_every_seconds = f.backup_every_seconds,
-                 .backup_keep_at_end = true, .stop_on_signals = true};
+                 .backup_keep_at_end = true, .stop_on_signals = true, .trace = f.trace};
   if (f.early_stopping_patience >= 0)
     fit.callbacks.push_back(
         callbacks::EarlyStopping({.patience = f.early_stopping_patience, .restore_best_weights = true, .verbose = 1}));

@@ -1,6 +1,7 @@
 // What fit() returns and callbacks see: each epoch's values by their Keras names.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -27,8 +28,33 @@ struct EpochLog {
   void set(const std::string& name, double value);
 };
 
+// Where one replica's training steps spent their time during a fit, as shares of its steps' time.
+struct ReplicaTimeShares {
+  int replica = 0;          // global rank
+  std::string device;
+  double compute = 0;       // its own work: gathering, layers, loss, optimizer
+  double all_reduce = 0;    // in the all-reduces, as long as the replica that waited least
+  double waiting = 0;       // in the all-reduces beyond that: waiting for the slowest replica
+  // GPUs, when NVML answers: the device's mean utilisation during the fit (0..1, NVML's share of
+  // time a kernel ran) and the most memory in use on it (every process's, bytes).
+  std::optional<double> device_utilisation;
+  std::optional<int64_t> device_peak_memory_bytes;
+};
+
+// fit's end-of-fit report over its training steps (printed at verbose >= 1).
+struct FitReport {
+  int64_t steps = 0;
+  double step_seconds = 0;        // mean over the steps of the slowest replica's step
+  double samples_per_second = 0;  // samples over the sum of those step times
+  // Share of the all-reduce time that backward's compute hid. 0 on the host, whose collectives
+  // run in the replica's own thread; on GPUs it needs the streams' events (not measured yet, 0).
+  double all_reduce_hidden = 0;
+  std::vector<ReplicaTimeShares> replicas;  // this process's replicas
+};
+
 struct History {
   std::vector<EpochLog> epochs;
+  FitReport report;
 };
 
 }  // namespace mirror

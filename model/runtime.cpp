@@ -65,7 +65,25 @@ ModelRuntime::ModelRuntime(Plan plan, Strategy& strategy, OptimizerPtr optimizer
       metrics_(std::move(metrics)), seed_(seed), host_totals_(stats_width() + 1, 0.0f) {
   host_totals_.back() = -1.0f;
   for (int r = 0; r < strategy.num_replicas(); ++r) contexts_.emplace_back(strategy, r);
+  step_ns_.assign(contexts_.size(), 0);
+  name_spans();
   initialize_variables(seed);
+}
+
+void ModelRuntime::name_spans() {
+  Tracer& t = strategy_->tracer();
+  spans_.step = t.name_id("train step", "step");
+  spans_.evaluate = t.name_id("evaluation step", "step");
+  spans_.gather = t.name_id("gather batch", "gather");
+  spans_.loss = t.name_id("loss and metrics", "loss");
+  spans_.reduce_wait = t.name_id("wait for all-reduce", "all_reduce_wait");
+  spans_.optimizer = t.name_id("optimizer", "optimizer");
+  spans_.read_totals = t.name_id("read totals", "read_totals");
+  for (const PlannedNode& node : plan_.nodes) {
+    const std::string name = node.layer ? node.layer->name() : std::string("input");
+    spans_.forward.push_back(t.name_id("forward " + name, "forward"));
+    spans_.backward.push_back(t.name_id("backward " + name, "backward"));
+  }
 }
 
 ModelRuntime::~ModelRuntime() {
@@ -192,8 +210,9 @@ void ModelRuntime::require_consistent(const char* what) {
 
 void ModelRuntime::read_totals() {
   strategy_->run([&](int r) {
-    if (r == 0)
-      strategy_->backend(r).download(replicas_[0]->totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
+    if (r != 0) return;
+    const TraceScope span(strategy_->tracer(), Strategy::compute_lane(0), spans_.read_totals, iterations_);
+    strategy_->backend(r).download(replicas_[0]->totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
   });
 }
 
@@ -226,9 +245,12 @@ LayerContext ModelRuntime::context(int replica, bool training, int64_t rows, int
 
 void ModelRuntime::forward(Replica& s, const LayerContext& base) {
   LayerContext ctx = base;
+  Tracer& tracer = strategy_->tracer();
+  const int lane = Strategy::compute_lane(ctx.replica.replica());
   for (size_t n = 1; n < plan_.nodes.size(); ++n) {
     const PlannedNode& node = plan_.nodes[n];
     if (node.layer->is_reshape()) continue;  // the output is the input's memory
+    const TraceScope span(tracer, lane, spans_.forward[n], ctx.iteration);
     ctx.node = static_cast<int>(n);
     s.in.clear();
     for (int t : node.inputs) s.in.push_back(s.values[static_cast<size_t>(plan_.nodes[static_cast<size_t>(t)].value_buffer)].as<float>());
@@ -240,9 +262,13 @@ void ModelRuntime::forward(Replica& s, const LayerContext& base) {
 void ModelRuntime::backward(Replica& s, const LayerContext& base, GradientReducer& reducer) {
   LayerContext ctx = base;
   Backend& b = ctx.backend;
+  Tracer& tracer = strategy_->tracer();
+  const int lane = Strategy::compute_lane(ctx.replica.replica());
   for (size_t n = plan_.nodes.size(); n-- > 1;) {
     const PlannedNode& node = plan_.nodes[n];
     if (node.grad_buffer >= 0) {
+      // A reshape runs no op: no span, as in forward.
+      const TraceScope span(node.layer->is_reshape() ? nullptr : &tracer, lane, spans_.backward[n], ctx.iteration);
       ctx.node = static_cast<int>(n);
       float* dy = s.gradients[static_cast<size_t>(node.grad_buffer)].as<float>();
       const auto grad_of = [&](int t) {
@@ -288,15 +314,22 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
                               const StepInfo& step, GradientReducer& reducer) {
   Replica& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
+  Tracer& tracer = strategy_->tracer();
+  const int lane = Strategy::compute_lane(replica);
+  const int64_t begin_ns = Tracer::now_ns();
+  const TraceScope step_span(tracer, lane, spans_.step, step.iteration);
   const auto rows = static_cast<int64_t>(share.size());
   const LayerContext ctx = context(replica, true, rows, first_row, step);
   const size_t width = stats_width();
-  reducer.begin(ctx.replica);
+  reducer.begin(ctx.replica, step.iteration);
   b.fill(s.stats.as<float>(), width, 0.0f);
   // An empty share adds nothing to the sums; its layers still run (with no rows) so that every
   // replica issues the same collectives.
   if (rows == 0) b.fill(s.grads.as<float>(), plan_.trainable_floats, 0.0f);
-  gather(replica, data, share);
+  {
+    const TraceScope span(tracer, lane, spans_.gather, step.iteration);
+    gather(replica, data, share);
+  }
   forward(s, ctx);
   const float* outputs = s.values[static_cast<size_t>(plan_.nodes[static_cast<size_t>(plan_.output)].value_buffer)].as<float>();
   const int64_t width_out = output_width();
@@ -304,6 +337,7 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
                        ? s.gradients[static_cast<size_t>(plan_.nodes[static_cast<size_t>(plan_.output)].grad_buffer)].as<float>()
                        : nullptr;
   if (rows > 0) {
+    const TraceScope span(tracer, lane, spans_.loss, step.iteration);
     // Each replica scales its summed loss by 1 / global batch: the all-reduce then gives the
     // gradient of the mean over the global batch, however it was split.
     b.loss(plan_.loss, rows, width_out, outputs, s.labels.as<int32_t>(), 1.0f / static_cast<float>(step.global_rows),
@@ -314,10 +348,27 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
   ctx.replica.step_phase(StepPhase::BackwardBegin);
   backward(s, ctx, reducer);
   ctx.replica.step_phase(StepPhase::BackwardEnd);
-  reducer.finish(ctx.replica, s.grads.as<float>(), {s.stats.as<float>(), width});
+  {
+    const TraceScope span(tracer, lane, spans_.reduce_wait, step.iteration);
+    reducer.finish(ctx.replica, s.grads.as<float>(), {s.stats.as<float>(), width});
+  }
+  {
+    const TraceScope span(tracer, lane, spans_.optimizer, step.iteration);
+    update(replica, ctx, step);
+  }
+  if (replica == 0 && step.read_totals) {
+    const TraceScope span(tracer, lane, spans_.read_totals, step.iteration);
+    b.download(s.totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
+  }
+  step_ns_[static_cast<size_t>(replica)] = Tracer::now_ns() - begin_ns;
+}
+
+void ModelRuntime::update(int replica, const LayerContext& ctx, const StepInfo& step) {
+  Replica& s = *replicas_[static_cast<size_t>(replica)];
+  Backend& b = ctx.backend;
   // Every replica keeps the same totals; once a loss is not finite they stop the optimizer (and
   // the non-trainable updates) for the rest of the epoch without the host looking at every step.
-  b.accumulate_stats(width, s.stats.as<float>(), s.totals.as<float>(), step.step);
+  b.accumulate_stats(stats_width(), s.stats.as<float>(), s.totals.as<float>(), step.step);
   // After finish(), so clipping by the global norm sees the all-reduced gradient: every replica
   // holds the same sums and computes the same factors.
   optimizer_->apply(b, step.iteration, step.learning_rate,
@@ -330,18 +381,18 @@ void ModelRuntime::train_step(int replica, const ImageSet& data, std::span<const
                                   .bounds = s.bounds.as<int64_t>(),
                                   .decay = s.decay.as<float>()},
                      .scales = s.scales.as<float>()});
-  LayerContext update = ctx;
+  LayerContext layer = ctx;
   for (size_t n = 1; n < plan_.nodes.size(); ++n) {
-    update.node = static_cast<int>(n);
-    plan_.nodes[n].layer->update_state({update, {}, nullptr, s.vars[n], s.scratch[n].as<float>()});
+    layer.node = static_cast<int>(n);
+    plan_.nodes[n].layer->update_state({layer, {}, nullptr, s.vars[n], s.scratch[n].as<float>()});
   }
-  if (replica == 0 && step.read_totals) b.download(s.totals.data(), host_totals_.data(), host_totals_.size() * sizeof(float));
 }
 
 void ModelRuntime::evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> share, int64_t first_row,
                                  const StepInfo& step) {
   Replica& s = *replicas_[static_cast<size_t>(replica)];
   Backend& b = strategy_->backend(replica);
+  const TraceScope step_span(strategy_->tracer(), Strategy::compute_lane(replica), spans_.evaluate, step.iteration);
   const auto rows = static_cast<int64_t>(share.size());
   const LayerContext ctx = context(replica, false, rows, first_row, step);
   const size_t width = stats_width();

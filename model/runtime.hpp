@@ -65,6 +65,8 @@ class ModelRuntime {
   // Run on replica `replica`'s worker thread, every replica with its share of the same batch.
   void train_step(int replica, const ImageSet& data, std::span<const int32_t> share, int64_t first_row,
                   const StepInfo& step, GradientReducer& reducer);
+  // Nanoseconds replica `replica`'s last train_step took (host clock; read after the step).
+  int64_t last_step_ns(int replica) const { return step_ns_[static_cast<size_t>(replica)]; }
   void evaluate_step(int replica, const ImageSet& data, std::span<const int32_t> share, int64_t first_row,
                      const StepInfo& step);
   // Writes the share's outputs (rows x output_width floats) to host memory `out`.
@@ -94,9 +96,17 @@ class ModelRuntime {
 
  private:
   struct Replica;
+  // The tracer's name ids of a step's spans (named once, when the runtime is made).
+  struct SpanNames {
+    int step = 0, evaluate = 0, gather = 0, loss = 0, reduce_wait = 0, optimizer = 0, read_totals = 0;
+    std::vector<int> forward, backward;  // per node
+  };
+  void name_spans();
   void initialize_variables(uint64_t seed);
   void forward(Replica& s, const LayerContext& ctx);
   void backward(Replica& s, const LayerContext& ctx, GradientReducer& reducer);
+  // The step's statistics into the running totals, the optimizer, and the layers' state updates.
+  void update(int replica, const LayerContext& ctx, const StepInfo& step);
   void gather(int replica, const ImageSet& data, std::span<const int32_t> share);
   LayerContext context(int replica, bool training, int64_t rows, int64_t first_row, const StepInfo& step) const;
 
@@ -111,6 +121,8 @@ class ModelRuntime {
   std::vector<float> host_totals_;
   int64_t iterations_ = 0;
   int64_t segment_count_ = 0;  // trainable variables
+  SpanNames spans_;
+  std::vector<int64_t> step_ns_;  // per replica: its last train_step's time
   bool suspect_ = false;
 };
 

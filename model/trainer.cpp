@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <optional>
 
 #include "mirror/engine/error.hpp"
@@ -47,6 +48,41 @@ bool has_value(const MetricValues& values, const std::string& name) {
   return std::any_of(values.begin(), values.end(), [&](const auto& kv) { return kv.first == name; });
 }
 
+// Spans a traced fit keeps per lane at most (32 bytes each): past them, spans are dropped.
+constexpr size_t kMaxTraceSpansPerLane = size_t{1} << 20;
+
+size_t bucket_floats(const FitOptions& o) { return std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)); }
+
+// A fit's trace file (FitOptions::trace): checked when fit starts, written when it ends, however it
+// ends (an interrupted fit's trace shows the steps it ran).
+class TraceFile {
+ public:
+  TraceFile(Strategy& strategy, std::string path) : strategy_(strategy), path_(std::move(path)) {
+    const std::ofstream probe(path_, std::ios::app);
+    MIRROR_REQUIRE(probe.good(), InvalidArgument, "cannot write the trace to '", path_,
+                   "': check that its directory exists and is writable");
+  }
+  ~TraceFile() {
+    if (!strategy_.tracer().enabled()) return;
+    try {
+      finish();
+    } catch (...) {  // an exception is already on its way out of fit
+    }
+  }
+  TraceFile(const TraceFile&) = delete;
+  TraceFile& operator=(const TraceFile&) = delete;
+
+  void start(size_t spans_per_lane) { strategy_.start_tracing(spans_per_lane); }
+  void finish() {
+    strategy_.tracer().stop();
+    strategy_.tracer().write_chrome_trace(path_);
+  }
+
+ private:
+  Strategy& strategy_;
+  std::string path_;
+};
+
 // Keras's verbose values ("auto" is 1 here, the default).
 void check_verbose(int verbose) {
   MIRROR_REQUIRE(verbose >= 0 && verbose <= 2, InvalidArgument,
@@ -67,25 +103,33 @@ void Trainer::check_data(const ImageSet& data, const char* what, bool labels) co
   if (labels) runtime_.loss().check_labels(data, runtime_.output_width(), what);
 }
 
-MetricValues Trainer::means(int64_t seen) const {
-  const std::vector<float>& totals = runtime_.host_totals();
-  MetricValues values{{"loss", totals[0] / double(seen)}};
-  for (size_t m = 0; m < runtime_.metrics().size(); ++m)
-    values.push_back({runtime_.metrics()[m].name(), totals[1 + m] / double(seen)});
+MetricValues Trainer::metric_names() const {
+  MetricValues values{{"loss", 0.0}};
+  for (const Metric& m : runtime_.metrics()) values.push_back({m.name(), 0.0});
   return values;
+}
+
+MetricValues Trainer::means(int64_t seen) const {
+  MetricValues values = metric_names();
+  means(seen, values);
+  return values;
+}
+
+void Trainer::means(int64_t seen, MetricValues& values) const {
+  const std::vector<float>& totals = runtime_.host_totals();
+  for (size_t i = 0; i < values.size(); ++i) values[i].second = totals[i] / double(seen);
 }
 
 Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t first_step,
                                          int64_t steps, int64_t first_iteration, bool read_every_step,
-                                         const ReplicaStep& replica_step, const BeforeStep& before, const AfterStep& after) {
+                                         ReplicaStep replica_step, BeforeStep before, AfterStep after) {
   Strategy& strategy = runtime_.strategy();
   BatchesRun run;
   auto last_read = Clock::now();
   for (int64_t step = first_step; step < steps; ++step) {
-    if (before) before(step);
+    before(step);
     const auto batch = data::batch_indices(order, batch_size, step);
     const auto rows = static_cast<int64_t>(batch.size());
-    const auto shares = strategy.split_batch(rows);
     // The host reads the running totals only now and then (on a GPU each read waits for the step).
     const bool read = read_every_step || step + 1 == steps || Clock::now() - last_read >= kReadInterval;
     const int64_t iteration = first_iteration + step;
@@ -96,7 +140,7 @@ Trainer::BatchesRun Trainer::run_batches(std::span<const int32_t> order, int64_t
                         .read_totals = read};
     try {
       strategy.run([&](int r) {
-        const BatchShare& share = shares[static_cast<size_t>(r)];
+        const BatchShare share = strategy.batch_share(rows, r);
         replica_step(r, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)),
                      share.offset, info);
       });
@@ -171,9 +215,11 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
   // skipped as fit stops. A backup records the steps really done.
   const int64_t first_iteration = runtime_.iterations() - first_step;
   runtime_.add_iterations(steps - first_step);
-  GradientReducer reducer(runtime_.plan().trainable_floats, std::max<size_t>(1, o.gradient_bucket_bytes / sizeof(float)),
-                          runtime_.strategy().num_replicas());
+  GradientReducer reducer(runtime_.plan().trainable_floats, bucket_floats(o), runtime_.strategy().num_replicas(),
+                          &runtime_.strategy().tracer());
   int signal = 0;
+  MetricValues logs = metric_names();  // its values set in place: a step allocates nothing
+  int64_t seen_before_step = 0;
   const BatchesRun batches = run_batches(
       samples, o.batch_size, first_step, steps, first_iteration, o.verify_replicas,
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
@@ -183,6 +229,8 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_begin(step);
       },
       [&](int64_t step, int64_t seen_now, bool read) {
+        times_.add(runtime_, reducer, seen_now - seen_before_step);
+        seen_before_step = seen_now;
         const int64_t seen = seen_before + seen_now;
         // A signal with the epoch's last step is taken after the epoch's end (and its backup), by fit.
         signal = step + 1 < steps ? run.signals.caught() : 0;
@@ -194,7 +242,7 @@ void Trainer::run_epoch(FitRun& run, EpochLog& log) {
           runtime_.read_totals();
           read = true;
         }
-        const MetricValues logs = read ? means(seen) : MetricValues{};
+        if (read) means(seen, logs);
         for (const CallbackPtr& c : o.callbacks) c->on_train_batch_end(step, read ? &logs : nullptr);
         if (read) {
           MIRROR_REQUIRE(totals[bad_step] < 0 || run.model.stop_training(), NumericalError, "the loss became ", totals[0],
@@ -308,6 +356,8 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
   int64_t steps = data::batch_count(data.train_rows, o.batch_size);
   if (o.steps_per_epoch > 0) steps = std::min(steps, o.steps_per_epoch);
   std::ostream& out = out_or_cout(o.out);
+  std::optional<TraceFile> trace;
+  if (!o.trace.empty() && chief) trace.emplace(runtime_.strategy(), o.trace);
 
   std::optional<BackupDir> backups;
   if (!o.backup_dir.empty()) backups.emplace(o.backup_dir, o.backup_keep);
@@ -360,6 +410,9 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     backup.reset();
   }
   FitProgress& p = run.progress;
+  if (trace) trace->start(trace_capacity(steps, data, o));
+  times_.start(runtime_.strategy().num_replicas());
+  times_.watch_devices(runtime_.strategy());
   while (p.epoch <= o.epochs && !model.stop_training()) {
     // A run resumed within an epoch has had its on_epoch_begin (a LearningRateScheduler's rate
     // came back with the backup).
@@ -377,9 +430,24 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
     if (backups) write_backup(run, runtime_.iterations());
     if (const int signal = signals.caught()) throw interrupted(run, signal, 0);
   }
+  if (trace) trace->finish();
+  p.history.report = times_.report(runtime_.strategy());
+  if (o.verbose >= 1) print_report(p.history.report, out);
   for (const CallbackPtr& c : o.callbacks) c->on_train_end();
   if (backups && !o.backup_keep_at_end && chief) backups->remove_all();
   return std::move(p.history);
+}
+
+size_t Trainer::trace_capacity(int64_t steps, const FitData& data, const FitOptions& o) const {
+  const Plan& plan = runtime_.plan();
+  const size_t buckets = (plan.trainable_floats + bucket_floats(o) - 1) / bucket_floats(o);
+  // A training step's compute lane: the step, gather, loss, each node forward and backward, the
+  // wait, the optimizer and a read of the totals; its communication lane: each bucket and the
+  // statistics. Validation steps hold fewer.
+  const size_t per_step = 2 * plan.nodes.size() + 8 + buckets;
+  const int64_t val_steps = data.val ? data::batch_count(static_cast<int64_t>(data.val_order.size()), o.batch_size) : 0;
+  const auto spans = static_cast<size_t>((steps + val_steps) * o.epochs) * per_step + 16;
+  return std::min(spans, kMaxTraceSpansPerLane);
 }
 
 EvaluateResult Trainer::evaluate(const ImageSet& data, const EvaluateOptions& o) {
@@ -407,7 +475,7 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
       [&](int r, std::span<const int32_t> share, int64_t first_row, const StepInfo& info) {
         runtime_.evaluate_step(r, data, share, first_row, info);
       },
-      nullptr,
+      [](int64_t) {},
       [&](int64_t step, int64_t seen, bool read) {
         if (!read) return true;
         MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
@@ -439,9 +507,8 @@ std::vector<float> Trainer::predict(const ImageSet& data, int64_t batch_size) {
   for (int64_t step = 0; step < data::batch_count(data.count, batch_size); ++step) {
     const auto batch = data::batch_indices(order, batch_size, step);
     // Every worker predicts every row (a worker's output holds the whole set).
-    const auto shares = strategy.split_batch_in_process(static_cast<int64_t>(batch.size()));
     strategy.run([&](int r) {
-      const BatchShare& share = shares[static_cast<size_t>(r)];
+      const BatchShare share = strategy.batch_share_in_process(static_cast<int64_t>(batch.size()), r);
       const int64_t first_row = batch.front() + share.offset;  // batches of `order` are contiguous
       runtime_.predict_step(r, data, batch.subspan(static_cast<size_t>(share.offset), static_cast<size_t>(share.count)),
                             share.offset, static_cast<int64_t>(batch.size()), result.data() + first_row * width);

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "mirror/engine/error.hpp"
+#include "mirror/engine/function_ref.hpp"
 #include "mirror/model/backup.hpp"
+#include "mirror/model/fit_report.hpp"
 #include "mirror/model/model.hpp"
 #include "mirror/model/runtime.hpp"
 
@@ -42,6 +44,8 @@ class Trainer {
   // `labels`) label values the loss cannot take.
   void check_data(const ImageSet& data, const char* what, bool labels) const;
   FitData split_data(const ImageSet& train, const FitOptions& options) const;
+  // Spans per lane a traced fit of `steps` per epoch needs (capped).
+  size_t trace_capacity(int64_t steps, const FitData& data, const FitOptions& options) const;
   // One fit's state beyond its options: where it is, its backups, the signals it watches.
   struct FitRun;
   // Runs the epoch `run.progress.epoch` from its step `run.progress.step` and fills `log`. Throws
@@ -53,23 +57,27 @@ class Trainer {
   Interrupted interrupted(const FitRun& run, int signal, int64_t step) const;
   EvaluateResult evaluate_rows(const ImageSet& data, std::span<const int32_t> order, const EvaluateOptions& options);
   // One step's work on one replica: (replica, its share, the share's first row, the step).
-  using ReplicaStep = std::function<void(int, std::span<const int32_t>, int64_t, const StepInfo&)>;
+  using ReplicaStep = FunctionRef<void(int, std::span<const int32_t>, int64_t, const StepInfo&)>;
   // Called on the host before a step, and after it with (step, samples so far, whether the totals
   // were read); returning false ends the loop after that step (the totals are read then).
-  using BeforeStep = std::function<void(int64_t)>;
-  using AfterStep = std::function<bool(int64_t, int64_t, bool)>;
+  using BeforeStep = FunctionRef<void(int64_t)>;
+  using AfterStep = FunctionRef<bool(int64_t, int64_t, bool)>;
   // Runs batches [first_step, steps) of `order` on every replica, reading the device's totals at
   // least every 100 ms and after the last step (or after every step). `seen` counts from
   // `first_step`'s first sample; the totals are the caller's to reset. A failure during a training
   // step marks the runtime suspect (the replicas may differ).
   BatchesRun run_batches(std::span<const int32_t> order, int64_t batch_size, int64_t first_step, int64_t steps,
                          int64_t first_iteration,
-                         bool read_every_step, const ReplicaStep& replica_step, const BeforeStep& before,
-                         const AfterStep& after);
-  // The running means of the loss and each metric over `seen` samples, by Keras name.
+                         bool read_every_step, ReplicaStep replica_step, BeforeStep before, AfterStep after);
+  // "loss" and each metric's Keras name, with zeros.
+  MetricValues metric_names() const;
+  // The running means of the loss and each metric over `seen` samples, by Keras name; the second
+  // form sets the values of metric_names()' `values` and allocates nothing (fit's steady state).
   MetricValues means(int64_t seen) const;
+  void means(int64_t seen, MetricValues& values) const;
 
   ModelRuntime& runtime_;
+  StepTimes times_;  // the training steps of the fit in progress
 };
 
 }  // namespace mirror

@@ -43,7 +43,7 @@ void ReplicaWorkers::loop(int index) {
   }
 }
 
-void ReplicaWorkers::run(const std::function<void(int)>& job) {
+void ReplicaWorkers::run(FunctionRef<void(int)> job) {
   for (auto& e : errors_) e = nullptr;
   job_ = &job;
   remaining_.store(count());

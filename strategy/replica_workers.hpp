@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "mirror/engine/function_ref.hpp"
 #include "mirror/engine/sync.hpp"
 
 namespace mirror {
@@ -27,14 +28,15 @@ class ReplicaWorkers {
 
   // Runs job(i) on thread i for every i and waits for all. If any threw, rethrows the root cause:
   // the first exception that is not a CollectiveError caused by the abort, else the first one.
-  void run(const std::function<void(int)>& job);
+  // Allocates nothing: `job` is called by reference.
+  void run(FunctionRef<void(int)> job);
 
  private:
   void loop(int index);
 
   std::function<void(int)> init_;
   std::function<void()> on_failure_;
-  const std::function<void(int)>* job_ = nullptr;  // published by started_.advance()
+  const FunctionRef<void(int)>* job_ = nullptr;  // published by started_.advance()
   Generation started_;                // advanced when a job (or the stop) is posted
   Generation finished_;               // advanced by the last thread to finish a job
   std::atomic<int> remaining_{0};

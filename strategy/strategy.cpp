@@ -27,7 +27,7 @@ std::vector<Device> Strategy::devices() const {
   return result;
 }
 
-void Strategy::run(const std::function<void(int)>& fn) {
+void Strategy::run(FunctionRef<void(int)> fn) {
   try {
     workers_->run(fn);
   } catch (...) {
@@ -59,25 +59,43 @@ Strategy::Use::~Use() {
 
 namespace {
 
-// Shares [first, first + count) of `rows` split into `n` contiguous shares (the first rows % n get
-// the extra row).
-std::vector<BatchShare> split_rows(int64_t rows, int64_t n, int64_t first, int64_t count) {
+// Share `r` of `rows` split into `n` contiguous shares (the first rows % n get the extra row).
+BatchShare share_of(int64_t rows, int64_t n, int64_t r) {
   MIRROR_REQUIRE(rows >= 0, InvalidArgument, "cannot split a batch of ", rows, " rows");
   const int64_t base = rows / n, extra = rows % n;
-  std::vector<BatchShare> shares;
-  for (int64_t r = first; r < first + count; ++r)
-    shares.push_back({r * base + std::min(r, extra), base + (r < extra ? 1 : 0)});
-  return shares;
+  return {r * base + std::min(r, extra), base + (r < extra ? 1 : 0)};
 }
 
 }  // namespace
 
+BatchShare Strategy::batch_share(int64_t rows, int replica) const {
+  return share_of(rows, world_replicas(), first_global_replica() + replica);
+}
+
+BatchShare Strategy::batch_share_in_process(int64_t rows, int replica) const {
+  return share_of(rows, num_replicas(), replica);
+}
+
 std::vector<BatchShare> Strategy::split_batch(int64_t rows) const {
-  return split_rows(rows, world_replicas(), first_global_replica(), num_replicas());
+  std::vector<BatchShare> shares;
+  for (int r = 0; r < num_replicas(); ++r) shares.push_back(batch_share(rows, r));
+  return shares;
 }
 
 std::vector<BatchShare> Strategy::split_batch_in_process(int64_t rows) const {
-  return split_rows(rows, num_replicas(), 0, num_replicas());
+  std::vector<BatchShare> shares;
+  for (int r = 0; r < num_replicas(); ++r) shares.push_back(batch_share_in_process(rows, r));
+  return shares;
+}
+
+void Strategy::start_tracing(size_t spans_per_lane) {
+  std::vector<Tracer::Lane> lanes;
+  for (int r = 0; r < num_replicas(); ++r) {
+    const std::string process = str("replica ", first_global_replica() + r, " (", device(r).name(), ")");
+    lanes.push_back({process, "compute"});
+    lanes.push_back({process, "all-reduce"});
+  }
+  tracer_.start(std::move(lanes), spans_per_lane);
 }
 
 std::string Strategy::describe() const {

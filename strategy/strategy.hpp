@@ -22,6 +22,8 @@
 
 #include "mirror/collectives/communicator.hpp"
 #include "mirror/engine/backend.hpp"
+#include "mirror/engine/function_ref.hpp"
+#include "mirror/engine/trace.hpp"
 #include "mirror/strategy/replica_workers.hpp"
 
 namespace mirror {
@@ -64,18 +66,29 @@ class Strategy {
 
   // Runs fn(replica) on every replica's worker thread and waits for all. If one replica throws,
   // the communicator is aborted so the others cannot hang in a collective, a fresh communicator
-  // replaces it, and the root-cause exception is rethrown here.
-  void run(const std::function<void(int replica)>& fn);
+  // replaces it, and the root-cause exception is rethrown here. Allocates nothing (a step calls it).
+  void run(FunctionRef<void(int replica)> fn);
 
   // Splits a global batch of `rows` into world_replicas() contiguous shares in global rank order,
   // whose sizes differ by at most one (the first rows % n shares get the extra row), and returns
-  // this process's num_replicas() of them (offsets into the global batch); a share may be empty.
-  std::vector<BatchShare> split_batch(int64_t rows) const;
+  // this process's replica `replica`'s one (its offset into the global batch); it may be empty.
+  BatchShare batch_share(int64_t rows, int replica) const;
   // The same split over this process's replicas only: for work every worker does whole (predict).
+  BatchShare batch_share_in_process(int64_t rows, int replica) const;
+  // batch_share (or batch_share_in_process) of every replica of this process, in replica order.
+  std::vector<BatchShare> split_batch(int64_t rows) const;
   std::vector<BatchShare> split_batch_in_process(int64_t rows) const;
 
   // One line: the strategy, its replicas and their devices.
   std::string describe() const;
+
+  // The spans of the replicas' steps (FitOptions::trace). Lane compute_lane(r) is replica r's
+  // stream, communication_lane(r) its collectives'; each is written only by replica r's worker.
+  Tracer& tracer() { return tracer_; }
+  static int compute_lane(int replica) { return 2 * replica; }
+  static int communication_lane(int replica) { return 2 * replica + 1; }
+  // Starts the tracer on every replica's two lanes, named by global replica and device.
+  void start_tracing(size_t spans_per_lane);
 
   // Called on replica `replica`'s worker thread when its backward pass begins and ends, every
   // training step (the gradient buckets' all-reduces start in between). Does nothing; a benchmark
@@ -112,6 +125,7 @@ class Strategy {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Communicator> communicator_;
   std::shared_ptr<const void> alive_ = std::make_shared<const char>(0);
+  Tracer tracer_;
   std::mutex use_mutex_;
   std::thread::id user_;              // the thread holding a Use (none when idle); under use_mutex_
   const char* user_what_ = nullptr;   // and what it is running

@@ -54,6 +54,7 @@ before_data() {
 expect 2 "--metrics-json .*: the directory .* does not exist" --metrics-json "$work/no/such/dir/m.json"
 before_data
 expect 2 "--metrics-json .*: that is a directory" --metrics-json "$work"
+expect 2 "--trace .*: the directory .* does not exist" --trace "$work/no/such/dir/t.json"
 before_data
 expect 2 "--csv-log .*: that is a directory" --csv-log "$work"
 before_data
@@ -122,12 +123,19 @@ if ! "$(dirname "$train_cnn")/list_devices" 2>/dev/null | grep -q "device_type='
   MIRROR_REQUIRE_GPU=1 expect 1 "a GPU is required" --train-samples 64
 fi
 
-# A short real run writes the metrics JSON. --strategy host: --replicas counts host replicas, and on
-# a machine with a GPU the automatic choice would be a GPU strategy.
-if "$train_cnn" --verbose 0 --epochs 1 --train-samples 2000 --strategy host --replicas 2 --metrics-json "$work/m.json" >"$work/out" 2>"$work/err" &&
-   python3 - "$work/m.json" <<'PY' &&
+# A short real run writes the metrics JSON (with the end-of-fit report) and the trace. --strategy
+# host: --replicas counts host replicas, and on a machine with a GPU the automatic choice would be
+# a GPU strategy.
+if "$train_cnn" --verbose 0 --epochs 1 --train-samples 2000 --strategy host --replicas 2 --metrics-json "$work/m.json" \
+     --trace "$work/t.json" >"$work/out" 2>"$work/err" &&
+   python3 - "$work/m.json" "$work/t.json" <<'PY' &&
 import json, sys
 m = json.load(open(sys.argv[1]))
+r = m["step_report"]
+assert r["steps"] == 63 and r["samples_per_second"] > 0 and len(r["replicas"]) == 2, r
+assert all(abs(s["compute"] + s["all_reduce"] + s["waiting"] - 1) < 1e-6 for s in r["replicas"]), r
+t = json.load(open(sys.argv[2]))
+assert sum(1 for e in t["traceEvents"] if e["ph"] == "X" and e["cat"] == "step") == 2 * 63, "trace steps"
 assert m["strategy"] == "host" and m["replicas"] == 2, m
 assert m["devices"] == ["/physical_device:CPU:0"] * 2, m
 e = m["epochs"][0]
@@ -137,7 +145,7 @@ assert 0.5 < m["test"]["accuracy"] <= 1, m["test"]
 PY
    [ -z "$(find "$work" -maxdepth 1 -name '*m.json.*')" ]
 then
-  echo "ok: metrics JSON, no temporary file left"
+  echo "ok: metrics JSON with the step report, trace, no temporary file left"
 else
   echo "FAIL: short run or its metrics JSON"; cat "$work/err"
   failures=$((failures + 1))

@@ -71,7 +71,7 @@ void CudaBackend::bind_current_thread() { MIRROR_CUDA_CHECK(cudaSetDevice(device
 
 // ---- memory ----
 
-DeviceBuffer CudaBackend::allocate(size_t num_bytes) {
+DeviceBuffer CudaBackend::allocate_memory(size_t num_bytes) {
   if (num_bytes == 0) return DeviceBuffer();
   void* ptr = pool_.allocate(num_bytes, stream_.get());
   DeviceMemoryPool* pool = &pool_;

@@ -20,12 +20,13 @@ class CudaBackend final : public Backend {
   void bind_current_thread() override;
   cudaStream_t stream() const { return stream_.get(); }
 
-  DeviceBuffer allocate(size_t num_bytes) override;
   void upload(const void* host_src, void* dst, size_t num_bytes) override;
   void download(const void* src, void* host_dst, size_t num_bytes) override;
   void copy(const float* src, float* dst, size_t count) override;
   void fill(float* dst, size_t count, float value) override;
   void synchronize() override;
+  // Backs Backend::allocate(), which counts the calls.
+  DeviceBuffer allocate_memory(size_t num_bytes) override;
 
   std::unique_ptr<ResidentImages> make_resident(const ImageSet& images) override;
   void gather_batch(const ResidentImages& images, std::span<const int32_t> indices, float* x,

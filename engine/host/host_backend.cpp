@@ -51,7 +51,7 @@ void HostBackend::bind_current_thread() {
 
 // ---- memory ----
 
-DeviceBuffer HostBackend::allocate(size_t num_bytes) {
+DeviceBuffer HostBackend::allocate_memory(size_t num_bytes) {
   const size_t rounded = (num_bytes + kAlignment - 1) / kAlignment * kAlignment;
   void* data = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
   MIRROR_REQUIRE(data != nullptr, DeviceError, "out of host memory allocating ", num_bytes, " bytes");

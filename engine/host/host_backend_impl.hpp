@@ -142,12 +142,13 @@ class HostBackend final : public Backend {
   const Device& device() const override { return device_; }
   void bind_current_thread() override;
 
-  DeviceBuffer allocate(size_t num_bytes) override;
   void upload(const void* host_src, void* dst, size_t num_bytes) override;
   void download(const void* src, void* host_dst, size_t num_bytes) override;
   void copy(const float* src, float* dst, size_t count) override;
   void fill(float* dst, size_t count, float value) override;
   void synchronize() override {}
+  // Backs Backend::allocate(), which counts the calls.
+  DeviceBuffer allocate_memory(size_t num_bytes) override;
 
   std::unique_ptr<ResidentImages> make_resident(const ImageSet& images) override;
   void gather_batch(const ResidentImages& images, std::span<const int32_t> indices, float* x,
