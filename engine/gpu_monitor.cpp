@@ -25,6 +25,7 @@ struct Nvml {
   int (*shutdown)() = nullptr;
   int (*by_index)(unsigned int, NvmlDevice*) = nullptr;
   int (*by_uuid)(const char*, NvmlDevice*) = nullptr;
+  int (*by_pci_bus_id)(const char*, NvmlDevice*) = nullptr;
   int (*utilization)(NvmlDevice, NvmlUtilization*) = nullptr;
   int (*memory)(NvmlDevice, NvmlMemory*) = nullptr;
 
@@ -48,6 +49,7 @@ struct Nvml {
     bind(lib, "nvmlShutdown", n.shutdown);
     bind(lib, "nvmlDeviceGetHandleByIndex_v2", n.by_index);
     bind(lib, "nvmlDeviceGetHandleByUUID", n.by_uuid);
+    bind(lib, "nvmlDeviceGetHandleByPciBusId_v2", n.by_pci_bus_id);
     bind(lib, "nvmlDeviceGetUtilizationRates", n.utilization);
     bind(lib, "nvmlDeviceGetMemoryInfo", n.memory);
     if (!n.init || !n.by_index || !n.by_uuid || !n.utilization || !n.memory || n.init() != 0) n.init = nullptr;
@@ -55,8 +57,12 @@ struct Nvml {
   }
 };
 
-// NVML's handle of the GPU the CUDA runtime calls `ordinal`, following CUDA_VISIBLE_DEVICES.
-NvmlDevice nvml_device(const Nvml& nvml, int ordinal) {
+// NVML's handle of `gpu`: by its PCI bus id, or by the CUDA ordinal following CUDA_VISIBLE_DEVICES.
+NvmlDevice nvml_device(const Nvml& nvml, const Device& gpu) {
+  NvmlDevice device = nullptr;
+  if (!gpu.pci_bus_id.empty() && nvml.by_pci_bus_id)
+    return nvml.by_pci_bus_id(gpu.pci_bus_id.c_str(), &device) == 0 ? device : nullptr;
+  const int ordinal = gpu.index;
   std::string entry = std::to_string(ordinal);
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
     std::string list = visible;
@@ -66,7 +72,6 @@ NvmlDevice nvml_device(const Nvml& nvml, int ordinal) {
     }
     entry = list.substr(0, list.find(','));
   }
-  NvmlDevice device = nullptr;
   const bool uuid = entry.rfind("GPU-", 0) == 0 || entry.rfind("MIG-", 0) == 0;
   char* end = nullptr;
   const long index = std::strtol(entry.c_str(), &end, 10);
@@ -85,9 +90,9 @@ struct GpuMonitor::Gpu {
   int64_t peak_memory_bytes = 0;
 };
 
-GpuMonitor::GpuMonitor(std::vector<int> cuda_ordinals, std::chrono::milliseconds interval) : interval_(interval) {
+GpuMonitor::GpuMonitor(std::vector<Device> gpus, std::chrono::milliseconds interval) : interval_(interval) {
   const Nvml* nvml = Nvml::get();
-  for (const int ordinal : cuda_ordinals) gpus_.push_back({nvml ? nvml_device(*nvml, ordinal) : nullptr, 0, 0, 0});
+  for (const Device& gpu : gpus) gpus_.push_back({nvml ? nvml_device(*nvml, gpu) : nullptr, 0, 0, 0});
   if (std::none_of(gpus_.begin(), gpus_.end(), [](const Gpu& g) { return g.device != nullptr; })) return;
   thread_ = std::thread([this] {
     std::unique_lock lock(mutex_);

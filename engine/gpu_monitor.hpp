@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "mirror/engine/device.hpp"
+
 namespace mirror {
 
 class GpuMonitor {
@@ -22,11 +24,11 @@ class GpuMonitor {
     int64_t peak_memory_bytes = 0;  // the most memory in use on the device (every process's)
   };
 
-  // `cuda_ordinals`: the GPUs as the CUDA runtime numbers them (Device::index). CUDA_VISIBLE_DEVICES
-  // (indices or UUIDs) is followed to NVML's devices; without it, CUDA's order is taken as NVML's
-  // (true with CUDA_DEVICE_ORDER=PCI_BUS_ID, and on machines of one GPU model).
-  explicit GpuMonitor(std::vector<int> cuda_ordinals,
-                      std::chrono::milliseconds interval = std::chrono::milliseconds(100));
+  // `gpus`: GPU devices from list_physical_devices. NVML numbers GPUs its own way; each is found
+  // by its PCI bus id, or, where that is unknown, by its CUDA ordinal following
+  // CUDA_VISIBLE_DEVICES (indices or UUIDs), CUDA's order being taken as NVML's (true with
+  // CUDA_DEVICE_ORDER=PCI_BUS_ID, and on machines of one GPU model).
+  explicit GpuMonitor(std::vector<Device> gpus, std::chrono::milliseconds interval = std::chrono::milliseconds(100));
   ~GpuMonitor();
   GpuMonitor(const GpuMonitor&) = delete;
   GpuMonitor& operator=(const GpuMonitor&) = delete;

@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace mirror {
 
@@ -36,10 +39,13 @@ void StepTimes::add(const ModelRuntime& runtime, const GradientReducer& reducer,
 
 void StepTimes::watch_devices(const Strategy& strategy) {
   monitored_.clear();
+  std::vector<Device> gpus;
   for (const Device& d : strategy.devices())
-    if (d.kind == DeviceKind::GPU && std::find(monitored_.begin(), monitored_.end(), d.index) == monitored_.end())
+    if (d.kind == DeviceKind::GPU && std::find(monitored_.begin(), monitored_.end(), d.index) == monitored_.end()) {
       monitored_.push_back(d.index);
-  monitor_ = monitored_.empty() ? nullptr : std::make_unique<GpuMonitor>(monitored_);
+      gpus.push_back(d);
+    }
+  monitor_ = gpus.empty() ? nullptr : std::make_unique<GpuMonitor>(std::move(gpus));
 }
 
 FitReport StepTimes::report(const Strategy& strategy) {
@@ -98,6 +104,17 @@ void print_report(const FitReport& report, std::ostream& out) {
   std::snprintf(line, sizeof line, "  all-reduce hidden behind backward: %.0f%%; %.0f samples/s\n",
                 100 * report.all_reduce_hidden, report.samples_per_second);
   out << line;
+  // The seed's question, answered in words: was the GPU really busy? (Once per device.)
+  std::vector<std::string> said;
+  for (const ReplicaTimeShares& r : report.replicas) {
+    if (!r.device_utilisation || *r.device_utilisation >= 0.5 ||
+        std::find(said.begin(), said.end(), r.device) != said.end())
+      continue;
+    said.push_back(r.device);
+    std::snprintf(line, sizeof line, "  %s was busy %.0f%% of the fit: the input pipeline or the host is the bottleneck\n",
+                  r.device.c_str(), 100 * *r.device_utilisation);
+    out << line;
+  }
 }
 
 }  // namespace mirror

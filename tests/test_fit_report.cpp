@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "mirror/mirror.hpp"
+#include "mirror/model/fit_report.hpp"
 
 namespace mirror {
 namespace {
@@ -50,6 +51,31 @@ TEST_P(FitReportTest, SharesOfEveryReplicaAddUp) {
   std::ostringstream silent;
   model.fit(data, {.batch_size = kBatch, .verbose = 0, .out = &silent});
   EXPECT_EQ(silent.str(), "");
+}
+
+// A GPU busy less than half the fit is named in words, once per device; a busy one is not.
+TEST(FitReport, AMostlyIdleGpuIsSaidInWords) {
+  FitReport report;
+  report.steps = 10;
+  report.step_seconds = 0.01;
+  for (int r = 0; r < 3; ++r) {
+    ReplicaTimeShares s;
+    s.replica = r;
+    s.device = r < 2 ? "/physical_device:GPU:0" : "/physical_device:GPU:1";  // two logical replicas on GPU 0
+    s.compute = 1;
+    s.device_utilisation = r < 2 ? 0.12 : 0.93;
+    s.device_peak_memory_bytes = int64_t{3} << 30;
+    report.replicas.push_back(s);
+  }
+  std::ostringstream out;
+  print_report(report, out);
+  const std::string text = out.str();
+  const std::string idle = "/physical_device:GPU:0 was busy 12% of the fit: the input pipeline or the host is the bottleneck";
+  EXPECT_NE(text.find(idle), std::string::npos) << text;
+  EXPECT_EQ(text.find(idle), text.rfind(idle)) << text;  // once
+  EXPECT_EQ(text.find("GPU:1 was busy"), std::string::npos) << text;
+  EXPECT_NE(text.find("GPU busy  peak memory"), std::string::npos) << text;
+  EXPECT_NE(text.find("3.00 GiB"), std::string::npos) << text;
 }
 
 INSTANTIATE_TEST_SUITE_P(Replicas, FitReportTest, ::testing::Values(1, 2),
