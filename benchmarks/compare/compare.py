@@ -25,10 +25,11 @@ FRAMEWORKS = {
     "keras": "Keras's defaults",
     "keras-xla": "jit_compile=True",
     "pytorch": "eager",
-    "pytorch-compile": "torch.compile + channels-last",
+    "pytorch-compile": "torch.compile",
+    "pytorch-compile-cl": "torch.compile + channels-last",
 }
 PYTHON_JOBS = {"keras": ("keras", "default"), "keras-xla": ("keras", "xla"), "pytorch": ("torch", "eager"),
-               "pytorch-compile": ("torch", "compile")}
+               "pytorch-compile": ("torch", "compile"), "pytorch-compile-cl": ("torch", "compile-channels-last")}
 
 
 def parse_args():

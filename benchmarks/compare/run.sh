@@ -3,7 +3,7 @@
 # PyTorch-CPU, on this machine, in one run, same data, model, optimizer, batch, epochs and threads.
 #
 #   benchmarks/compare/run.sh [--epochs 2] [--runs 3] [--threads 2]
-#                             [--frameworks mirror,mirror-2x1,keras,keras-xla,pytorch,pytorch-compile]
+#                             [--frameworks mirror,mirror-2x1,keras,keras-xla,pytorch,pytorch-compile,pytorch-compile-cl]
 #                             [--build-dir build] [--data DIR (default $MIRROR_DATA_DIR or Debian's fashion-mnist)] [--out FILE]
 #                             [--train-samples N  (a quick try on part of the data)]
 #
