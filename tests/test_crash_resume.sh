@@ -7,13 +7,7 @@
 # Usage: test_crash_resume.sh TRAIN_CNN
 set -u
 train_cnn="$1"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The first 2,000 training and 500 test images of Fashion-MNIST, so that a run is mostly training.
 data="$work/data"
@@ -119,8 +113,4 @@ for signal in INT TERM; do
   [ "$got" = "$want" ] || fail "SIG$signal: the continued run's weights differ from the uninterrupted run's"
 done
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all crash and signal checks passed"
+finish "crash and signal"

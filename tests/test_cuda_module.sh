@@ -9,13 +9,7 @@
 set -u
 build=$(cd "$1" && pwd)
 patchelf="$2"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 needed() { readelf -d "$1" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
 
 core=$(ls "$build"/libmirror.so.*.*.* | head -n 1)
@@ -61,8 +55,4 @@ MIRROR_CUDA_MODULE="$work/absent/libmirror_cuda.so" "$build/examples/list_device
 grep -q "the CUDA module $work/absent/libmirror_cuda.so was not found" "$work/absent" ||
   { cat "$work/absent"; fail "list_devices does not say the module is missing"; }
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "all checks passed"
+finish

@@ -7,13 +7,7 @@
 set -u
 build=$(cd "$1" && pwd)
 source_dir=$(cd "$2" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() {
-  echo "FAIL: $*"
-  failures=$((failures + 1))
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dest="$work/dest"
 meson install -C "$build" --destdir "$dest" --no-rebuild --quiet >"$work/install.log" 2>&1 ||
@@ -69,8 +63,4 @@ else
   fail "the client does not configure with Mirror as a subproject"
 fi
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures failure(s)"
-  exit 1
-fi
-echo "installed Mirror works with pkg-config, CMake and as a Meson subproject"
+finish "install (pkg-config, CMake, Meson subproject)"

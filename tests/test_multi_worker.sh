@@ -8,10 +8,7 @@
 set -u
 train_cnn="$1"
 mpirun=("$2" --allow-run-as-root --oversubscribe --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-failures=0
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Few samples and 4 epochs: 252 steps of batch 32. One thread per replica in every layout, so that
 # each replica's arithmetic is the same whatever the process it lives in.
 job=(--train-samples 2000 --epochs 4 --verbose 0)
@@ -142,5 +139,4 @@ lose_worker KILL "rank 1"
 # Stalled (stopped, its sockets open): the chief's collective times out and names it.
 lose_worker STOP "timed out after 3000 ms on worker 0 .*worker 1"
 
-if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
-echo "all multi-worker checks passed"
+finish multi-worker
