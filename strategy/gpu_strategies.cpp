@@ -19,18 +19,19 @@ std::vector<std::unique_ptr<Backend>> one_backend(const Device& device) {
   return backends;
 }
 
-std::vector<std::unique_ptr<Backend>> gpu_backends(const std::vector<Device>& devices, int replicas_per_gpu) {
-  MIRROR_REQUIRE(!devices.empty(), DeviceError, "MirroredStrategy needs at least one GPU");
+}  // namespace
+
+std::vector<std::unique_ptr<Backend>> gpu_backends(const std::vector<Device>& devices, int replicas_per_gpu,
+                                                   const char* strategy) {
+  MIRROR_REQUIRE(!devices.empty(), DeviceError, strategy, " needs at least one GPU");
   MIRROR_REQUIRE(replicas_per_gpu >= 1, InvalidArgument, "replicas per GPU must be >= 1, got ", replicas_per_gpu);
   std::vector<std::unique_ptr<Backend>> backends;
   for (const Device& d : devices) {
-    MIRROR_REQUIRE(d.kind == DeviceKind::GPU, InvalidArgument, "MirroredStrategy runs on GPUs, got ", d.name());
+    MIRROR_REQUIRE(d.kind == DeviceKind::GPU, InvalidArgument, strategy, " runs on GPUs, got ", d.name());
     for (int k = 0; k < replicas_per_gpu; ++k) backends.push_back(gpu::make_backend(d));
   }
   return backends;
 }
-
-}  // namespace
 
 OneDeviceStrategy::OneDeviceStrategy(const Device& device) : Strategy("one-device", one_backend(device)) { start(); }
 
@@ -39,7 +40,7 @@ std::unique_ptr<Communicator> OneDeviceStrategy::make_communicator() {
 }
 
 MirroredStrategy::MirroredStrategy(const std::vector<Device>& devices, int replicas_per_gpu)
-    : Strategy("mirrored", gpu_backends(devices, replicas_per_gpu)) {
+    : Strategy("mirrored", gpu_backends(devices, replicas_per_gpu, "MirroredStrategy")) {
   start();
 }
 

@@ -1,6 +1,7 @@
 // Strategies whose replicas run on GPUs.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "mirror/strategy/strategy.hpp"
@@ -25,6 +26,10 @@ class MirroredStrategy final : public Strategy {
  protected:
   std::unique_ptr<Communicator> make_communicator() override;
 };
+
+// `replicas_per_gpu` backends on each of `devices` (GPUs), for `strategy` (named in its errors).
+std::vector<std::unique_ptr<Backend>> gpu_backends(const std::vector<Device>& devices, int replicas_per_gpu,
+                                                   const char* strategy);
 
 // The GPUs a worker of a multi-worker job takes, when `local_size` workers share its machine and
 // this one is the `local_rank`-th of them: all of `visible` when it is alone, or when

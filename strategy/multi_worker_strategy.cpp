@@ -4,7 +4,7 @@
 #include "mirror/collectives/gpu_communicator.hpp"
 #include "mirror/collectives/mpi_world.hpp"
 #include "mirror/engine/error.hpp"
-#include "mirror/engine/gpu_runtime.hpp"
+#include "mirror/strategy/gpu_strategies.hpp"
 #include "mirror/strategy/host_backends.hpp"
 
 #ifndef MIRROR_VERSION
@@ -30,13 +30,7 @@ MultiWorkerMirroredStrategy::Options agreed(const MultiWorkerMirroredStrategy::O
 
 std::vector<std::unique_ptr<Backend>> worker_backends(const MultiWorkerMirroredStrategy::Options& options) {
   if (options.gpus.empty()) return host_backends(options.replicas_per_worker, options.threads);
-  std::vector<std::unique_ptr<Backend>> backends;
-  for (const Device& gpu : options.gpus) {
-    MIRROR_REQUIRE(gpu.kind == DeviceKind::GPU, InvalidArgument, "a multi-worker GPU replica needs a GPU, got ",
-                   gpu.name());
-    backends.push_back(gpu::make_backend(gpu));
-  }
-  return backends;
+  return gpu_backends(options.gpus, 1, "MultiWorkerMirroredStrategy");
 }
 
 }  // namespace

@@ -91,8 +91,7 @@ std::string architecture_option_with(int major, int minor) {
   return str("-Dgpu_architectures='", MIRROR_CUDA_ARCHITECTURES, ";", major * 10 + minor, "'");
 }
 
-}  // namespace
-
+// What the module gives the core (mirror_cuda_engine_module below).
 std::vector<Device> list_devices(std::string& why_none) {
   why_none.clear();
   int count = 0;
@@ -216,6 +215,7 @@ std::string version_report() {
   return out.str();
 }
 
+}  // namespace
 }  // namespace mirror::cuda
 
 // The core finds this by name (gpu::kEngineModuleEntry) after loading the module.
