@@ -17,6 +17,7 @@
 #include "mirror/engine/activation.hpp"
 #include "mirror/engine/buffer.hpp"
 #include "mirror/engine/device.hpp"
+#include "mirror/engine/error.hpp"
 #include "mirror/engine/geometry.hpp"
 
 namespace mirror {
@@ -263,6 +264,31 @@ class Backend {
                                       float* dx) {
     max_pool_backward(g, x, y, dy, dx);
     activation_backward(Activation::ReLU, g.batch * g.in_h * g.in_w, g.channels, nullptr, x, dx, dx);
+  }
+
+  // A convolution (optionally with ReLU) and the max pooling after it as one op, where the
+  // convolution's output is never stored: only the pooled output and, per pooled element, which
+  // window position won (`argmax`, one byte each; kArgmaxNone where ReLU zeroed the window, so
+  // no gradient flows). `pool` is the pooling's geometry over the convolution's output. Only for
+  // geometries where fuses_conv2d_max_pool() is true; the default backend fuses none, and the
+  // model then runs the two layers one by one.
+  static constexpr uint8_t kArgmaxNone = 255;
+  virtual bool fuses_conv2d_max_pool(const ConvGeometry& /*conv*/, const PoolGeometry& /*pool*/) const {
+    return false;
+  }
+  // y = max_pool(act(conv(x, w) + b)), act ReLU or identity; b may be null. y and argmax:
+  // (batch, pool.out_h(), pool.out_w(), channels).
+  virtual void conv2d_max_pool_forward(const ConvGeometry& /*conv*/, const PoolGeometry& /*pool*/, bool /*relu*/,
+                                       const float* /*x*/, const float* /*w*/, const float* /*b*/, float* /*y*/,
+                                       uint8_t* /*argmax*/) {
+    throw InvalidArgument("conv2d_max_pool_forward: this backend does not fuse convolution with max pooling");
+  }
+  // From the pooled gradient dy and forward's argmax: dw (overwritten), db (overwritten; may be
+  // null) and, when dx is not null, dL/dx (overwritten).
+  virtual void conv2d_max_pool_backward(const ConvGeometry& /*conv*/, const PoolGeometry& /*pool*/,
+                                        const float* /*x*/, const float* /*w*/, const float* /*dy*/,
+                                        const uint8_t* /*argmax*/, float* /*dw*/, float* /*db*/, float* /*dx*/) {
+    throw InvalidArgument("conv2d_max_pool_backward: this backend does not fuse convolution with max pooling");
   }
 
   // ---- optimizers: one pass over a flat parameter buffer ----

@@ -165,6 +165,12 @@ class HostBackend final : public Backend {
                          float* dx) override;
   void max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
                               float* dx) override;
+  // Convolution with the 2x2 max pooling after it (host_conv_pool.cpp).
+  bool fuses_conv2d_max_pool(const ConvGeometry& conv, const PoolGeometry& pool) const override;
+  void conv2d_max_pool_forward(const ConvGeometry& conv, const PoolGeometry& pool, bool relu, const float* x,
+                               const float* w, const float* b, float* y, uint8_t* argmax) override;
+  void conv2d_max_pool_backward(const ConvGeometry& conv, const PoolGeometry& pool, const float* x, const float* w,
+                                const float* dy, const uint8_t* argmax, float* dw, float* db, float* dx) override;
   void avg_pool_forward(const PoolGeometry& g, const float* x, float* y) override;
   void avg_pool_backward(const PoolGeometry& g, const float* dy, float* dx) override;
   void global_avg_pool_forward(int64_t batch, int64_t pixels, int64_t channels, const float* x, float* y) override;
@@ -221,6 +227,9 @@ class HostBackend final : public Backend {
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
   void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
+  void check_conv_pool(const ConvGeometry& conv, const PoolGeometry& pool) const;
+  // `chunks` blocks of `per_chunk` floats for the fused convolution's threads; grows, then is reused.
+  float* conv_pool_scratch(int64_t chunks, size_t per_chunk);
   // The cached oneDNN eltwise primitive for `act` over `count` elements (host_activations.cpp).
   EltwisePrimitive& eltwise_primitive(Activation act, bool backward, int64_t count);
   // Two per-channel sums over rows in a fixed order, whatever the thread count (host_batch_norm.cpp).
@@ -236,6 +245,9 @@ class HostBackend final : public Backend {
   std::vector<std::pair<ConvGeometry, std::unique_ptr<ConvPrimitives>>> conv_cache_;
   // The subsampled input (or gradient) of a strided 1x1 convolution; grows, then is reused.
   std::vector<float> pointwise_scratch_;
+  // The fused convolution's per-thread padded images and partial gradient sums, and the
+  // convolution output's gradient when an input gradient is asked for (host_conv_pool.cpp).
+  std::vector<float> conv_pool_scratch_, conv_pool_gradient_;
   // Keyed by activation, direction and element count: a few per layer and batch size.
   std::vector<std::unique_ptr<EltwisePrimitive>> eltwise_cache_;
   // Per-block partial sums of the batch-normalization reductions, sized by the largest batch seen.
