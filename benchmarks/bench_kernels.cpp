@@ -5,9 +5,10 @@
 // over as many bytes as the op's tensors, so it sits in the same cache level; of_large_copy is
 // against the large memcpy). `roofline` is the larger of of_gemm and
 // of_copy: the share of the op's time it would need at the better ceiling, 1.0 = at the ceiling.
-// The last benchmark, step_ops, runs one replica's whole step (no all-reduce) back to back, as
-// Sequential does. A table ranked by roofline fraction is printed last, then the step's floor (the
-// step's ops, each at its ceiling).
+// The last benchmarks, step_ops and step_ops_unfused, run one replica's whole step (no all-reduce)
+// back to back, as the model does with and without the convolution and pooling fused. A table
+// ranked by roofline fraction is printed last, then the step's floor (the step's ops, each at its
+// ceiling).
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -58,6 +59,8 @@ struct Tensors {
     conv_dw = make(conv.weight_count(), 0.0f);
     conv_db = make(kFilters, 0.0f);
     pool_y = make(batch * kFlat, 1.0f);
+    argmax = b.allocate(static_cast<size_t>(batch * kFlat));
+    std::fill_n(argmax.as<uint8_t>(), batch * kFlat, uint8_t{0});
     pool_dy = make(batch * kFlat, 0.01f);
     dense_w = make(kFlat * kClasses, 0.01f);
     dense_b = make(kClasses, 0.0f);
@@ -80,8 +83,8 @@ struct Tensors {
   int64_t rows;
   ConvGeometry conv;
   PoolGeometry pool;
-  DeviceBuffer x, conv_w, conv_b, conv_y, conv_dy, conv_dx, conv_dw, conv_db, pool_y, pool_dy, dense_w, dense_b, probs,
-      dprobs, dense_dw, dense_db, labels, params, grads, slots, stats, totals;
+  DeviceBuffer x, conv_w, conv_b, conv_y, conv_dy, conv_dx, conv_dw, conv_db, pool_y, argmax, pool_dy, dense_w, dense_b,
+      probs, dprobs, dense_dw, dense_db, labels, params, grads, slots, stats, totals;
   std::vector<int32_t> indices;
   std::unique_ptr<ResidentImages> resident;
 };
@@ -142,6 +145,14 @@ std::vector<Op> reference_ops() {
                  },
                  [](int64_t b) { return 3.0 * double(b) * kPoolOut; },  // 3 comparisons per output
                  [](int64_t b) { return 4.0 * double(b) * (kConvOut + kPoolOut); }});
+  // The two above as one op (the host fuses them): the convolution's output stays in registers;
+  // the pooled output and a byte of argmax per pooled element are written.
+  ops.push_back({"conv_relu_maxpool_forward", [](Backend& be, Tensors& t) {
+                   be.conv2d_max_pool_forward(t.conv, t.pool, true, t.x.as<float>(), t.conv_w.as<float>(),
+                                              t.conv_b.as<float>(), t.pool_y.as<float>(), t.argmax.as<uint8_t>());
+                 },
+                 [](int64_t b) { return conv_flops(b) + double(b) * kConvOut + 3.0 * double(b) * kPoolOut; },
+                 [](int64_t b) { return 4.0 * (double(b) * (kIn + kPoolOut) + kConvW + kFilters) + double(b) * kPoolOut; }});
   ops.push_back({"dense_forward", [](Backend& be, Tensors& t) {
                    be.dense_forward(t.rows, kFlat, kClasses, t.pool_y.as<float>(), t.dense_w.as<float>(),
                                     t.dense_b.as<float>(), t.probs.as<float>());
@@ -182,6 +193,16 @@ std::vector<Op> reference_ops() {
                                               t.conv_db.as<float>());
                  },
                  conv_flops, [](int64_t b) { return 4.0 * (double(b) * (kIn + kConvOut) + kConvW + kFilters); }});
+  // Pooling's backward, ReLU's derivative and the convolution's weight gradient as one op, from the
+  // pooled gradient and forward's argmax (the host fuses them). Counted as the dense weight
+  // gradient's arithmetic, which it does (a masked multiply-add per window position and tap).
+  ops.push_back({"conv_maxpool_backward", [](Backend& be, Tensors& t) {
+                   be.conv2d_max_pool_backward(t.conv, t.pool, t.x.as<float>(), t.conv_w.as<float>(),
+                                               t.pool_dy.as<float>(), t.argmax.as<uint8_t>(), t.conv_dw.as<float>(),
+                                               t.conv_db.as<float>(), nullptr);
+                 },
+                 conv_flops,
+                 [](int64_t b) { return 4.0 * (double(b) * (kIn + kPoolOut) + kConvW + kFilters) + double(b) * kPoolOut; }});
   // Not part of the reference step (the first layer needs no input gradient); measured for
   // deeper models.
   ops.push_back({"conv_backward_data", [](Backend& be, Tensors& t) {
@@ -199,24 +220,30 @@ std::vector<Op> reference_ops() {
   return ops;
 }
 
-// The ops of one replica's step in the order Sequential runs them (model/training.cpp: the fused
-// conv+ReLU forward, and pooling's backward with ReLU's derivative folded in), without the
-// all-reduce. The other ops above are the unfused forms, and conv_backward_data, which the first
-// layer does not need.
-const char* const kStepOps[] = {"gather_batch",         "conv_relu_forward",     "maxpool_forward",
-                                "dense_forward",        "softmax_crossentropy",  "dense_backward",
-                                "maxpool_relu_backward", "conv_backward_weights", "accumulate_stats",
-                                "adam_update"};
+// The ops of one replica's step in the order the model runs them on the host, without the
+// all-reduce: model/plan.cpp fuses the convolution with the pooling after it (and ReLU with
+// both), and the loss takes its gradient through the softmax.
+const std::vector<std::string> kStepOps = {"gather_batch",   "conv_relu_maxpool_forward", "dense_forward",
+                                           "softmax_crossentropy", "dense_backward", "conv_maxpool_backward",
+                                           "accumulate_stats", "adam_update"};
+// The same step with the convolution and the pooling apart (as a backend that does not fuse them
+// runs it: the fused conv+ReLU forward, pooling's backward with ReLU's derivative folded in). Its
+// floor is the reference the step is held to, since it does not move when ops are fused; the
+// fused step's own floor is printed too.
+const std::vector<std::string> kUnfusedStepOps = {"gather_batch",          "conv_relu_forward",    "maxpool_forward",
+                                                  "dense_forward",         "softmax_crossentropy", "dense_backward",
+                                                  "maxpool_relu_backward", "conv_backward_weights", "accumulate_stats",
+                                                  "adam_update"};
 
-bool in_step(const std::string& name) {
-  return std::find(std::begin(kStepOps), std::end(kStepOps), name) != std::end(kStepOps);
+bool in_list(const std::vector<std::string>& list, const std::string& name) {
+  return std::find(list.begin(), list.end(), name) != list.end();
 }
 
-Op step_op(const std::vector<Op>& ops) {
+Op step_op(const std::vector<Op>& ops, const std::string& name, const std::vector<std::string>& names) {
   std::vector<Op> step;
-  for (const char* name : kStepOps)
-    step.push_back(*std::find_if(ops.begin(), ops.end(), [&](const Op& op) { return op.name == name; }));
-  Op whole{"step_ops", nullptr, nullptr, nullptr, nullptr};
+  for (const std::string& n : names)
+    step.push_back(*std::find_if(ops.begin(), ops.end(), [&](const Op& op) { return op.name == n; }));
+  Op whole{name, nullptr, nullptr, nullptr, nullptr};
   whole.run = [step](Backend& be, Tensors& t) {
     for (const Op& op : step) op.run(be, t);
   };
@@ -286,22 +313,37 @@ void print_table() {
                 100 * r.of_copy, 100 * roof, r.us * roof);
   }
   // The step's floor: every op of the step at its better ceiling, against the ops timed one by
-  // one and the whole sequence (step_ops) timed at once.
-  for (int64_t batch : {int64_t{32}, int64_t{256}}) {
-    double ops_us = 0, floor_us = 0, gemm_floor_us = 0, step_us = 0;
+  // one and the whole sequence timed at once; for the step as run, and with the ops apart.
+  const auto floor_of = [&](const std::vector<std::string>& names, int64_t batch, double& ops_us, double& gemm_us) {
+    double floor_us = 0;
+    ops_us = gemm_us = 0;
     for (const Row& r : g_rows) {
-      if (r.batch != batch || (r.op != "step_ops" && !in_step(r.op))) continue;
-      if (r.op == "step_ops") step_us = r.us;
-      else {
-        ops_us += r.us;
-        floor_us += r.us * std::max(r.of_gemm, r.of_copy);
-        gemm_floor_us += r.us * r.of_gemm;
-      }
+      if (r.batch != batch || !in_list(names, r.op)) continue;
+      ops_us += r.us;
+      floor_us += r.us * std::max(r.of_gemm, r.of_copy);
+      gemm_us += r.us * r.of_gemm;
     }
-    if (step_us > 0 && floor_us > 0)
-      std::printf("batch %3lld: step ops one by one %.1f us, as one sequence %.1f us; floor %.1f us at the "
-                  "ceilings (%.1f us of it FLOPs at the sgemm peak): the sequence takes %.1fx the floor\n",
-                  static_cast<long long>(batch), ops_us, step_us, floor_us, gemm_floor_us, step_us / floor_us);
+    return floor_us;
+  };
+  const auto time_of = [&](const std::string& op, int64_t batch) {
+    for (const Row& r : g_rows)
+      if (r.op == op && r.batch == batch) return r.us;
+    return 0.0;
+  };
+  for (int64_t batch : {int64_t{32}, int64_t{256}}) {
+    double ops_us = 0, gemm_us = 0, unfused_ops_us = 0, unfused_gemm_us = 0;
+    const double floor_us = floor_of(kStepOps, batch, ops_us, gemm_us);
+    const double unfused_floor_us = floor_of(kUnfusedStepOps, batch, unfused_ops_us, unfused_gemm_us);
+    const double step_us = time_of("step_ops", batch), unfused_step_us = time_of("step_ops_unfused", batch);
+    if (step_us > 0 && unfused_floor_us > 0)
+      std::printf("batch %3lld: step ops one by one %.1f us, as one sequence %.1f us; the unfused step's floor %.1f us "
+                  "(%.1f us of it FLOPs at the sgemm peak): the sequence takes %.2fx that floor; the fused step's own "
+                  "floor %.1f us: %.2fx\n",
+                  static_cast<long long>(batch), ops_us, step_us, unfused_floor_us, unfused_gemm_us,
+                  step_us / unfused_floor_us, floor_us, step_us / floor_us);
+    if (unfused_step_us > 0 && unfused_floor_us > 0)
+      std::printf("batch %3lld: the unfused step's ops one by one %.1f us, as one sequence %.1f us: %.2fx its floor\n",
+                  static_cast<long long>(batch), unfused_ops_us, unfused_step_us, unfused_step_us / unfused_floor_us);
   }
 }
 
@@ -317,7 +359,9 @@ int main(int argc, char** argv) {
   g_backend = mirror::make_host_backend(threads);
   g_backend->bind_current_thread();  // benchmarks run on this thread
   static std::vector<Op> ops = reference_ops();
-  ops.push_back(step_op(ops));
+  const Op fused_step = step_op(ops, "step_ops", kStepOps), unfused_step = step_op(ops, "step_ops_unfused", kUnfusedStepOps);
+  ops.push_back(fused_step);
+  ops.push_back(unfused_step);
   for (const Op& op : ops) {
     benchmark::RegisterBenchmark(op.name.c_str(), BM_op, op)
         ->ArgName("batch")

@@ -32,10 +32,17 @@ constexpr uint8_t kNone = Backend::kArgmaxNone;
   return v;
 }
 [[gnu::always_inline]] inline void store(float* p, const F8& v) { std::memcpy(p, &v, sizeof v); }
-[[gnu::always_inline]] inline F8 broadcast(float s) { return F8{} + s; }
 // Lanes of `a` where mask is all ones, else of `b` (bitwise, so no lane is computed twice).
 [[gnu::always_inline]] inline F8 select(const I8& mask, const F8& a, const F8& b) {
   return reinterpret_cast<F8>((mask & reinterpret_cast<I8>(a)) | (~mask & reinterpret_cast<I8>(b)));
+}
+
+// The low byte of each lane, stored as 8 consecutive bytes.
+typedef uint8_t U8x32 __attribute__((vector_size(32)));
+[[gnu::always_inline]] inline void store_bytes(uint8_t* p, const I8& v) {
+  const U8x32 bytes = reinterpret_cast<U8x32>(v);
+  const U8x8 low = __builtin_shufflevector(bytes, bytes, 0, 4, 8, 12, 16, 20, 24, 28);
+  std::memcpy(p, &low, sizeof low);
 }
 
 // One image's view for the kernels: the input already padded, so the convolution is "valid".
@@ -55,53 +62,87 @@ struct Taps {
   int64_t ic() const { return kIc ? kIc : s.in_c; }
 };
 
+// The convolution outputs of kPixels horizontally adjacent windows for one block of channels,
+// four per window in row-major order: a[4p + 0..3] = (2ph, 2pw), (2ph, 2pw+1), (2ph+1, 2pw),
+// (2ph+1, 2pw+1) of window p. Two windows at a time give eight independent sums, enough to hide
+// the latency of the additions.
+template <int kKh, int kKw, int kIc, int kPixels>
+[[gnu::always_inline]] inline void window_outputs(const Taps<kKh, kKw, kIc>& t, const float* __restrict corner,
+                                                  const F8* __restrict cached, const float* __restrict w,
+                                                  const F8& bias, F8 (&a)[4 * kPixels]) {
+  const int64_t kh = t.kh(), kw = t.kw(), ic = t.ic(), out_c = t.s.out_c;
+  const int64_t pixel = ic, row = t.s.in_w * ic;  // floats between neighbouring input pixels
+  constexpr bool kFixed = kKh && kKw && kIc;
+  for (int k = 0; k < 4 * kPixels; ++k) a[k] = bias;
+  for (int64_t i = 0; i < kh; ++i)
+    for (int64_t j = 0; j < kw; ++j)
+      for (int64_t ci = 0; ci < ic; ++ci) {
+        const int64_t k = (i * kw + j) * ic + ci;
+        F8 wv;
+        if constexpr (kFixed) {
+          wv = cached[k];
+        } else {
+          wv = load(w + k * out_c);
+        }
+        for (int px = 0; px < kPixels; ++px) {
+          const float* p = corner + (2 * px + j) * pixel + i * row + ci;
+          // (A vector times a scalar: the scalar is broadcast.)
+          a[4 * px + 0] += wv * p[0];
+          a[4 * px + 1] += wv * p[pixel];
+          a[4 * px + 2] += wv * p[row];
+          a[4 * px + 3] += wv * p[row + pixel];
+        }
+      }
+}
+
+// One window's maximum and which of its four outputs was the first to reach it (strict
+// comparisons, as in max_pool_backward); with ReLU, relu(max) = max(relu) and a window whose
+// maximum is not positive passes no gradient.
+[[gnu::always_inline]] inline void pool_window(const F8* a, bool relu, float* __restrict y, uint8_t* __restrict argmax) {
+  F8 best = a[0];
+  I8 code = I8{};
+  for (int32_t k = 1; k < 4; ++k) {
+    const I8 greater = a[k] > best;
+    best = select(greater, a[k], best);
+    code = (greater & k) | (~greater & code);
+  }
+  if (relu) {
+    const I8 dead = ~(best > F8{});
+    best = select(dead, F8{}, best);
+    code = (dead & kNone) | (~dead & code);
+  }
+  store(y, best);
+  store_bytes(argmax, code);
+}
+
 // Forward of one image: y, argmax (pooled_h, pooled_w, out_c).
 template <int kKh, int kKw, int kIc>
 [[gnu::always_inline]] inline void forward_image(const ImageShape& s, bool relu, const float* __restrict x,
                                                  const float* __restrict w, const float* __restrict b,
                                                  float* __restrict y, uint8_t* __restrict argmax) {
   const Taps<kKh, kKw, kIc> t{s};
-  const int64_t kh = t.kh(), kw = t.kw(), ic = t.ic();
-  const int64_t pixel = ic, row = s.in_w * ic;  // floats between neighbouring input pixels
+  const int64_t ic = t.ic();
+  constexpr int64_t kFixedTaps = kKh && kKw && kIc ? int64_t{kKh} * kKw * kIc : 0;
   for (int64_t c0 = 0; c0 < s.out_c; c0 += kLanes) {
     const F8 bias = b ? load(b + c0) : F8{};
+    // With the taps known the block's weights are loaded once per image, not per window.
+    F8 cached[kFixedTaps > 0 ? kFixedTaps : 1];
+    if constexpr (kFixedTaps > 0)
+      for (int64_t k = 0; k < kFixedTaps; ++k) cached[k] = load(w + k * s.out_c + c0);
     for (int64_t ph = 0; ph < s.pooled_h; ++ph) {
-      for (int64_t pw = 0; pw < s.pooled_w; ++pw) {
-        // The window's four convolution outputs: (2ph, 2pw), (2ph, 2pw+1), (2ph+1, 2pw), (2ph+1, 2pw+1).
-        F8 a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-        const float* corner = x + (2 * ph * s.in_w + 2 * pw) * ic;
-        for (int64_t i = 0; i < kh; ++i)
-          for (int64_t j = 0; j < kw; ++j)
-            for (int64_t ci = 0; ci < ic; ++ci) {
-              const F8 wv = load(w + ((i * kw + j) * ic + ci) * s.out_c + c0);
-              const float* p = corner + i * row + j * pixel + ci;
-              a0 += broadcast(p[0]) * wv;
-              a1 += broadcast(p[pixel]) * wv;
-              a2 += broadcast(p[row]) * wv;
-              a3 += broadcast(p[row + pixel]) * wv;
-            }
-        // The first maximum in row-major order wins (strict comparisons), as in max_pool_backward.
-        F8 best = a0;
-        I8 code = I8{};
-        I8 greater = a1 > best;
-        best = select(greater, a1, best);
-        code = (greater & 1) | (~greater & code);
-        greater = a2 > best;
-        best = select(greater, a2, best);
-        code = (greater & 2) | (~greater & code);
-        greater = a3 > best;
-        best = select(greater, a3, best);
-        code = (greater & 3) | (~greater & code);
-        if (relu) {
-          // relu(max) = max(relu); a window whose maximum is not positive passes no gradient.
-          const I8 dead = ~(best > F8{});
-          best = select(dead, F8{}, best);
-          code = (dead & kNone) | (~dead & code);
-        }
-        const int64_t at = (ph * s.pooled_w + pw) * s.out_c + c0;
-        store(y + at, best);
-        const U8x8 bytes = __builtin_convertvector(code, U8x8);
-        std::memcpy(argmax + at, &bytes, sizeof bytes);
+      const float* corner_row = x + 2 * ph * s.in_w * ic;
+      const int64_t out_row = ph * s.pooled_w * s.out_c + c0;
+      int64_t pw = 0;
+      for (; pw + 2 <= s.pooled_w; pw += 2) {
+        F8 a[8];
+        window_outputs<kKh, kKw, kIc, 2>(t, corner_row + 2 * pw * ic, cached, w + c0, bias, a);
+        pool_window(a, relu, y + out_row + pw * s.out_c, argmax + out_row + pw * s.out_c);
+        pool_window(a + 4, relu, y + out_row + (pw + 1) * s.out_c, argmax + out_row + (pw + 1) * s.out_c);
+      }
+      if (pw < s.pooled_w) {
+        F8 a[4];
+        window_outputs<kKh, kKw, kIc, 1>(t, corner_row + 2 * pw * ic, cached, w + c0, bias, a);
+        pool_window(a, relu, y + out_row + pw * s.out_c, argmax + out_row + pw * s.out_c);
       }
     }
   }
@@ -121,7 +162,6 @@ template <int kKh, int kKw, int kIc>
     F8 sums[kFixedTaps > 0 ? kFixedTaps : 1];
     if constexpr (kFixedTaps > 0)
       for (int64_t k = 0; k < kFixedTaps; ++k) sums[k] = load(dw_sum + k * s.out_c + c0);
-    F8 db = load(db_sum + c0);
     for (int64_t ph = 0; ph < s.pooled_h; ++ph) {
       for (int64_t pw = 0; pw < s.pooled_w; ++pw) {
         const int64_t at = (ph * s.pooled_w + pw) * s.out_c + c0;
@@ -131,15 +171,15 @@ template <int kKh, int kKw, int kIc>
         const I8 code = __builtin_convertvector(bytes, I8);
         const F8 g0 = select(code == 0, g, F8{}), g1 = select(code == 1, g, F8{});
         const F8 g2 = select(code == 2, g, F8{}), g3 = select(code == 3, g, F8{});
-        db += select(code != kNone, g, F8{});
+        // The bias's sum stays in memory: one more register would spill the kernel's sums.
+        store(db_sum + c0, load(db_sum + c0) + select(code != kNone, g, F8{}));
         const float* corner = x + (2 * ph * s.in_w + 2 * pw) * ic;
         int64_t k = 0;
         for (int64_t i = 0; i < kh; ++i)
           for (int64_t j = 0; j < kw; ++j)
             for (int64_t ci = 0; ci < ic; ++ci, ++k) {
               const float* p = corner + i * row + j * pixel + ci;
-              const F8 term = g0 * broadcast(p[0]) + g1 * broadcast(p[pixel]) + g2 * broadcast(p[row]) +
-                              g3 * broadcast(p[row + pixel]);
+              const F8 term = (g0 * p[0] + g1 * p[pixel]) + (g2 * p[row] + g3 * p[row + pixel]);
               if constexpr (kFixedTaps > 0) {
                 sums[k] += term;
               } else {
@@ -151,7 +191,6 @@ template <int kKh, int kKw, int kIc>
     }
     if constexpr (kFixedTaps > 0)
       for (int64_t k = 0; k < kFixedTaps; ++k) store(dw_sum + k * s.out_c + c0, sums[k]);
-    store(db_sum + c0, db);
   }
 }
 
