@@ -58,6 +58,15 @@ struct Fusion {
   // The input is a ReLU's output and this layer folds ReLU's derivative into dx (only where
   // absorbs_input_relu()).
   bool input_is_relu = false;
+  // A convolution that runs the max pooling after it too (Backend::conv2d_max_pool_forward and
+  // _backward, on backends that fuse the pair): its output is the pooled tensor, dy that
+  // tensor's gradient, and `pool` the pooling's geometry (batch 0). Set with pooled_by_input
+  // on the pooling.
+  bool pools = false;
+  PoolGeometry pool;
+  // A max pooling the convolution before it runs: it runs no op, and its output and the output's
+  // gradient are its input's memory (as a reshape's are).
+  bool pooled_by_input = false;
 };
 
 struct ForwardArgs {
@@ -66,6 +75,8 @@ struct ForwardArgs {
   float* output;                         // (rows, output shape)
   std::span<float* const> vars;          // variables() in order
   float* scratch;                        // scratch_floats(rows) floats, kept until this step's backward
+                                         // (then fused_scratch_floats(rows) more when fusion.pools)
+  Fusion fusion = {};
 };
 
 struct BackwardArgs {
@@ -119,6 +130,16 @@ class Layer {
   virtual bool absorbs_input_relu() const { return false; }
   // True when backward honours BackwardArgs::accumulate (adds into dx).
   virtual bool accumulates_dx() const { return false; }
+  // For the fusion pass (model/plan.cpp): a convolution whose activation is ReLU or none gives its
+  // geometry (batch 0), so that a max pooling after it can run with it as one op; a max pooling
+  // gives its geometry. nullptr for every other layer.
+  virtual const ConvGeometry* poolable_conv() const { return nullptr; }
+  virtual const PoolGeometry* max_pool_geometry() const { return nullptr; }
+  // Floats of scratch a convolution needs beyond scratch_floats() when it runs the pooling after
+  // it (Fusion::pools): the argmax bytes of `pooled_floats` pooled elements per row.
+  static size_t fused_scratch_floats(int64_t rows, int64_t pooled_floats) {
+    return static_cast<size_t>(rows * ((pooled_floats + 3) / 4));
+  }
   // Floats of scratch this layer needs per call for `rows` samples.
   virtual size_t scratch_floats(int64_t /*rows*/) const { return 0; }
 

@@ -116,7 +116,13 @@ void Model::make_runtime(const std::vector<float>* weights) {
     resolved.push_back(m.resolved_for(out[0]));
     MIRROR_REQUIRE(names.insert(m.name()).second, InvalidArgument, "metric '", m.name(), "' is given twice");
   }
-  runtime_ = std::make_unique<ModelRuntime>(make_plan(input_, output_, loss_), *strategy_, optimizer_, loss_,
+  Strategy& strategy = *strategy_;
+  const ConvPoolFusable fusable = [&strategy](const ConvGeometry& conv, const PoolGeometry& pool) {
+    for (int r = 0; r < strategy.num_replicas(); ++r)
+      if (!strategy.backend(r).fuses_conv2d_max_pool(conv, pool)) return false;
+    return true;
+  };
+  runtime_ = std::make_unique<ModelRuntime>(make_plan(input_, output_, loss_, fusable), strategy, optimizer_, loss_,
                                             std::move(resolved), seed_);
   if (weights) runtime_->set_weights(*weights);
 }

@@ -86,13 +86,27 @@ bool has_trainable(const Plan& plan, const PlannedNode& node) {
 }
 
 // Fusions, each decided by looking at a node and its consumers.
-void fuse(Plan& plan, const std::vector<std::vector<std::pair<int, int>>>& consumers) {
+void fuse(Plan& plan, const std::vector<std::vector<std::pair<int, int>>>& consumers, const ConvPoolFusable& fusable) {
   for (size_t p = 1; p < plan.nodes.size(); ++p) {
     PlannedNode& producer = plan.nodes[p];
-    if (producer.layer->activation() != Activation::ReLU || static_cast<int>(p) == plan.output) continue;
-    if (consumers[p].size() != 1) continue;
+    if (static_cast<int>(p) == plan.output || consumers[p].size() != 1) continue;
     const auto [c, i] = consumers[p].front();
     PlannedNode& consumer = plan.nodes[static_cast<size_t>(c)];
+    // A convolution (ReLU or no activation) and the max pooling that alone reads it, where the
+    // backends run the two as one op: the convolution's output is never stored.
+    const ConvGeometry* conv = producer.layer->poolable_conv();
+    const PoolGeometry* pool = consumer.layer->max_pool_geometry();
+    if (fusable && conv && pool && fusable(*conv, *pool) &&
+        consumer.grad_targets[static_cast<size_t>(i)] != GradTarget::Accumulate) {
+      producer.fusion.pools = true;
+      producer.fusion.pool = *pool;
+      producer.output_floats = consumer.output_floats;
+      producer.scratch_floats_per_row += Layer::fused_scratch_floats(1, consumer.output_floats);
+      consumer.fusion.pooled_by_input = true;
+      consumer.aliases_input = true;
+      continue;
+    }
+    if (producer.layer->activation() != Activation::ReLU) continue;
     if (!consumer.layer->absorbs_input_relu() || consumer.grad_targets[static_cast<size_t>(i)] != GradTarget::Write) continue;
     // Max pooling after a ReLU: its backward writes (x > 0) * unpool(dy), one pass instead of two.
     consumer.fusion.input_is_relu = true;
@@ -121,17 +135,17 @@ void assign_gradient_buffers(Plan& plan, const std::vector<std::vector<std::pair
   for (int t = count; t-- > 0;) {
     if (!needs_grad[static_cast<size_t>(t)] && !(t == plan.output && plan.output_needs_grad)) continue;
     const PlannedNode& node = plan.nodes[static_cast<size_t>(t)];
-    const int64_t floats = node.layer ? node.layer->output_shape().count() : 0;
+    const int64_t floats = node.layer ? node.output_floats : 0;
     int first_write = t == plan.output ? -1 : count;
     for (auto [c, i] : consumers[static_cast<size_t>(t)]) first_write = std::min(first_write, count - 1 - c);
     const int read = count - 1 - t;
-    // A tensor read only by a reshape (Flatten after a convolution) shares the reshape's gradient:
-    // the same floats, so backward copies nothing.
+    // A tensor read only by a reshape (Flatten after a convolution), or by a pooling its
+    // convolution runs, shares the reader's gradient: the same floats, so backward copies nothing.
     const auto& cons = consumers[static_cast<size_t>(t)];
     if (cons.size() == 1 && t != plan.output) {
       const PlannedNode& c = plan.nodes[static_cast<size_t>(cons[0].first)];
       const int g = group[static_cast<size_t>(cons[0].first)];
-      if (c.layer->is_reshape() && g >= 0) {
+      if (c.aliases_input && g >= 0) {
         group[static_cast<size_t>(t)] = g;
         end[static_cast<size_t>(g)] = read;
         size[static_cast<size_t>(g)] = std::max(size[static_cast<size_t>(g)], floats);
@@ -188,7 +202,7 @@ std::vector<LayerPtr> ordered_layers(const Tensor& input, const Tensor& output) 
   return layers;
 }
 
-Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss) {
+Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss, const ConvPoolFusable& fusable) {
   MIRROR_REQUIRE(input.valid() && output.valid(), InvalidArgument, "a model needs an input and an output tensor");
   MIRROR_REQUIRE(input.node()->layer == nullptr, InvalidArgument, "a model's input must come from Input()");
   MIRROR_REQUIRE(output.node() != input.node(), InvalidArgument, "the model's output is its input: add layers between them");
@@ -212,6 +226,8 @@ Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss) {
       consumers[static_cast<size_t>(t)].push_back({static_cast<int>(n), static_cast<int>(i)});
     }
     node.grad_targets.assign(node.inputs.size(), GradTarget::None);
+    node.output_floats = node.layer ? node.layer->output_shape().count() : input.shape().count();
+    node.aliases_input = node.layer && node.layer->is_reshape();
     if (node.layer) {
       const size_t fixed = node.layer->scratch_floats(0);
       node.scratch_floats_fixed = fixed;
@@ -244,25 +260,25 @@ Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss) {
         target = GradTarget::Accumulate;  // a reshape's gradient is added by the runtime
       } else {
         target = GradTarget::Scratch;
-        plan.scratch_grad_floats = std::max(plan.scratch_grad_floats, plan.nodes[t].layer->output_shape().count());
+        plan.scratch_grad_floats = std::max(plan.scratch_grad_floats, plan.nodes[t].output_floats);
       }
     }
   }
 
-  // Values: each node's output has a buffer of its own (backward reads them), a reshape shares
-  // its input's.
+  fuse(plan, consumers, fusable);
+  // Values: each node's output has a buffer of its own (backward reads them); a reshape, and a
+  // pooling its convolution runs, share their input's.
   plan.value_floats.push_back(input.shape().count());
   plan.nodes[0].value_buffer = 0;
   for (size_t n = 1; n < order.size(); ++n) {
     PlannedNode& node = plan.nodes[n];
-    if (node.layer->is_reshape()) {
+    if (node.aliases_input) {
       node.value_buffer = plan.nodes[static_cast<size_t>(node.inputs.at(0))].value_buffer;
     } else {
       node.value_buffer = static_cast<int>(plan.value_floats.size());
-      plan.value_floats.push_back(node.layer->output_shape().count());
+      plan.value_floats.push_back(node.output_floats);
     }
   }
-  fuse(plan, consumers);
   assign_gradient_buffers(plan, consumers, needs_grad);
   return plan;
 }

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +43,11 @@ struct PlannedNode {
   std::vector<int> inputs;               // tensor ids
   std::vector<GradTarget> grad_targets;  // per input
   Fusion fusion;
+  // The output is the input's memory, and so is its gradient: a reshape, or a max pooling that
+  // the convolution before it runs (Fusion::pooled_by_input). No op runs for it.
+  bool aliases_input = false;
+  int64_t output_floats = 0;             // per sample: the output's size, or the pooled size for a
+                                         // convolution that runs the pooling after it
   std::vector<int> variables;            // indices into Plan::variables, in the layer's order
   int value_buffer = -1;                 // where its output lives (shared with the input for a reshape)
   int grad_buffer = -1;                  // where dL/d(output) lives, -1 when no gradient flows to it
@@ -70,8 +76,13 @@ std::vector<LayerPtr> ordered_layers(const Tensor& input, const Tensor& output);
 // The nodes themselves in that order, the input first.
 std::vector<const Node*> ordered_nodes(const Tensor& input, const Tensor& output);
 
+// Whether the replicas' backends run a convolution and the max pooling after it as one op
+// (Backend::fuses_conv2d_max_pool for every replica).
+using ConvPoolFusable = std::function<bool(const ConvGeometry&, const PoolGeometry&)>;
+
 // Builds the plan of the graph from `input` to `output` for `loss`. Throws InvalidArgument for a
-// graph that is not a single-input, single-output DAG of built layers.
-Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss);
+// graph that is not a single-input, single-output DAG of built layers. Without `fusable` no
+// convolution is fused with its pooling.
+Plan make_plan(const Tensor& input, const Tensor& output, const Loss& loss, const ConvPoolFusable& fusable = nullptr);
 
 }  // namespace mirror

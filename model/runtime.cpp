@@ -80,7 +80,11 @@ void ModelRuntime::name_spans() {
   spans_.optimizer = t.name_id("optimizer", "optimizer");
   spans_.read_totals = t.name_id("read totals", "read_totals");
   for (const PlannedNode& node : plan_.nodes) {
-    const std::string name = node.layer ? node.layer->name() : std::string("input");
+    std::string name = node.layer ? node.layer->name() : std::string("input");
+    // A convolution that runs the pooling after it: the span covers both.
+    for (const PlannedNode& reader : plan_.nodes)
+      if (node.fusion.pools && reader.fusion.pooled_by_input && reader.inputs[0] == static_cast<int>(&node - plan_.nodes.data()))
+        name += " + " + reader.layer->name();
     spans_.forward.push_back(t.name_id("forward " + name, "forward"));
     spans_.backward.push_back(t.name_id("backward " + name, "backward"));
   }
@@ -249,13 +253,13 @@ void ModelRuntime::forward(Replica& s, const LayerContext& base) {
   const int lane = Strategy::compute_lane(ctx.replica.replica());
   for (size_t n = 1; n < plan_.nodes.size(); ++n) {
     const PlannedNode& node = plan_.nodes[n];
-    if (node.layer->is_reshape()) continue;  // the output is the input's memory
+    if (node.aliases_input) continue;  // the output is the input's memory
     const TraceScope span(tracer, lane, spans_.forward[n], ctx.iteration);
     ctx.node = static_cast<int>(n);
     s.in.clear();
     for (int t : node.inputs) s.in.push_back(s.values[static_cast<size_t>(plan_.nodes[static_cast<size_t>(t)].value_buffer)].as<float>());
     node.layer->forward({ctx, s.in, s.values[static_cast<size_t>(node.value_buffer)].as<float>(), s.vars[n],
-                         s.scratch[n].as<float>()});
+                         s.scratch[n].as<float>(), node.fusion});
   }
 }
 
@@ -267,17 +271,17 @@ void ModelRuntime::backward(Replica& s, const LayerContext& base, GradientReduce
   for (size_t n = plan_.nodes.size(); n-- > 1;) {
     const PlannedNode& node = plan_.nodes[n];
     if (node.grad_buffer >= 0) {
-      // A reshape runs no op: no span, as in forward.
-      const TraceScope span(node.layer->is_reshape() ? nullptr : &tracer, lane, spans_.backward[n], ctx.iteration);
+      // A reshape (or a pooling its convolution runs) runs no op: no span, as in forward.
+      const TraceScope span(node.aliases_input ? nullptr : &tracer, lane, spans_.backward[n], ctx.iteration);
       ctx.node = static_cast<int>(n);
       float* dy = s.gradients[static_cast<size_t>(node.grad_buffer)].as<float>();
       const auto grad_of = [&](int t) {
         return s.gradients[static_cast<size_t>(plan_.nodes[static_cast<size_t>(t)].grad_buffer)].as<float>();
       };
-      if (node.layer->is_reshape()) {
+      if (node.aliases_input) {
         // No op ran forward; the gradient is dy itself, passed on (shared memory) or added.
         const int t = node.inputs[0];
-        const size_t count = static_cast<size_t>(ctx.rows * node.layer->output_shape().count());
+        const size_t count = static_cast<size_t>(ctx.rows * node.output_floats);
         if (node.grad_targets[0] == GradTarget::Write && grad_of(t) != dy) b.copy(dy, grad_of(t), count);
         if (node.grad_targets[0] == GradTarget::Accumulate) b.add(count, grad_of(t), dy, grad_of(t));
       } else {
@@ -301,7 +305,7 @@ void ModelRuntime::backward(Replica& s, const LayerContext& base, GradientReduce
         for (size_t i = 0; i < node.inputs.size(); ++i) {
           if (node.grad_targets[i] != GradTarget::Scratch) continue;
           const int t = node.inputs[i];
-          const size_t count = static_cast<size_t>(ctx.rows * plan_.nodes[static_cast<size_t>(t)].layer->output_shape().count());
+          const size_t count = static_cast<size_t>(ctx.rows * plan_.nodes[static_cast<size_t>(t)].output_floats);
           b.add(count, grad_of(t), s.scratch_grad.as<float>(), grad_of(t));
         }
       }

@@ -94,6 +94,79 @@ TEST(Graph, FusionsAreDecidedByLookingAtANodeAndItsConsumers) {
   EXPECT_FALSE(twice.nodes[1].fusion.activation_done);
 }
 
+TEST(Graph, AConvolutionRunsTheMaxPoolingThatAloneReadsItWhereTheBackendFusesThem) {
+  const Tensor x = Input(Shape{10, 10, 1});
+  const Tensor c = layers::Conv2D(8, {3, 3}, Activation::ReLU)(x);
+  const Tensor y = layers::Dense(3, Activation::Softmax)(layers::Flatten()(layers::MaxPooling2D()(c)));
+  const auto always = [](const ConvGeometry&, const PoolGeometry&) { return true; };
+  const Plan plan = make_plan(x, y, losses::SparseCategoricalCrossentropy(), always);
+  ASSERT_EQ(plan.nodes.size(), 5u);
+  EXPECT_TRUE(plan.nodes[1].fusion.pools);
+  EXPECT_EQ(plan.nodes[1].fusion.pool, (PoolGeometry{0, 8, 8, 8}));
+  EXPECT_FALSE(plan.nodes[1].fusion.activation_done);  // the fused op applies ReLU's derivative
+  EXPECT_TRUE(plan.nodes[2].fusion.pooled_by_input);
+  EXPECT_TRUE(plan.nodes[2].aliases_input);
+  EXPECT_FALSE(plan.nodes[2].fusion.input_is_relu);
+  // The convolution's output is the pooled tensor (4x4x8 per sample), shared with the pooling.
+  EXPECT_EQ(plan.nodes[1].output_floats, 4 * 4 * 8);
+  EXPECT_EQ(plan.nodes[2].value_buffer, plan.nodes[1].value_buffer);
+  EXPECT_EQ(plan.value_floats[static_cast<size_t>(plan.nodes[1].value_buffer)], 4 * 4 * 8);
+  EXPECT_EQ(plan.nodes[2].grad_buffer, plan.nodes[1].grad_buffer);
+  for (int64_t floats : plan.grad_floats) EXPECT_LE(floats, 4 * 4 * 8) << "no gradient buffer of the 8x8x8 output";
+  // Its scratch holds the argmax: a byte per pooled element.
+  EXPECT_GE(plan.nodes[1].scratch_floats_per_row * 4, size_t{4 * 4 * 8});
+  // A backend that does not fuse the pair, or a convolution read by two nodes, keeps them apart.
+  const auto never = [](const ConvGeometry&, const PoolGeometry&) { return false; };
+  const Plan apart = make_plan(x, y, losses::SparseCategoricalCrossentropy(), never);
+  EXPECT_FALSE(apart.nodes[1].fusion.pools);
+  EXPECT_TRUE(apart.nodes[2].fusion.input_is_relu);
+  const Tensor x2 = Input(Shape{10, 10, 1});
+  const Tensor r = layers::Conv2D(8, {3, 3}, Activation::ReLU)(x2);
+  const Tensor joined = layers::Concatenate()({layers::MaxPooling2D()(r), layers::MaxPooling2D()(r)});
+  const Plan twice = make_plan(x2, layers::Dense(2, Activation::Softmax)(layers::Flatten()(joined)), Loss(), always);
+  EXPECT_FALSE(twice.nodes[1].fusion.pools);
+  // Another activation than ReLU keeps its own pass.
+  const Tensor x3 = Input(Shape{10, 10, 1});
+  const Tensor t = layers::MaxPooling2D()(layers::Conv2D(8, {3, 3}, Activation::Tanh)(x3));
+  const Plan tanh = make_plan(x3, layers::Dense(2, Activation::Softmax)(layers::Flatten()(t)), Loss(), always);
+  EXPECT_FALSE(tanh.nodes[1].fusion.pools);
+}
+
+// Two convolution + pooling blocks (the second needs its input's gradient), ReLU and no
+// activation, "same" padding; `apart` puts a linear Activation between each convolution and its
+// pooling, which keeps the host from fusing them and computes the same function.
+std::unique_ptr<Model> conv_pool_model(bool apart) {
+  const auto maybe_apart = [&](const Tensor& t) { return apart ? layers::Activation(Activation::Linear)(t) : t; };
+  const Tensor x = Input(Shape{12, 12, 1});
+  Tensor y = layers::Conv2D(8, {3, 3}, Activation::ReLU)(x);
+  y = layers::MaxPooling2D()(maybe_apart(y));
+  y = layers::Conv2D(16, {3, 3}, {.padding = Padding::Same})(y);
+  y = layers::MaxPooling2D()(maybe_apart(y));
+  return std::make_unique<Model>(x, layers::Dense(4, Activation::Softmax)(layers::Flatten()(y)));
+}
+
+TEST(Graph, FusedConvolutionAndPoolingTrainsLikeTheTwoLayersApart) {
+  const ImageSet data = synthetic_images(48, 12, 12, 4, 5);
+  std::vector<std::vector<float>> weights;
+  std::vector<double> losses;
+  std::vector<float> initial;
+  for (const bool apart : {false, true}) {
+    HostStrategy strategy(2, 1);
+    auto model = conv_pool_model(apart);
+    model->compile(strategy, optimizers::Adam({.learning_rate = 1e-2f}), {}, {}, 6);
+    // The same starting point (the extra layers would draw other initial weights).
+    if (apart) model->set_weights(initial);
+    initial = model->get_weights();
+    const History h = model->fit(data, {.epochs = 3, .batch_size = 16, .seed = 2, .verbose = 0});
+    weights.push_back(model->get_weights());
+    losses.push_back(h.epochs.back().loss);
+    EXPECT_TRUE(model->replicas_identical());
+  }
+  ASSERT_EQ(weights[0].size(), weights[1].size());
+  EXPECT_TRUE(all_close(weights[0], weights[1], 1e-4f, 1e-3f));
+  EXPECT_NEAR(losses[0], losses[1], 1e-4 * std::max(1.0, std::fabs(losses[1])));
+}
+
 TEST(Graph, ATensorReadTwiceSumsItsGradientsAndBuffersAreReused) {
   const Tensor x = Input(Shape{6});
   const Tensor h = layers::Dense(6)(x);

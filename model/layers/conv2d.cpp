@@ -40,9 +40,19 @@ class Conv2DLayer final : public Layer {
     return static_cast<size_t>(rows) * layer_util::activation_scratch(options_.activation, output_shape().count());
   }
 
+  const ConvGeometry* poolable_conv() const override {
+    const bool plain = options_.activation == Activation::ReLU || options_.activation == Activation::Linear;
+    return plain ? &geometry_ : nullptr;
+  }
+
   void forward(const ForwardArgs& a) override {
     const ConvGeometry g = with_batch(a.ctx.rows);
     const float* bias = options_.use_bias ? a.vars[1] : nullptr;
+    if (a.fusion.pools) {
+      a.ctx.backend.conv2d_max_pool_forward(g, pool_with_batch(a.fusion, a.ctx.rows), options_.activation == Activation::ReLU,
+                                            a.inputs[0], a.vars[0], bias, a.output, argmax(a.scratch, a.ctx.rows));
+      return;
+    }
     if (options_.activation == Activation::ReLU) {
       a.ctx.backend.conv2d_relu_forward(g, a.inputs[0], a.vars[0], bias, a.output);
       return;
@@ -54,6 +64,13 @@ class Conv2DLayer final : public Layer {
 
   void backward(const BackwardArgs& a) override {
     const ConvGeometry g = with_batch(a.ctx.rows);
+    if (a.fusion.pools) {
+      // dy is the pooled output's gradient; the argmax forward kept routes it.
+      a.ctx.backend.conv2d_max_pool_backward(g, pool_with_batch(a.fusion, a.ctx.rows), a.inputs[0], a.vars[0], a.dy,
+                                             argmax(a.scratch, a.ctx.rows), a.grads[0],
+                                             options_.use_bias ? a.grads[1] : nullptr, a.dx[0]);
+      return;
+    }
     layer_util::activation_backward(a, options_.activation, a.ctx.rows * g.out_h() * g.out_w(), filters_);
     a.ctx.backend.conv2d_backward_weights(g, a.inputs[0], a.dy, a.grads[0], options_.use_bias ? a.grads[1] : nullptr);
     if (a.dx[0]) a.ctx.backend.conv2d_backward_data(g, a.vars[0], a.dy, a.dx[0]);
@@ -74,6 +91,16 @@ class Conv2DLayer final : public Layer {
   }
 
  private:
+  static PoolGeometry pool_with_batch(const Fusion& fusion, int64_t rows) {
+    PoolGeometry p = fusion.pool;
+    p.batch = rows;
+    return p;
+  }
+  // The fused op's argmax bytes: after this layer's own scratch (see ForwardArgs::scratch).
+  uint8_t* argmax(float* scratch, int64_t rows) const {
+    return reinterpret_cast<uint8_t*>(scratch + scratch_floats(rows));
+  }
+
   ConvGeometry with_batch(int64_t rows) const {
     ConvGeometry g = geometry_;
     g.batch = rows;

@@ -17,12 +17,14 @@ class Pooling2DLayer final : public Layer {
   std::string type() const override { return max_ ? "MaxPooling2D" : "AveragePooling2D"; }
   std::string default_name() const override { return max_ ? "max_pooling2d" : "average_pooling2d"; }
   bool absorbs_input_relu() const override { return max_; }
+  const PoolGeometry* max_pool_geometry() const override { return max_ ? &geometry_ : nullptr; }
 
   std::vector<std::pair<std::string, std::string>> config() const override {
     using namespace layer_util;
     return {{"pool_size", json_list(pool_)}, {"strides", json_list(strides_)}, {"padding", json_padding(padding_)}};
   }
 
+  // With Fusion::pooled_by_input the runtime calls neither pass: the convolution before it does both.
   void forward(const ForwardArgs& a) override {
     const PoolGeometry g = with_batch(a.ctx.rows);
     if (max_) {
