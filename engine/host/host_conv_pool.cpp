@@ -241,20 +241,20 @@ void dispatch(const ConvGeometry& g, const Fn3x3x1& f331, const Fn3x3& f33, cons
   any();
 }
 
-// The gradient of the convolution's output, rebuilt from the pooled gradient: dy where a window's
-// winner was, zero elsewhere (the input gradient is then oneDNN's backward-data over it).
-void unpool_gradient(const ConvGeometry& g, const float* dy, const uint8_t* argmax, float* dconv) {
+// The gradient of image n's convolution output, rebuilt from the pooled gradient: dy where a
+// window's winner was, zero elsewhere (the input gradient is then oneDNN's backward-data over it).
+void unpool_gradient(const ConvGeometry& g, int64_t n, const float* dy, const uint8_t* argmax, float* dconv) {
   const int64_t out_h = g.out_h(), out_w = g.out_w(), c = g.out_c, pooled_h = out_h / 2, pooled_w = out_w / 2;
-  std::fill(dconv, dconv + g.batch * out_h * out_w * c, 0.0f);
-  for (int64_t n = 0; n < g.batch; ++n)
-    for (int64_t ph = 0; ph < pooled_h; ++ph)
-      for (int64_t pw = 0; pw < pooled_w; ++pw)
-        for (int64_t k = 0; k < c; ++k) {
-          const int64_t at = ((n * pooled_h + ph) * pooled_w + pw) * c + k;
-          const uint8_t code = argmax[at];
-          if (code == kNone) continue;
-          dconv[((n * out_h + 2 * ph + code / 2) * out_w + 2 * pw + code % 2) * c + k] = dy[at];
-        }
+  float* image = dconv + n * out_h * out_w * c;
+  std::fill(image, image + out_h * out_w * c, 0.0f);
+  for (int64_t ph = 0; ph < pooled_h; ++ph)
+    for (int64_t pw = 0; pw < pooled_w; ++pw) {
+      const int64_t at = ((n * pooled_h + ph) * pooled_w + pw) * c;
+      for (int64_t k = 0; k < c; ++k) {
+        const uint8_t code = argmax[at + k];
+        if (code != kNone) image[((2 * ph + code / 2) * out_w + 2 * pw + code % 2) * c + k] = dy[at + k];
+      }
+    }
 }
 
 }  // namespace
@@ -335,8 +335,10 @@ void HostBackend::conv2d_max_pool_backward(const ConvGeometry& g, const PoolGeom
   if (dx && g.batch > 0) {
     const size_t conv_floats = static_cast<size_t>(g.batch * g.out_h() * g.out_w() * g.out_c);
     if (conv_pool_gradient_.size() < conv_floats) conv_pool_gradient_.resize(conv_floats);
-    unpool_gradient(g, dy, argmax, conv_pool_gradient_.data());
-    conv2d_backward_data(g, w, conv_pool_gradient_.data(), dx);
+    float* dconv = conv_pool_gradient_.data();
+#pragma omp parallel for num_threads(threads_) if (chunks > 1)
+    for (int64_t n = 0; n < g.batch; ++n) unpool_gradient(g, n, dy, argmax, dconv);
+    conv2d_backward_data(g, w, dconv, dx);
   }
 }
 
