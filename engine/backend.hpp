@@ -19,6 +19,7 @@
 #include "mirror/engine/device.hpp"
 #include "mirror/engine/error.hpp"
 #include "mirror/engine/geometry.hpp"
+#include "mirror/engine/trace.hpp"
 
 namespace mirror {
 
@@ -120,6 +121,9 @@ class Backend {
   // Called once on the replica's worker thread before any op (binds the CUDA device, sets the
   // thread count of the host's parallel regions).
   virtual void bind_current_thread() {}
+  // A clock on the queue this backend's ops run on, for traces in device time; null where ops run
+  // as they are called (the host), whose spans the host's clock times.
+  virtual std::unique_ptr<DeviceClock> make_device_clock() { return nullptr; }
 
   // ---- memory ----
   // A buffer of `num_bytes` on this device, released through this backend when the buffer dies.

@@ -97,9 +97,11 @@ void Tracer::write_chrome_trace(const std::string& path) const {
     for (size_t k = 0; k < l.count; ++k) {
       const Span& s = l.spans[k];
       const Name& n = names_[static_cast<size_t>(s.name)];
+      const int64_t begin_ns = l.clock ? l.clock->time_ns(s.begin) : s.begin;
+      const int64_t end_ns = l.clock ? l.clock->time_ns(s.end) : s.end;
       event(str("{\"ph\":\"X\",\"name\":", json_string(n.name), ",\"cat\":", json_string(n.category), ",\"pid\":",
-                pid_of[i], ",\"tid\":", i, ",\"ts\":", micros(s.begin_ns - origin_ns_), ",\"dur\":",
-                micros(s.end_ns - s.begin_ns), ",\"args\":{\"step\":", s.step, "}}"));
+                pid_of[i], ",\"tid\":", i, ",\"ts\":", micros(begin_ns - origin_ns_), ",\"dur\":",
+                micros(end_ns - begin_ns), ",\"args\":{\"step\":", s.step, "}}"));
     }
   }
   out << "\n]}\n";

@@ -96,6 +96,15 @@ void Strategy::start_tracing(size_t spans_per_lane) {
     lanes.push_back({process, "all-reduce"});
   }
   tracer_.start(std::move(lanes), spans_per_lane);
+  // A GPU replica's compute lane is timed on its stream: two marks per span.
+  device_clocks_.clear();
+  for (int r = 0; r < num_replicas(); ++r) {
+    std::unique_ptr<DeviceClock> clock = backend(r).make_device_clock();
+    if (!clock) continue;
+    clock->reset(2 * spans_per_lane);
+    tracer_.set_clock(compute_lane(r), clock.get());
+    device_clocks_.push_back(std::move(clock));
+  }
 }
 
 std::string Strategy::describe() const {

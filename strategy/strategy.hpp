@@ -87,7 +87,9 @@ class Strategy {
   Tracer& tracer() { return tracer_; }
   static int compute_lane(int replica) { return 2 * replica; }
   static int communication_lane(int replica) { return 2 * replica + 1; }
-  // Starts the tracer on every replica's two lanes, named by global replica and device.
+  // Starts the tracer on every replica's two lanes, named by global replica and device. A
+  // replica whose backend has a device clock (a GPU) has its compute lane timed on its stream;
+  // the collectives' lane keeps host times (launch to the host seeing completion).
   void start_tracing(size_t spans_per_lane);
 
   // Called on replica `replica`'s worker thread when its backward pass begins and ends, every
@@ -126,6 +128,7 @@ class Strategy {
   std::unique_ptr<Communicator> communicator_;
   std::shared_ptr<const void> alive_ = std::make_shared<const char>(0);
   Tracer tracer_;
+  std::vector<std::unique_ptr<DeviceClock>> device_clocks_;  // of the GPU replicas' compute lanes
   std::mutex use_mutex_;
   std::thread::id user_;              // the thread holding a Use (none when idle); under use_mutex_
   const char* user_what_ = nullptr;   // and what it is running

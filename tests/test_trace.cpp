@@ -1,6 +1,7 @@
 // FitOptions::trace: a fit of two host replicas writes a Chrome trace-event file whose lanes,
 // nesting and span counts are those of the steps it ran; a path that cannot be written is refused
-// before the first step.
+// before the first step; a lane with a device clock (a GPU's stream) takes the clock's times and
+// brackets each span in a named range.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -150,6 +151,79 @@ TEST(Trace, FitEndedByAnExceptionWritesItsSteps) {
     if (e["ph"] == "X" && e["cat"] == "step") ++steps[e["pid"].get<int>()];
   EXPECT_EQ(steps[0], 5);
   EXPECT_EQ(steps[1], 5);
+}
+
+// Marks 1 µs apart from `base`, as a GPU's events would be once resolved; counts the ranges.
+class FakeDeviceClock final : public DeviceClock {
+ public:
+  explicit FakeDeviceClock(int64_t base_ns) : base_ns_(base_ns) {}
+  void reset(size_t marks) override {
+    room_ = marks;
+    made_ = 0;
+  }
+  int64_t mark() noexcept override { return made_ < room_ ? static_cast<int64_t>(made_++) : -1; }
+  int64_t time_ns(int64_t ticket) override {
+    if (ticket < 0 || static_cast<size_t>(ticket) >= made_) throw std::out_of_range("no such mark");
+    return base_ns_ + ticket * 1000;
+  }
+  void range_push(const char* name) noexcept override {
+    ranges.emplace_back(name);
+    ++depth;
+  }
+  void range_pop() noexcept override { --depth; }
+
+  std::vector<std::string> ranges;
+  int depth = 0;
+
+ private:
+  int64_t base_ns_;
+  size_t room_ = 0, made_ = 0;
+};
+
+TEST(Trace, ALaneWithADeviceClockTakesTheClocksTimes) {
+  Tracer tracer;
+  tracer.start({{"replica 0 (GPU 0)", "compute"}, {"replica 0 (GPU 0)", "all-reduce"}}, 8);
+  FakeDeviceClock clock(Tracer::now_ns() + 5'000'000);  // the device's work ran 5 ms after start()
+  clock.reset(6);
+  tracer.set_clock(0, &clock);
+  const int step = tracer.name_id("train step", "step"), forward = tracer.name_id("forward conv2d", "forward");
+  {
+    const TraceScope outer(tracer, 0, step, 7);  // marks 0 and 3
+    const TraceScope inner(tracer, 0, forward, 7);  // marks 1 and 2
+  }
+  { const TraceScope host(tracer, 1, forward, 7); }  // the collectives' lane keeps the host's clock
+  { const TraceScope late(tracer, 0, step, 8); }  // marks 4 and 5: the clock's last room
+  { const TraceScope dropped(tracer, 0, step, 9); }  // no room: dropped, not written with a bad time
+  EXPECT_EQ(clock.depth, 0);
+  EXPECT_EQ(clock.ranges, (std::vector<std::string>{"train step", "forward conv2d", "train step", "train step"}));
+  EXPECT_EQ(tracer.recorded(), 4u);
+  EXPECT_EQ(tracer.dropped(), 1u);
+
+  const std::string path = ::testing::TempDir() + "mirror_trace_device_clock.json";
+  tracer.write_chrome_trace(path);
+  std::ifstream file(path);
+  ASSERT_TRUE(file.is_open()) << path;
+  const json trace = json::parse(file);
+  std::remove(path.c_str());
+  std::map<std::pair<int, int64_t>, std::pair<double, double>> spans;  // (tid, step) of the device lane's steps
+  double forward_ts = -1, forward_dur = -1, host_ts = -1;
+  for (const json& e : trace["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    const double ts = e["ts"], dur = e["dur"];
+    if (e["tid"] == 1) host_ts = ts;
+    else if (e["cat"] == "forward") forward_ts = ts, forward_dur = dur;
+    else spans[{e["tid"].get<int>(), e["args"]["step"].get<int64_t>()}] = {ts, dur};
+  }
+  ASSERT_EQ(spans.size(), 2u);
+  const auto [step_ts, step_dur] = spans[{0, 7}];
+  EXPECT_GE(step_ts, 5000.0);  // µs from start(): the device's times, not the host's
+  EXPECT_NEAR(step_dur, 3.0, 1e-9);
+  EXPECT_NEAR(forward_ts - step_ts, 1.0, 1e-9);
+  EXPECT_NEAR(forward_dur, 1.0, 1e-9);
+  const double late_ts = spans[{0, 8}].first;
+  EXPECT_NEAR(late_ts - step_ts, 4.0, 1e-9);
+  EXPECT_GE(host_ts, 0.0);
+  EXPECT_LT(host_ts, 5000.0);
 }
 
 TEST(Trace, UnwritablePathIsRefusedBeforeTraining) {

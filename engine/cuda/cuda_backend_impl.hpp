@@ -19,6 +19,8 @@ class CudaBackend final : public Backend {
   const Device& device() const override { return device_; }
   void bind_current_thread() override;
   cudaStream_t stream() const { return stream_.get(); }
+  // Trace spans on stream_ (cuda_device_clock.cpp).
+  std::unique_ptr<DeviceClock> make_device_clock() override;
 
   void upload(const void* host_src, void* dst, size_t num_bytes) override;
   void download(const void* src, void* host_dst, size_t num_bytes) override;
