@@ -95,9 +95,8 @@ TEST_F(HostOps, MaxPoolMatchesReference) {
   }
 }
 
-// The shapes cover both of the host's paths: one sgemm (small products, and outputs wider than 16),
-// and a narrow layer split along `in` across the two threads, one sgemm per chunk (rows x in x out
-// large enough; the backward pass splits at half the forward pass's size). `in` is odd in most.
+// Narrow layers (out = 10, a classifier's last layer) with `in` odd and rows from 1 to 256, products
+// small and large enough for two threads, and wider outputs.
 TEST_F(HostOps, DenseMatchesReference) {
   struct Sizes { int64_t rows, in, out; };
   const Sizes shapes[] = {
@@ -140,8 +139,8 @@ TEST_F(HostOps, DenseMatchesReference) {
   }
 }
 
-// A narrow layer split across threads sums in a fixed order: the same bits run after run, and on
-// every replica with the same thread count (each replica has its own backend).
+// A dense layer on two threads gives the same bits run after run, and on every replica with the same
+// thread count (each replica has its own backend): replicas must stay bitwise identical.
 TEST_F(HostOps, DenseIsDeterministicForAThreadCount) {
   struct Sizes { int64_t rows, in, out; };
   auto replica = make_host_backend(2);

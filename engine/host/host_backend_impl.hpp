@@ -242,9 +242,6 @@ class HostBackend final : public Backend {
   std::vector<double> reduce_scratch_;
   // Per-variable sums of squares for clip_scales, sized by the most variables seen.
   std::vector<double> clip_sums_;
-  // The narrow dense kernels' transposed weights and per-thread partial sums (host_dense.cpp),
-  // sized by the largest layer and batch seen.
-  std::vector<float> dense_scratch_;
 };
 
 }  // namespace mirror::host
