@@ -22,7 +22,9 @@ using ew::OptimizerFeatures;
 template <OptimizerRule kRule, class Features>
 MIRROR_HOT_LOOP void update_range(const OptimizerStep& step, float scale, float decay, int64_t begin, int64_t end,
                                   size_t count, float* params, const float* grads, float* slots) {
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
+#endif
   for (int64_t i = begin; i < end; ++i)
     ew::optimizer_element<kRule>(step, Features{}, scale, decay, size_t(i), count, params, grads, slots);
 }
