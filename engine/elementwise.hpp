@@ -321,25 +321,68 @@ MIRROR_HD inline void accumulate_stats(size_t count, const float* step_stats, fl
   for (size_t i = 0; i < count; ++i) totals[i] += step_stats[i];
 }
 
+// fmaxf(a, b) and fminf(a, b) as comparisons, the same value for every pair, NaN included (either
+// returns the other argument when one is NaN; equal values, zeros of either sign, give b, as x86's
+// maxss and glibc do): GCC does not vectorise fmaxf and fminf without -ffinite-math-only, and the
+// optimizer's loop must vectorise (engine/host/host_optimizers.cpp).
+MIRROR_HD inline float max_of(float a, float b) { return a > b || b != b ? a : b; }
+MIRROR_HD inline float min_of(float a, float b) { return a < b || b != b ? a : b; }
+
+// The options of an OptimizerStep that choose code in optimizer_element. As this struct they are
+// read at run time (the GPU kernels, where every thread takes the same branch); as
+// FixedOptimizerFeatures they are constants, so the branches fold away and the host's loop over
+// elements, left without control flow, vectorises.
+struct OptimizerFeatures {
+  bool clip = false;      // clipvalue > 0
+  bool decay = false;     // weight_decay > 0
+  bool momentum = false;  // SGD, RMSprop: momentum > 0 (a momentum slot)
+  bool nesterov = false;  // SGD with momentum
+  bool amsgrad = false;   // Adam
+  bool centered = false;  // RMSprop
+};
+
+MIRROR_HD inline OptimizerFeatures optimizer_features(const OptimizerStep& s) {
+  OptimizerFeatures f;
+  f.clip = s.clipvalue > 0.0f;
+  f.decay = s.weight_decay > 0.0f;
+  f.momentum = s.momentum > 0.0f;
+  f.nesterov = s.nesterov && f.momentum;
+  f.amsgrad = s.amsgrad;
+  f.centered = s.centered;
+  return f;
+}
+
+template <OptimizerFeatures kFeatures>
+struct FixedOptimizerFeatures {
+  static constexpr bool clip = kFeatures.clip, decay = kFeatures.decay, momentum = kFeatures.momentum,
+                        nesterov = kFeatures.nesterov, amsgrad = kFeatures.amsgrad, centered = kFeatures.centered;
+};
+
+// The rules below take the step's options from `f` (OptimizerFeatures or FixedOptimizerFeatures) and
+// read a slot only when f says it exists (its pointer may point past the slots otherwise).
+
 // Keras 3 SGD, one element: m = momentum m - lr g; p += m, or with Nesterov p += momentum m - lr g
-// (m already updated); plain p -= lr g without momentum (m null).
-MIRROR_HD inline void sgd(const OptimizerStep& s, float& p, float g, float* m) {
-  if (!m) {
+// (m already updated); plain p -= lr g without momentum.
+template <class Features>
+MIRROR_HD inline void sgd(const OptimizerStep& s, const Features& f, float& p, float g, float* m) {
+  if (!f.momentum) {
     p -= s.learning_rate * g;
     return;
   }
   *m = s.momentum * *m - s.learning_rate * g;
-  p += s.nesterov ? s.momentum * *m - s.learning_rate * g : *m;
+  p += f.nesterov ? s.momentum * *m - s.learning_rate * g : *m;
 }
 
 // Keras 3 Adam, one element: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); with amsgrad
 // v_hat = max(v_hat, v) replaces v in the step; p -= alpha m / (sqrt(v) + eps).
-MIRROR_HD inline void adam(const OptimizerStep& s, float& p, float g, float& m, float& v, float* v_hat) {
+template <class Features>
+MIRROR_HD inline void adam(const OptimizerStep& s, const Features& f, float& p, float g, float& m, float& v,
+                           float* v_hat) {
   m += (g - m) * (1.0f - s.beta1);
   v += (g * g - v) * (1.0f - s.beta2);
   float denominator = v;
-  if (v_hat) {
-    *v_hat = fmaxf(*v_hat, v);
+  if (f.amsgrad) {
+    *v_hat = max_of(*v_hat, v);
     denominator = *v_hat;
   }
   p -= s.alpha * m / (sqrtf(denominator) + s.epsilon);
@@ -348,17 +391,18 @@ MIRROR_HD inline void adam(const OptimizerStep& s, float& p, float g, float& m, 
 // Keras 3 RMSprop, one element (rho = beta2): vel = rho vel + (1 - rho) g^2; centered: avg = rho avg +
 // (1 - rho) g and the denominator is vel - avg^2 + eps, else vel + eps; inc = lr g / sqrt(denominator);
 // with momentum mom = momentum mom + inc and p -= mom, else p -= inc.
-MIRROR_HD inline void rmsprop(const OptimizerStep& s, float& p, float g, float& velocity, float* momentum,
-                              float* average) {
+template <class Features>
+MIRROR_HD inline void rmsprop(const OptimizerStep& s, const Features& f, float& p, float g, float& velocity,
+                              float* momentum, float* average) {
   const float rho = s.beta2;
   velocity = rho * velocity + (1.0f - rho) * g * g;
   float denominator = velocity + s.epsilon;
-  if (average) {
+  if (f.centered) {
     *average = rho * *average + (1.0f - rho) * g;
     denominator = velocity - *average * *average + s.epsilon;
   }
   const float increment = s.learning_rate * g / sqrtf(denominator);
-  if (momentum) {
+  if (f.momentum) {
     *momentum = s.momentum * *momentum + increment;
     p -= *momentum;
   } else {
@@ -366,26 +410,32 @@ MIRROR_HD inline void rmsprop(const OptimizerStep& s, float& p, float g, float& 
   }
 }
 
-// Backend::optimizer_update for element i of `count`, the rule fixed at compile time: the gradient
+// Backend::optimizer_update for element i of `count`, the rule fixed at compile time and the options
+// the step uses given by `f` (optimizer_features(s), or FixedOptimizerFeatures of it): the gradient
 // times `scale` (clipping by norm), clamped by clipvalue, the decoupled decay p -= p wd lr `decay`
 // (Keras: p - p * wd * lr), then the rule with its slots, consecutive buffers of `count` floats.
+template <OptimizerRule kRule, class Features>
+MIRROR_HD inline void optimizer_element(const OptimizerStep& s, const Features& f, float scale, float decay, size_t i,
+                                        size_t count, float* params, const float* grads, float* slots) {
+  float g = grads[i] * scale;
+  if (f.clip) g = min_of(max_of(g, -s.clipvalue), s.clipvalue);
+  float& p = params[i];
+  if (f.decay) p -= p * s.weight_decay * s.learning_rate * decay;
+  float* slot = slots + i;
+  if constexpr (kRule == OptimizerRule::SGD) {
+    sgd(s, f, p, g, slot);
+  } else if constexpr (kRule == OptimizerRule::Adam) {
+    adam(s, f, p, g, slot[0], slot[count], slot + 2 * count);
+  } else {
+    rmsprop(s, f, p, g, slot[0], slot + count, slot + (f.momentum ? 2 : 1) * count);
+  }
+}
+
+// The same with the step's options read at run time.
 template <OptimizerRule kRule>
 MIRROR_HD inline void optimizer_element(const OptimizerStep& s, float scale, float decay, size_t i, size_t count,
                                         float* params, const float* grads, float* slots) {
-  float g = grads[i] * scale;
-  if (s.clipvalue > 0.0f) g = fminf(fmaxf(g, -s.clipvalue), s.clipvalue);
-  float& p = params[i];
-  if (s.weight_decay > 0.0f) p -= p * s.weight_decay * s.learning_rate * decay;
-  float* slot = slots + i;
-  if constexpr (kRule == OptimizerRule::SGD) {
-    sgd(s, p, g, s.momentum > 0.0f ? slot : nullptr);
-  } else if constexpr (kRule == OptimizerRule::Adam) {
-    adam(s, p, g, slot[0], slot[count], s.amsgrad ? slot + 2 * count : nullptr);
-  } else {
-    float* momentum = s.momentum > 0.0f ? slot + count : nullptr;
-    float* average = s.centered ? slot + (momentum ? 2 : 1) * count : nullptr;
-    rmsprop(s, p, g, slot[0], momentum, average);
-  }
+  optimizer_element<kRule>(s, optimizer_features(s), scale, decay, i, count, params, grads, slots);
 }
 
 // The variable of `segments` (sorted bounds, bounds[0] = 0) that holds element i: a binary search,

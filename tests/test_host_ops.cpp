@@ -95,9 +95,16 @@ TEST_F(HostOps, MaxPoolMatchesReference) {
   }
 }
 
+// Narrow layers (out = 10, a classifier's last layer) with `in` odd and rows from 1 to 256, products
+// small and large enough for two threads, and wider outputs.
 TEST_F(HostOps, DenseMatchesReference) {
   struct Sizes { int64_t rows, in, out; };
-  for (const Sizes s : {Sizes{1, 1, 1}, Sizes{3, 7, 5}, Sizes{17, 33, 65}, Sizes{32, 5408, 10}}) {
+  const Sizes shapes[] = {
+      {1, 1, 1},       {3, 7, 5},         {17, 33, 65},       {32, 5408, 10},    {1, 5403, 10},
+      {3, 5403, 10},   {33, 5403, 10},    {64, 5003, 10},     {1, 262147, 10},   {3, 100003, 7},
+      {256, 1029, 13}, {40, 6007, 16},    {32, 5403, 17},     {33, 20011, 1},
+  };
+  for (const Sizes s : shapes) {
     SCOPED_TRACE(::testing::Message() << "dense rows " << s.rows << ", in " << s.in << ", out " << s.out);
     const Floats x = random_floats(s.rows * s.in, rng_), w = random_floats(s.in * s.out, rng_);
     const Floats b = random_floats(s.out, rng_), dy = random_floats(s.rows * s.out, rng_);
@@ -125,6 +132,33 @@ TEST_F(HostOps, DenseMatchesReference) {
     backend_->dense_backward(s.rows, s.in, s.out, x.data(), w.data(), dy.data(), nullptr, dw_again.data(),
                              db_again.data());
     expect_close("dense dw without dx", dw_again, dw_ref, atol, 1e-5);
+    Floats y_unbiased(y_ref.size(), kNaN);  // use_bias=False
+    backend_->dense_forward(s.rows, s.in, s.out, x.data(), w.data(), nullptr, y_unbiased.data());
+    for (int64_t i = 0; i < s.rows * s.out; ++i) y_ref[i] -= b[i % s.out];
+    expect_close("dense y without bias", y_unbiased, y_ref, atol, 1e-5);
+  }
+}
+
+// A dense layer on two threads gives the same bits run after run, and on every replica with the same
+// thread count (each replica has its own backend): replicas must stay bitwise identical.
+TEST_F(HostOps, DenseIsDeterministicForAThreadCount) {
+  struct Sizes { int64_t rows, in, out; };
+  auto replica = make_host_backend(2);
+  for (const Sizes s : {Sizes{64, 5003, 10}, Sizes{33, 5403, 10}, Sizes{1, 262147, 10}}) {
+    SCOPED_TRACE(::testing::Message() << "dense rows " << s.rows << ", in " << s.in << ", out " << s.out);
+    const Floats x = random_floats(s.rows * s.in, rng_), w = random_floats(s.in * s.out, rng_);
+    const Floats b = random_floats(s.out, rng_), dy = random_floats(s.rows * s.out, rng_);
+    const auto run = [&](Backend& be) {
+      Floats y(s.rows * s.out), dx(s.rows * s.in), dw(s.in * s.out), db(s.out);
+      be.dense_forward(s.rows, s.in, s.out, x.data(), w.data(), b.data(), y.data());
+      be.dense_backward(s.rows, s.in, s.out, x.data(), w.data(), dy.data(), dx.data(), dw.data(), db.data());
+      Floats all = y;
+      for (const Floats* part : {&dx, &dw, &db}) all.insert(all.end(), part->begin(), part->end());
+      return all;
+    };
+    const Floats first = run(*backend_), again = run(*backend_), other = run(*replica);
+    EXPECT_EQ(std::memcmp(first.data(), again.data(), first.size() * sizeof(float)), 0) << "run twice";
+    EXPECT_EQ(std::memcmp(first.data(), other.data(), first.size() * sizeof(float)), 0) << "two replicas";
   }
 }
 

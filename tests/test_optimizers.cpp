@@ -1,15 +1,20 @@
 // Keras 3's optimizers and learning-rate schedules against independent references: the parameters
 // after each of four steps of every rule and option (clipping, weight decay and its exclusions,
 // amsgrad, Nesterov, centered RMSprop), and each schedule at chosen iterations, as computed by
-// tests/reference/keras_optimizers.py with NumPy (tests/reference/keras_optimizers.inc).
+// tests/reference/keras_optimizers.py with NumPy (tests/reference/keras_optimizers.inc); and the host
+// backend's vectorised update loops against the scalar per-element rule, bit for bit.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "mirror/engine/elementwise.hpp"
 #include "mirror/engine/host/host_backend.hpp"
 #include "mirror/mirror.hpp"
 #include "reference/keras_optimizers.inc"
@@ -175,6 +180,92 @@ TEST(Optimizers, ANonFiniteLossSkipsEveryRule) {
                                  .guard = guard.data(), .segments = {.count = 1, .bounds = bounds}, .scales = &scale});
     EXPECT_EQ(params, params0);
     EXPECT_EQ(slots, slots0);
+  }
+}
+
+// max_of and min_of, which the optimizer's rules use in place of fmaxf and fminf so that the host's
+// loop vectorises, give fmaxf's and fminf's bits for every pair of special values.
+TEST(Optimizers, MaxOfAndMinOfEqualFmaxfAndFminf) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const float values[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 1e-40f, -1e-40f, 3e38f, inf, -inf, nan, -nan};
+  for (float a : values)
+    for (float b : values) {
+      EXPECT_EQ(std::bit_cast<uint32_t>(ew::max_of(a, b)), std::bit_cast<uint32_t>(fmaxf(a, b))) << a << ", " << b;
+      EXPECT_EQ(std::bit_cast<uint32_t>(ew::min_of(a, b)), std::bit_cast<uint32_t>(fminf(a, b))) << a << ", " << b;
+    }
+}
+
+// Every rule with every combination of the options that change its code goes through the host
+// backend's loops (vectorised, one instantiation per combination) and through a plain scalar loop
+// over ew::optimizer_element reading the options at run time; the two must agree to the bit. The
+// length is odd, so the vector loops' remainders run; the gradients hold NaN, infinities, signed
+// zeros and values beyond clipvalue; the second pass gives each of two variables its own gradient
+// scale and decay factor (the segmented path).
+TEST(Optimizers, HostLoopsEqualTheScalarRuleBitwise) {
+  constexpr size_t count = 1037;
+  const float inf = std::numeric_limits<float>::infinity();
+  auto backend = make_host_backend(2);
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> params0(count), grads(count), slots0(3 * count);
+  for (float& p : params0) p = uniform(rng);
+  for (float& g : grads) g = 2.0f * uniform(rng);
+  for (size_t i = 0; i < 3 * count; ++i) slots0[i] = i % 3 == 0 ? uniform(rng) : std::abs(uniform(rng));
+  grads[5] = std::numeric_limits<float>::quiet_NaN();
+  grads[17] = inf;
+  grads[18] = -inf;
+  grads[40] = 0.0f;
+  grads[41] = -0.0f;
+  const int64_t bounds[] = {0, 500, int64_t{count}};
+  const float grad_scales[] = {0.75f, 1.25f}, decay[] = {1.0f, 0.0f};
+  const ParameterSegments segmented = {.count = 2, .bounds = bounds, .grad_scales = grad_scales, .decay = decay};
+
+  const auto bits_equal = [](float a, float b) { return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); };
+  for (OptimizerRule rule : {OptimizerRule::SGD, OptimizerRule::Adam, OptimizerRule::RMSprop}) {
+    for (int options = 0; options < 16; ++options) {
+      OptimizerStep step{.rule = rule, .learning_rate = 0.01f, .alpha = 0.003f, .beta1 = 0.9f, .beta2 = 0.95f};
+      step.clipvalue = options & 1 ? 0.5f : 0.0f;
+      step.weight_decay = options & 2 ? 0.1f : 0.0f;
+      if (rule != OptimizerRule::Adam) step.momentum = options & 4 ? 0.9f : 0.0f;
+      step.nesterov = rule == OptimizerRule::SGD && (options & 8);
+      step.amsgrad = rule == OptimizerRule::Adam && (options & 4);
+      step.centered = rule == OptimizerRule::RMSprop && (options & 8);
+      if (rule == OptimizerRule::Adam && options >= 8) continue;  // Adam has three options
+      for (const ParameterSegments& segments : {ParameterSegments{}, segmented}) {
+        SCOPED_TRACE(::testing::Message() << "rule " << static_cast<int>(rule) << ", options " << options
+                                          << (segments.bounds ? ", two variables" : ""));
+        std::vector<float> params = params0, slots = slots0, want_params = params0, want_slots = slots0;
+        const float guard = 1.0f;
+        for (int t = 0; t < 3; ++t) {
+          backend->optimizer_update(count, step, segments, &guard, params.data(), grads.data(), slots.data());
+          for (size_t i = 0; i < count; ++i) {
+            const int64_t s = segments.bounds && int64_t(i) >= bounds[1] ? 1 : 0;
+            const float scale = segments.grad_scales ? grad_scales[s] : 1.0f;
+            const float factor = segments.decay ? decay[s] : 1.0f;
+            float* p = want_params.data();
+            float* sl = want_slots.data();
+            switch (rule) {
+              case OptimizerRule::SGD:
+                ew::optimizer_element<OptimizerRule::SGD>(step, scale, factor, i, count, p, grads.data(), sl);
+                break;
+              case OptimizerRule::Adam:
+                ew::optimizer_element<OptimizerRule::Adam>(step, scale, factor, i, count, p, grads.data(), sl);
+                break;
+              case OptimizerRule::RMSprop:
+                ew::optimizer_element<OptimizerRule::RMSprop>(step, scale, factor, i, count, p, grads.data(), sl);
+                break;
+            }
+          }
+        }
+        int shown = 0;
+        for (size_t i = 0; i < count; ++i)
+          if (!bits_equal(params[i], want_params[i]) && shown++ < 5)
+            ADD_FAILURE() << "param " << i << ": host " << params[i] << ", scalar rule " << want_params[i];
+        for (size_t i = 0; i < 3 * count; ++i)
+          if (!bits_equal(slots[i], want_slots[i]) && shown++ < 5)
+            ADD_FAILURE() << "slot " << i << ": host " << slots[i] << ", scalar rule " << want_slots[i];
+      }
+    }
   }
 }
 
