@@ -75,7 +75,7 @@ struct ForwardArgs {
   float* output;                         // (rows, output shape)
   std::span<float* const> vars;          // variables() in order
   float* scratch;                        // scratch_floats(rows) floats, kept until this step's backward
-                                         // (then fused_scratch_floats(rows) more when fusion.pools)
+                                         // (then rows * argmax_floats_per_row() more when fusion.pools)
   Fusion fusion = {};
 };
 
@@ -135,11 +135,9 @@ class Layer {
   // gives its geometry. nullptr for every other layer.
   virtual const ConvGeometry* poolable_conv() const { return nullptr; }
   virtual const PoolGeometry* max_pool_geometry() const { return nullptr; }
-  // Floats of scratch a convolution needs beyond scratch_floats() when it runs the pooling after
-  // it (Fusion::pools): the argmax bytes of `pooled_floats` pooled elements per row.
-  static size_t fused_scratch_floats(int64_t rows, int64_t pooled_floats) {
-    return static_cast<size_t>(rows * ((pooled_floats + 3) / 4));
-  }
+  // Floats of scratch per row a convolution needs beyond scratch_floats() when it runs the pooling
+  // after it (Fusion::pools): the argmax bytes of `pooled_floats` pooled elements.
+  static size_t argmax_floats_per_row(int64_t pooled_floats) { return static_cast<size_t>((pooled_floats + 3) / 4); }
   // Floats of scratch this layer needs per call for `rows` samples.
   virtual size_t scratch_floats(int64_t /*rows*/) const { return 0; }
 

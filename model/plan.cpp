@@ -96,12 +96,11 @@ void fuse(Plan& plan, const std::vector<std::vector<std::pair<int, int>>>& consu
     // backends run the two as one op: the convolution's output is never stored.
     const ConvGeometry* conv = producer.layer->poolable_conv();
     const PoolGeometry* pool = consumer.layer->max_pool_geometry();
-    if (fusable && conv && pool && fusable(*conv, *pool) &&
-        consumer.grad_targets[static_cast<size_t>(i)] != GradTarget::Accumulate) {
+    if (fusable && conv && pool && fusable(*conv, *pool)) {
       producer.fusion.pools = true;
       producer.fusion.pool = *pool;
       producer.output_floats = consumer.output_floats;
-      producer.scratch_floats_per_row += Layer::fused_scratch_floats(1, consumer.output_floats);
+      producer.scratch_floats_per_row += Layer::argmax_floats_per_row(consumer.output_floats);
       consumer.fusion.pooled_by_input = true;
       consumer.aliases_input = true;
       continue;

@@ -79,12 +79,13 @@ void ModelRuntime::name_spans() {
   spans_.reduce_wait = t.name_id("wait for all-reduce", "all_reduce_wait");
   spans_.optimizer = t.name_id("optimizer", "optimizer");
   spans_.read_totals = t.name_id("read totals", "read_totals");
+  std::vector<std::string> names;
   for (const PlannedNode& node : plan_.nodes) {
-    std::string name = node.layer ? node.layer->name() : std::string("input");
-    // A convolution that runs the pooling after it: the span covers both.
-    for (const PlannedNode& reader : plan_.nodes)
-      if (node.fusion.pools && reader.fusion.pooled_by_input && reader.inputs[0] == static_cast<int>(&node - plan_.nodes.data()))
-        name += " + " + reader.layer->name();
+    names.push_back(node.layer ? node.layer->name() : std::string("input"));
+    // A pooling its convolution runs: the convolution's spans cover both.
+    if (node.fusion.pooled_by_input) names[static_cast<size_t>(node.inputs[0])] += " + " + node.layer->name();
+  }
+  for (const std::string& name : names) {
     spans_.forward.push_back(t.name_id("forward " + name, "forward"));
     spans_.backward.push_back(t.name_id("backward " + name, "backward"));
   }

@@ -60,6 +60,8 @@ struct Taps {
   int64_t kh() const { return kKh ? kKh : s.kernel_h; }
   int64_t kw() const { return kKw ? kKw : s.kernel_w; }
   int64_t ic() const { return kIc ? kIc : s.in_c; }
+  // The taps (kernel_h * kernel_w * in_c) when all three are fixed, else 0.
+  static constexpr int64_t kFixedTaps = kKh && kKw && kIc ? int64_t{kKh} * kKw * kIc : 0;
 };
 
 // The convolution outputs of kPixels horizontally adjacent windows for one block of channels,
@@ -72,14 +74,13 @@ template <int kKh, int kKw, int kIc, int kPixels>
                                                   const F8& bias, F8 (&a)[4 * kPixels]) {
   const int64_t kh = t.kh(), kw = t.kw(), ic = t.ic(), out_c = t.s.out_c;
   const int64_t pixel = ic, row = t.s.in_w * ic;  // floats between neighbouring input pixels
-  constexpr bool kFixed = kKh && kKw && kIc;
   for (int k = 0; k < 4 * kPixels; ++k) a[k] = bias;
   for (int64_t i = 0; i < kh; ++i)
     for (int64_t j = 0; j < kw; ++j)
       for (int64_t ci = 0; ci < ic; ++ci) {
         const int64_t k = (i * kw + j) * ic + ci;
         F8 wv;
-        if constexpr (kFixed) {
+        if constexpr (Taps<kKh, kKw, kIc>::kFixedTaps > 0) {
           wv = cached[k];
         } else {
           wv = load(w + k * out_c);
@@ -122,7 +123,7 @@ template <int kKh, int kKw, int kIc>
                                                  float* __restrict y, uint8_t* __restrict argmax) {
   const Taps<kKh, kKw, kIc> t{s};
   const int64_t ic = t.ic();
-  constexpr int64_t kFixedTaps = kKh && kKw && kIc ? int64_t{kKh} * kKw * kIc : 0;
+  constexpr int64_t kFixedTaps = Taps<kKh, kKw, kIc>::kFixedTaps;
   for (int64_t c0 = 0; c0 < s.out_c; c0 += kLanes) {
     const F8 bias = b ? load(b + c0) : F8{};
     // With the taps known the block's weights are loaded once per image, not per window.
@@ -156,7 +157,7 @@ template <int kKh, int kKw, int kIc>
   const Taps<kKh, kKw, kIc> t{s};
   const int64_t kh = t.kh(), kw = t.kw(), ic = t.ic();
   const int64_t pixel = ic, row = s.in_w * ic;
-  constexpr int64_t kFixedTaps = kKh && kKw && kIc ? int64_t{kKh} * kKw * kIc : 0;
+  constexpr int64_t kFixedTaps = Taps<kKh, kKw, kIc>::kFixedTaps;
   for (int64_t c0 = 0; c0 < s.out_c; c0 += kLanes) {
     // With the taps known the sums live in registers for the whole image; otherwise in dw_sum.
     F8 sums[kFixedTaps > 0 ? kFixedTaps : 1];
