@@ -23,7 +23,7 @@ inline std::string to_string(Activation a) {
 
 // Whether the backward pass needs the activation's input x (GELU, SiLU); the others take their
 // derivative from the output y alone, so the input need not be kept.
-inline bool backward_needs_input(Activation a) { return a == Activation::GELU || a == Activation::SiLU; }
+constexpr bool backward_needs_input(Activation a) { return a == Activation::GELU || a == Activation::SiLU; }
 
 // Softmax works on whole rows; the rest element by element.
 inline bool is_row_wise(Activation a) { return a == Activation::Softmax; }

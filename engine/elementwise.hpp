@@ -20,7 +20,8 @@ inline constexpr float kProbabilityEpsilon = 1e-7f;  // Keras's backend.epsilon(
 
 // ---- activations ----
 
-MIRROR_HD inline float relu(float x) { return x > 0.0f ? x : 0.0f; }
+// NaN stays NaN, as in Keras, JAX, TensorFlow and PyTorch, so a diverged layer reaches the loss.
+MIRROR_HD inline float relu(float x) { return x <= 0.0f ? 0.0f : x; }
 // Gradient of ReLU taken from its output: positive output <=> positive input.
 MIRROR_HD inline float relu_backward(float y, float dy) { return y > 0.0f ? dy : 0.0f; }
 
@@ -320,6 +321,16 @@ MIRROR_HD inline void accumulate_stats(size_t count, const float* step_stats, fl
   }
   for (size_t i = 0; i < count; ++i) totals[i] += step_stats[i];
 }
+
+// Whether `candidate`, met after `best` in a max-pooling window, becomes the window's maximum:
+// when it is larger, or when it is the window's first NaN (which then stays). So max pooling
+// propagates NaN as Keras's does on every backend, and the gradient goes to the first maximum.
+// Written as one negated comparison and one test of `best`: the equivalent
+// `candidate > best || (candidate != candidate && best == best)` was miscompiled by GCC 12's AVX2
+// vectorisation of the host's max-pooling backward (tests/test_host_isa.cpp caught it).
+MIRROR_HD inline bool becomes_max(float candidate, float best) { return !(candidate <= best) && best == best; }
+// max(a, b) for max pooling's value alone: NaN when either is NaN.
+MIRROR_HD inline float pool_max(float a, float b) { return b > a || b != b ? b : a; }
 
 // fmaxf(a, b) and fminf(a, b) as comparisons, the same value for every pair, NaN included (either
 // returns the other argument when one is NaN; equal values, zeros of either sign, give b, as x86's

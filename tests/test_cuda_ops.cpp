@@ -1,8 +1,8 @@
 // The CUDA backend's ResNet ops against the host backend, op by op, with the helpers of
 // backend_comparison.hpp (NaN-poisoned outputs, |gpu - host| <= 1e-4 |host| + 1e-5 max|host|):
 // padded and strided convolutions, pooling with padding, activations, batch normalization,
-// dropout, tensor ops, losses, metrics and running statistics. Without a GPU every test skips,
-// saying why.
+// dropout, tensor ops, losses, metrics and running statistics; NaN inputs propagating as on the
+// host (nan_cases.hpp). Without a GPU every test skips, saying why.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -16,6 +16,7 @@
 #include "mirror/engine/cuda/cuda_backend.hpp"
 #include "mirror/engine/gpu_runtime.hpp"
 #include "mirror/engine/host/host_backend.hpp"
+#include "nan_cases.hpp"
 
 namespace mirror {
 namespace {
@@ -59,6 +60,10 @@ class CudaOpsTest : public ::testing::Test {
   std::unique_ptr<Backend> gpu_, host_;
   std::mt19937 rng_{20251129};
 };
+
+// NaN propagates through every op as on the host: ReLU (the bias-and-activation kernel after a
+// convolution), max pooling, the rest by arithmetic.
+TEST_F(CudaOpsTest, NanPropagatesThroughEveryOp) { testing::expect_nan_propagates(*gpu_); }
 
 // ---- convolution ----
 

@@ -17,6 +17,7 @@
 #include "mirror/engine/elementwise.hpp"
 #include "mirror/engine/host/host_backend.hpp"
 #include "mirror/mirror.hpp"
+#include "isa_test_util.hpp"
 #include "reference/keras_optimizers.inc"
 #include "test_util.hpp"
 
@@ -200,7 +201,8 @@ TEST(Optimizers, MaxOfAndMinOfEqualFmaxfAndFminf) {
 // over ew::optimizer_element reading the options at run time; the two must agree to the bit. The
 // length is odd, so the vector loops' remainders run; the gradients hold NaN, infinities, signed
 // zeros and values beyond clipvalue; the second pass gives each of two variables its own gradient
-// scale and decay factor (the segmented path).
+// scale and decay factor (the segmented path). Under every variant of the host loops this CPU runs
+// (engine/host/cpu_isa.hpp): none may contract a*b+c into a fused multiply-add.
 TEST(Optimizers, HostLoopsEqualTheScalarRuleBitwise) {
   constexpr size_t count = 1037;
   const float inf = std::numeric_limits<float>::infinity();
@@ -221,52 +223,54 @@ TEST(Optimizers, HostLoopsEqualTheScalarRuleBitwise) {
   const ParameterSegments segmented = {.count = 2, .bounds = bounds, .grad_scales = grad_scales, .decay = decay};
 
   const auto bits_equal = [](float a, float b) { return std::bit_cast<uint32_t>(a) == std::bit_cast<uint32_t>(b); };
-  for (OptimizerRule rule : {OptimizerRule::SGD, OptimizerRule::Adam, OptimizerRule::RMSprop}) {
-    for (int options = 0; options < 16; ++options) {
-      OptimizerStep step{.rule = rule, .learning_rate = 0.01f, .alpha = 0.003f, .beta1 = 0.9f, .beta2 = 0.95f};
-      step.clipvalue = options & 1 ? 0.5f : 0.0f;
-      step.weight_decay = options & 2 ? 0.1f : 0.0f;
-      if (rule != OptimizerRule::Adam) step.momentum = options & 4 ? 0.9f : 0.0f;
-      step.nesterov = rule == OptimizerRule::SGD && (options & 8);
-      step.amsgrad = rule == OptimizerRule::Adam && (options & 4);
-      step.centered = rule == OptimizerRule::RMSprop && (options & 8);
-      if (rule == OptimizerRule::Adam && options >= 8) continue;  // Adam has three options
-      for (const ParameterSegments& segments : {ParameterSegments{}, segmented}) {
-        SCOPED_TRACE(::testing::Message() << "rule " << static_cast<int>(rule) << ", options " << options
-                                          << (segments.bounds ? ", two variables" : ""));
-        std::vector<float> params = params0, slots = slots0, want_params = params0, want_slots = slots0;
-        const float guard = 1.0f;
-        for (int t = 0; t < 3; ++t) {
-          backend->optimizer_update(count, step, segments, &guard, params.data(), grads.data(), slots.data());
-          for (size_t i = 0; i < count; ++i) {
-            const int64_t s = segments.bounds && int64_t(i) >= bounds[1] ? 1 : 0;
-            const float scale = segments.grad_scales ? grad_scales[s] : 1.0f;
-            const float factor = segments.decay ? decay[s] : 1.0f;
-            float* p = want_params.data();
-            float* sl = want_slots.data();
-            switch (rule) {
-              case OptimizerRule::SGD:
-                ew::optimizer_element<OptimizerRule::SGD>(step, scale, factor, i, count, p, grads.data(), sl);
-                break;
-              case OptimizerRule::Adam:
-                ew::optimizer_element<OptimizerRule::Adam>(step, scale, factor, i, count, p, grads.data(), sl);
-                break;
-              case OptimizerRule::RMSprop:
-                ew::optimizer_element<OptimizerRule::RMSprop>(step, scale, factor, i, count, p, grads.data(), sl);
-                break;
+  testing::for_each_runnable_isa([&](host::CpuIsa) {
+    for (OptimizerRule rule : {OptimizerRule::SGD, OptimizerRule::Adam, OptimizerRule::RMSprop}) {
+      for (int options = 0; options < 16; ++options) {
+        OptimizerStep step{.rule = rule, .learning_rate = 0.01f, .alpha = 0.003f, .beta1 = 0.9f, .beta2 = 0.95f};
+        step.clipvalue = options & 1 ? 0.5f : 0.0f;
+        step.weight_decay = options & 2 ? 0.1f : 0.0f;
+        if (rule != OptimizerRule::Adam) step.momentum = options & 4 ? 0.9f : 0.0f;
+        step.nesterov = rule == OptimizerRule::SGD && (options & 8);
+        step.amsgrad = rule == OptimizerRule::Adam && (options & 4);
+        step.centered = rule == OptimizerRule::RMSprop && (options & 8);
+        if (rule == OptimizerRule::Adam && options >= 8) continue;  // Adam has three options
+        for (const ParameterSegments& segments : {ParameterSegments{}, segmented}) {
+          SCOPED_TRACE(::testing::Message() << "rule " << static_cast<int>(rule) << ", options " << options
+                                            << (segments.bounds ? ", two variables" : ""));
+          std::vector<float> params = params0, slots = slots0, want_params = params0, want_slots = slots0;
+          const float guard = 1.0f;
+          for (int t = 0; t < 3; ++t) {
+            backend->optimizer_update(count, step, segments, &guard, params.data(), grads.data(), slots.data());
+            for (size_t i = 0; i < count; ++i) {
+              const int64_t s = segments.bounds && int64_t(i) >= bounds[1] ? 1 : 0;
+              const float scale = segments.grad_scales ? grad_scales[s] : 1.0f;
+              const float factor = segments.decay ? decay[s] : 1.0f;
+              float* p = want_params.data();
+              float* sl = want_slots.data();
+              switch (rule) {
+                case OptimizerRule::SGD:
+                  ew::optimizer_element<OptimizerRule::SGD>(step, scale, factor, i, count, p, grads.data(), sl);
+                  break;
+                case OptimizerRule::Adam:
+                  ew::optimizer_element<OptimizerRule::Adam>(step, scale, factor, i, count, p, grads.data(), sl);
+                  break;
+                case OptimizerRule::RMSprop:
+                  ew::optimizer_element<OptimizerRule::RMSprop>(step, scale, factor, i, count, p, grads.data(), sl);
+                  break;
+              }
             }
           }
+          int shown = 0;
+          for (size_t i = 0; i < count; ++i)
+            if (!bits_equal(params[i], want_params[i]) && shown++ < 5)
+              ADD_FAILURE() << "param " << i << ": host " << params[i] << ", scalar rule " << want_params[i];
+          for (size_t i = 0; i < 3 * count; ++i)
+            if (!bits_equal(slots[i], want_slots[i]) && shown++ < 5)
+              ADD_FAILURE() << "slot " << i << ": host " << slots[i] << ", scalar rule " << want_slots[i];
         }
-        int shown = 0;
-        for (size_t i = 0; i < count; ++i)
-          if (!bits_equal(params[i], want_params[i]) && shown++ < 5)
-            ADD_FAILURE() << "param " << i << ": host " << params[i] << ", scalar rule " << want_params[i];
-        for (size_t i = 0; i < 3 * count; ++i)
-          if (!bits_equal(slots[i], want_slots[i]) && shown++ < 5)
-            ADD_FAILURE() << "slot " << i << ": host " << slots[i] << ", scalar rule " << want_slots[i];
       }
     }
-  }
+  });
 }
 
 template <size_t N>

@@ -8,6 +8,7 @@
 #include "mirror/engine/cuda/cuda_check.hpp"
 #include "mirror/engine/cuda/kernels.hpp"
 #include "mirror/engine/cuda/launch.cuh"
+#include "mirror/engine/elementwise.hpp"
 
 namespace mirror::cuda::kernels {
 namespace {
@@ -56,14 +57,15 @@ __device__ inline Pixel pixel_of(size_t i, int64_t h_size, int64_t w_size, int64
   return p;
 }
 
-// Offset in x (within image n, channel c) of the first maximum of a window.
+// Offset in x (within image n, channel c) of the first maximum of a window, or of its first NaN
+// (ew::becomes_max), so max pooling propagates NaN as on the host.
 __device__ inline int64_t first_max_offset(const PoolShape& s, const float* x_nc, const Window& win) {
   int64_t best = (win.h_begin * s.in_w + win.w_begin) * s.channels;
   float best_value = x_nc[best];
   for (int64_t h = win.h_begin; h < win.h_end; ++h) {
     for (int64_t w = win.w_begin; w < win.w_end; ++w) {
       const int64_t offset = (h * s.in_w + w) * s.channels;
-      if (x_nc[offset] > best_value) {
+      if (ew::becomes_max(x_nc[offset], best_value)) {
         best_value = x_nc[offset];
         best = offset;
       }

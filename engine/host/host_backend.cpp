@@ -34,6 +34,7 @@ void release_aligned(void* data, size_t /*num_bytes*/) { std::free(data); }
 HostBackend::HostBackend(int threads)
     : device_(list_physical_devices(DeviceKind::CPU).at(0)), threads_(threads) {
   MIRROR_REQUIRE(threads >= 1, InvalidArgument, "a host backend needs at least 1 thread, got ", threads);
+  active_isa();  // an unknown MIRROR_HOST_ISA is reported here, not inside a parallel region
   MIRROR_DNNL_TRY(engine_ = dnnl::engine(dnnl::engine::kind::cpu, 0));
   MIRROR_DNNL_TRY(stream_ = dnnl::stream(engine_));
 }

@@ -13,6 +13,7 @@
 
 #include "mirror/engine/backend.hpp"
 #include "mirror/engine/error.hpp"
+#include "mirror/engine/host/cpu_isa.hpp"
 
 // Checks a oneDNN C status (dnnl_status_t or dnnl::status) at the call and throws DeviceError
 // naming the call, file:line and oneDNN's own text for the status.
@@ -39,20 +40,6 @@
     }                                                                                               \
   } while (0)
 
-// Marks a hot loop of Mirror's own to be compiled also for AVX2 and AVX-512 and picked by the CPU
-// at load time (GCC's function multi-versioning), so a portable build (-march=x86-64, SSE2) keeps
-// their speed; a build whose target has AVX2 already (-Dnative_arch=true) compiles it once. The
-// clones round alike (no FMA is enabled, and the loops it marks have no reductions), so every CPU
-// gets the same bits. What it calls runs as baseline code unless inlined: make helpers
-// [[gnu::always_inline]] (GCC's flatten inlined too much and left Adam's loop unvectorised). It
-// must not hold an OpenMP region: GCC outlines a region's body before it clones, so the body would
-// stay baseline; call the function from inside the region instead. GCC only: clang (the fuzz
-// build) does not clone function templates, and compiles them once for the baseline.
-#if defined(__x86_64__) && !defined(__AVX2__) && defined(__GNUC__) && !defined(__clang__)
-#define MIRROR_HOT_LOOP __attribute__((target_clones("avx2", "avx512f", "default")))
-#else
-#define MIRROR_HOT_LOOP
-#endif
 
 namespace mirror::host {
 
@@ -60,8 +47,8 @@ namespace mirror::host {
 inline constexpr int64_t kParallelMinCount = int64_t{1} << 15;
 
 // Runs fn(chunk_begin, chunk_end) over [begin, end): one chunk per thread in a parallel region, or
-// one chunk when the range is below kParallelMinCount. The shape a MIRROR_HOT_LOOP needs, since
-// its loop must sit outside the region.
+// one chunk when the range is below kParallelMinCount. The shape a hot_loop (cpu_isa.hpp) needs,
+// since its loop must sit outside the region.
 template <typename Fn>
 void for_chunks(int threads, int64_t begin, int64_t end, const Fn& fn) {
   const int64_t chunks = end - begin >= kParallelMinCount ? threads : 1;
@@ -106,7 +93,6 @@ struct ConvPrimitives {
   dnnl::memory x, w, b, y;
 
   ConvForward forward;
-  ConvForward forward_relu;  // with ReLU as a oneDNN post-op: one pass instead of two
 
   dnnl::convolution_backward_weights::primitive_desc backward_weights_pd;
   dnnl::convolution_backward_weights backward_weights;
@@ -226,7 +212,6 @@ class HostBackend final : public Backend {
   const float* pointwise_input(const ConvGeometry& g, const float* x);
   // Max-pool backward for non-overlapping windows, optionally masked by ReLU's derivative.
   void unpool(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input);
-  void run_conv_forward(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b, float* y);
   void check_conv_pool(const ConvGeometry& conv, const PoolGeometry& pool) const;
   // `chunks` blocks of `per_chunk` floats for the fused convolution's threads; grows, then is reused.
   float* conv_pool_scratch(int64_t chunks, size_t per_chunk);

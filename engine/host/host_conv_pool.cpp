@@ -4,7 +4,7 @@
 // output (four times the pooled tensor) is never written or read back; backward takes the pooled
 // gradient and those bytes straight to the kernel's and bias's gradients. Both passes run along
 // the output channels, 8 at a time, in GCC's vector types (one AVX2 register; two SSE ones in the
-// baseline clone), over images split across the threads. Padding ("same") is handled by copying
+// baseline variant), over images split across the threads. Padding ("same") is handled by copying
 // each image into a zero-bordered scratch image first.
 #include <algorithm>
 #include <cstring>
@@ -96,19 +96,19 @@ template <int kKh, int kKw, int kIc, int kPixels>
       }
 }
 
-// One window's maximum and which of its four outputs was the first to reach it (strict
-// comparisons, as in max_pool_backward); with ReLU, relu(max) = max(relu) and a window whose
-// maximum is not positive passes no gradient.
+// One window's maximum and which of its four outputs was the first to reach it (ew::becomes_max,
+// as in max_pool_backward: the first maximum, or the first NaN, which stays); with ReLU,
+// relu(max) = max(relu), NaN stays NaN, and a window whose maximum is not positive passes no gradient.
 [[gnu::always_inline]] inline void pool_window(const F8* a, bool relu, float* __restrict y, uint8_t* __restrict argmax) {
   F8 best = a[0];
   I8 code = I8{};
   for (int32_t k = 1; k < 4; ++k) {
-    const I8 greater = a[k] > best;
+    const I8 greater = ~(a[k] <= best) & (best == best);  // ew::becomes_max
     best = select(greater, a[k], best);
     code = (greater & k) | (~greater & code);
   }
   if (relu) {
-    const I8 dead = ~(best > F8{});
+    const I8 dead = best <= F8{};
     best = select(dead, F8{}, best);
     code = (dead & kNone) | (~dead & code);
   }
@@ -214,7 +214,7 @@ ImageShape image_shape(const ConvGeometry& g) {
 
 // Images [begin, end), the kernel's shape fixed by the template arguments.
 template <int kKh, int kKw, int kIc>
-MIRROR_HOT_LOOP void forward_images(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b,
+[[gnu::always_inline]] inline void forward_images(const ConvGeometry& g, bool relu, const float* x, const float* w, const float* b,
                                     float* y, uint8_t* argmax, int64_t begin, int64_t end, float* padded) {
   const ImageShape s = image_shape(g);
   const int64_t pooled = s.pooled_h * s.pooled_w * s.out_c;
@@ -223,7 +223,7 @@ MIRROR_HOT_LOOP void forward_images(const ConvGeometry& g, bool relu, const floa
 }
 
 template <int kKh, int kKw, int kIc>
-MIRROR_HOT_LOOP void backward_images(const ConvGeometry& g, const float* x, const float* dy, const uint8_t* argmax,
+[[gnu::always_inline]] inline void backward_images(const ConvGeometry& g, const float* x, const float* dy, const uint8_t* argmax,
                                      int64_t begin, int64_t end, float* padded, float* dw_sum, float* db_sum) {
   const ImageShape s = image_shape(g);
   const int64_t pooled = s.pooled_h * s.pooled_w * s.out_c;
@@ -232,14 +232,18 @@ MIRROR_HOT_LOOP void backward_images(const ConvGeometry& g, const float* x, cons
                                   db_sum);
 }
 
-// The instantiation for g's kernel: the reference model's 3x3 on one channel, 3x3 on any, any.
-template <class Fn3x3x1, class Fn3x3, class FnAny>
-void dispatch(const ConvGeometry& g, const Fn3x3x1& f331, const Fn3x3& f33, const FnAny& any) {
-  if (g.kernel_h == 3 && g.kernel_w == 3) {
-    if (g.in_c == 1) return f331();
-    return f33();
-  }
-  any();
+// The kernel's shape as template arguments (0: known only at run time).
+template <int kKh, int kKw, int kIc>
+struct KernelShape {};
+
+// Runs images(KernelShape<...>{}) as a hot_loop (cpu_isa.hpp), instantiated for g's kernel: the
+// reference model's 3x3 on one channel, 3x3 on any, any.
+template <class Fn>
+void run_images(const ConvGeometry& g, const Fn& images) {
+  if (g.kernel_h == 3 && g.kernel_w == 3 && g.in_c == 1)
+    return hot_loop([&]() MIRROR_ALWAYS_INLINE { images(KernelShape<3, 3, 1>{}); });
+  if (g.kernel_h == 3 && g.kernel_w == 3) return hot_loop([&]() MIRROR_ALWAYS_INLINE { images(KernelShape<3, 3, 0>{}); });
+  hot_loop([&]() MIRROR_ALWAYS_INLINE { images(KernelShape<0, 0, 0>{}); });
 }
 
 // The gradient of image n's convolution output, rebuilt from the pooled gradient: dy where a
@@ -292,10 +296,9 @@ void HostBackend::conv2d_max_pool_forward(const ConvGeometry& g, const PoolGeome
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t begin = g.batch * c / chunks, end = g.batch * (c + 1) / chunks;
     float* padded = scratch + static_cast<size_t>(c) * per_chunk;
-    dispatch(
-        g, [&] { forward_images<3, 3, 1>(g, relu, x, w, b, y, argmax, begin, end, padded); },
-        [&] { forward_images<3, 3, 0>(g, relu, x, w, b, y, argmax, begin, end, padded); },
-        [&] { forward_images<0, 0, 0>(g, relu, x, w, b, y, argmax, begin, end, padded); });
+    run_images(g, [&]<int kKh, int kKw, int kIc>(KernelShape<kKh, kKw, kIc>) MIRROR_ALWAYS_INLINE {
+      forward_images<kKh, kKw, kIc>(g, relu, x, w, b, y, argmax, begin, end, padded);
+    });
   }
 }
 
@@ -319,10 +322,9 @@ void HostBackend::conv2d_max_pool_backward(const ConvGeometry& g, const PoolGeom
     float* dw_sum = padded + padded_floats;
     float* db_sum = dw_sum + weights;
     std::fill(dw_sum, dw_sum + sum_floats, 0.0f);
-    dispatch(
-        g, [&] { backward_images<3, 3, 1>(g, x, dy, argmax, begin, end, padded, dw_sum, db_sum); },
-        [&] { backward_images<3, 3, 0>(g, x, dy, argmax, begin, end, padded, dw_sum, db_sum); },
-        [&] { backward_images<0, 0, 0>(g, x, dy, argmax, begin, end, padded, dw_sum, db_sum); });
+    run_images(g, [&]<int kKh, int kKw, int kIc>(KernelShape<kKh, kKw, kIc>) MIRROR_ALWAYS_INLINE {
+      backward_images<kKh, kKw, kIc>(g, x, dy, argmax, begin, end, padded, dw_sum, db_sum);
+    });
   }
   for (int64_t k = 0; k < weights + g.out_c; ++k) {
     float sum = scratch[padded_floats + static_cast<size_t>(k)];

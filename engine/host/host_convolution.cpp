@@ -67,16 +67,12 @@ void build_forward(ConvForward& f, ConvPrimitives& c, const dnnl::engine& engine
   if (c.has_bias) f.args.push_back({DNNL_ARG_BIAS, c.b.get()});
 }
 
-// Primitive attributes: user-managed scratchpads, and ReLU as a post-op when asked. (A copy of a
-// dnnl::primitive_attr shares its handle, so each variant is built afresh.)
-dnnl::primitive_attr make_attr(bool relu) {
-  dnnl::primitive_attr fused;
-  MIRROR_DNNL_TRY(fused.set_scratchpad_mode(dnnl::scratchpad_mode::user));
-  if (!relu) return fused;
-  dnnl::post_ops ops;
-  MIRROR_DNNL_TRY(ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f));
-  MIRROR_DNNL_TRY(fused.set_post_ops(ops));
-  return fused;
+// Primitive attributes: user-managed scratchpads. (A copy of a dnnl::primitive_attr shares its
+// handle, so each primitive gets its own.) No ReLU post-op: oneDNN's ReLU turns NaN into 0.
+dnnl::primitive_attr make_attr() {
+  dnnl::primitive_attr attr;
+  MIRROR_DNNL_TRY(attr.set_scratchpad_mode(dnnl::scratchpad_mode::user));
+  return attr;
 }
 
 void build_backward(ConvPrimitives& c, const dnnl::engine& engine, const memory::desc& weights_any, const ConvDims& d,
@@ -179,21 +175,19 @@ ConvPrimitives& HostBackend::conv_primitives(const ConvGeometry& g, bool has_bia
   // convolution since weights are small).
   const ConvDims d{{g.stride_h, g.stride_w}, {g.pad_top, g.pad_left}, {g.pad_bottom, g.pad_right}};
   const memory::desc weights_any(weights_dims, f32, tag::any);
-  build_forward(c->forward, *c, engine_, weights_any, d, make_attr(false));
-  build_forward(c->forward_relu, *c, engine_, weights_any, d, make_attr(true));
-  build_backward(*c, engine_, weights_any, d, make_attr(false));
+  build_forward(c->forward, *c, engine_, weights_any, d, make_attr());
+  build_backward(*c, engine_, weights_any, d, make_attr());
 
   conv_cache_.emplace_back(g, std::move(c));
   return *conv_cache_.back().second;
 }
 
-void HostBackend::run_conv_forward(const ConvGeometry& given, bool relu, const float* x, const float* w, const float* b,
-                                   float* y) {
+void HostBackend::conv2d_forward(const ConvGeometry& given, const float* x, const float* w, const float* b, float* y) {
   if (given.batch == 0) return;
   const ConvGeometry g = strided_pointwise(given) ? unit_stride(given) : given;
   x = pointwise_input(given, x);
   ConvPrimitives& c = conv_primitives(g, b != nullptr);
-  const ConvForward& f = relu ? c.forward_relu : c.forward;
+  const ConvForward& f = c.forward;
   set_handle(c.x, x);
   set_handle(c.w, w);
   set_handle(c.b, b);
@@ -203,12 +197,11 @@ void HostBackend::run_conv_forward(const ConvGeometry& given, bool relu, const f
   MIRROR_DNNL_CHECK(dnnl_stream_wait(stream_.get()));
 }
 
-void HostBackend::conv2d_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  run_conv_forward(g, false, x, w, b, y);
-}
-
+// The ReLU is Mirror's own pass over y (ew::relu), which keeps NaN, where oneDNN's ReLU post-op
+// (a maxps against zero) turned it into 0 and hid a diverged kernel from the loss.
 void HostBackend::conv2d_relu_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y) {
-  run_conv_forward(g, true, x, w, b, y);
+  conv2d_forward(g, x, w, b, y);
+  activation_forward(Activation::ReLU, 1, g.batch * g.out_h() * g.out_w() * g.out_c, y, y);
 }
 
 void HostBackend::conv2d_backward_weights(const ConvGeometry& given, const float* x, const float* dy, float* dw,

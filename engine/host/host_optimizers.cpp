@@ -2,7 +2,7 @@
 // variables carry their own gradient scale or decay factor), and the sums of squares that clipping
 // by norm needs, each variable's summed in order in double, so every replica gets the same factors.
 // The per-element rules are engine/elementwise.hpp's, shared with the CUDA kernels; the update's
-// loop is a MIRROR_HOT_LOOP (Adam's ran 1.5x slower at the SSE2 baseline than with AVX2),
+// loop is a hot_loop (Adam's ran 1.5x slower at the SSE2 baseline than with AVX2),
 // instantiated per combination of the step's options so that it has no branch and vectorises.
 #include <iterator>
 
@@ -18,15 +18,17 @@ using ew::OptimizerFeatures;
 // decay factor), the step's options fixed by Features (ew::FixedOptimizerFeatures): no branch is
 // left in the loop, so it vectorises for every rule and option. Iteration i touches element i of
 // params and grads and i + k count of slots only, so no iteration depends on another (ivdep: GCC
-// gives up on proving it for the rules with three slots).
+// gives up on proving it for the rules with three slots). A hot_loop (cpu_isa.hpp).
 template <OptimizerRule kRule, class Features>
-MIRROR_HOT_LOOP void update_range(const OptimizerStep& step, float scale, float decay, int64_t begin, int64_t end,
-                                  size_t count, float* params, const float* grads, float* slots) {
+void update_range(const OptimizerStep& step, float scale, float decay, int64_t begin, int64_t end, size_t count,
+                  float* params, const float* grads, float* slots) {
+  hot_loop([&]() MIRROR_ALWAYS_INLINE {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC ivdep
 #endif
-  for (int64_t i = begin; i < end; ++i)
-    ew::optimizer_element<kRule>(step, Features{}, scale, decay, size_t(i), count, params, grads, slots);
+    for (int64_t i = begin; i < end; ++i)
+      ew::optimizer_element<kRule>(step, Features{}, scale, decay, size_t(i), count, params, grads, slots);
+  });
 }
 
 template <OptimizerRule kRule, class Features>

@@ -1,12 +1,13 @@
 // The host's max-pooling, in plain C++ over NHWC: the inner loops run along the channels, which
 // are contiguous, so the compiler vectorises them. (oneDNN 2.6's pooling took 1-2.7 ms for the
 // reference batch here, more than the convolution before it.) Padding is handled by clipping each
-// window to the input (pool_window.hpp), so padded positions never win. Each image's loops are
-// MIRROR_HOT_LOOPs (they ran 1.3-1.4x slower at the SSE2 baseline than with AVX2), and the
+// window to the input (pool_window.hpp), so padded positions never win. Each image's loops run as
+// hot_loops (cpu_isa.hpp; they ran 1.3-1.4x slower at the SSE2 baseline than with AVX2), and the
 // per-window helpers are always inlined into them: a call would reach the baseline code.
 #include <algorithm>
 #include <cstring>
 
+#include "mirror/engine/elementwise.hpp"
 #include "mirror/engine/host/host_backend_impl.hpp"
 #include "mirror/engine/host/pool_window.hpp"
 
@@ -24,14 +25,14 @@ constexpr int64_t kChannelBlock = 64;
     for (int64_t j = 0; j < w.cols; ++j) {
       if (i == 0 && j == 0) continue;
       const float* in = x + i * row_stride + j * g.channels;
-      for (int64_t c = 0; c < g.channels; ++c) y[c] = in[c] > y[c] ? in[c] : y[c];
+      for (int64_t c = 0; c < g.channels; ++c) y[c] = ew::pool_max(y[c], in[c]);
     }
   }
 }
 
 // For channels [c0, c0 + count) of window w, whose top-left inside pixel is `x`: the maximum and
-// its position in row-major order over the inside positions (a strict comparison keeps the
-// first). Branch-free, so it vectorises along the channels.
+// its position in row-major order over the inside positions (ew::becomes_max: the first maximum,
+// or the first NaN). Branch-free, so it vectorises along the channels.
 [[gnu::always_inline]] inline void find_window_max(const PoolGeometry& g, const PoolWindow& w, const float* x, int64_t c0, int64_t count,
                      float* best, int32_t* best_position) {
   const int64_t row_stride = g.in_w * g.channels;
@@ -46,8 +47,9 @@ constexpr int64_t kChannelBlock = 64;
       for (int64_t c = 0; c < count; ++c) {
         // The position's select is bitwise: GCC's generic tuning turns `a = p ? b : a` into a
         // masked store, microcoded on AMD CPUs (the AVX2 build ran 1.7x slower than SSE2).
-        const int32_t greater = -static_cast<int32_t>(in[c] > best[c]);  // all ones or zero
-        best[c] = in[c] > best[c] ? in[c] : best[c];
+        const bool takes = ew::becomes_max(in[c], best[c]);
+        const int32_t greater = -static_cast<int32_t>(takes);  // all ones or zero
+        best[c] = takes ? in[c] : best[c];
         best_position[c] ^= (best_position[c] ^ position) & greater;
       }
     }
@@ -79,8 +81,7 @@ constexpr int64_t kChannelBlock = 64;
   const float *a = x, *b = x + channels, *c = x + row, *d = x + row + channels;
 #pragma omp simd
   for (int64_t k = 0; k < channels; ++k) {
-    const float top = b[k] > a[k] ? b[k] : a[k], bottom = d[k] > c[k] ? d[k] : c[k];
-    y[k] = bottom > top ? bottom : top;
+    y[k] = ew::pool_max(ew::pool_max(a[k], b[k]), ew::pool_max(c[k], d[k]));
   }
 }
 
@@ -105,7 +106,7 @@ constexpr int64_t kChannelBlock = 64;
   }
 }
 
-MIRROR_HOT_LOOP void unpool_image_direct(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input) {
+[[gnu::always_inline]] inline void unpool_image_direct(const PoolGeometry& g, const float* x, const float* dy, float* dx, bool relu_input) {
   const int64_t out_h = g.out_h(), out_w = g.out_w(), row_size = g.in_w * g.channels;
   for (int64_t oh = 0; oh < out_h; ++oh) {
     float* dx_row = dx + oh * g.pool_h * row_size;
@@ -130,7 +131,7 @@ bool windows_tile(const PoolGeometry& g) {
 // The general backward of one image: windows may overlap or be clipped by padding. dx's rows are
 // zeroed just before the first window that touches them, while they are in cache, not in a
 // separate pass (windows' bottom rows never move up as oh grows).
-MIRROR_HOT_LOOP void unpool_image(const PoolGeometry& g, const float* x, const float* dy, float* dx) {
+[[gnu::always_inline]] inline void unpool_image(const PoolGeometry& g, const float* x, const float* dy, float* dx) {
   const int64_t out_h = g.out_h(), out_w = g.out_w(), row_size = g.in_w * g.channels;
   int64_t zeroed_rows = 0;
   for (int64_t oh = 0; oh < out_h; ++oh) {
@@ -152,7 +153,7 @@ MIRROR_HOT_LOOP void unpool_image(const PoolGeometry& g, const float* x, const f
 }
 
 // The forward of one image.
-MIRROR_HOT_LOOP void pool_image(const PoolGeometry& g, const float* x, float* y) {
+[[gnu::always_inline]] inline void pool_image(const PoolGeometry& g, const float* x, float* y) {
   const int64_t out_h = g.out_h(), out_w = g.out_w();
   const bool two_by_two = g.pool_h == 2 && g.pool_w == 2;
   // Unpadded 2x2 windows (the reference model's): no clipping to compute per pixel, which cost
@@ -185,7 +186,8 @@ void HostBackend::max_pool_forward(const PoolGeometry& g, const float* x, float*
   check_pool_geometry(g, "max-pooling");
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
-  for (int64_t n = 0; n < g.batch; ++n) pool_image(g, x + n * in_image, y + n * out_image);
+  for (int64_t n = 0; n < g.batch; ++n)
+    hot_loop([&]() MIRROR_ALWAYS_INLINE { pool_image(g, x + n * in_image, y + n * out_image); });
 }
 
 void HostBackend::max_pool_relu_backward(const PoolGeometry& g, const float* x, const float* y, const float* dy,
@@ -202,7 +204,9 @@ void HostBackend::unpool(const PoolGeometry& g, const float* x, const float* dy,
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
   for (int64_t n = 0; n < g.batch; ++n)
-    unpool_image_direct(g, x + n * in_image, dy + n * out_image, dx + n * in_image, relu_input);
+    hot_loop([&]() MIRROR_ALWAYS_INLINE {
+      unpool_image_direct(g, x + n * in_image, dy + n * out_image, dx + n * in_image, relu_input);
+    });
 }
 
 void HostBackend::max_pool_backward(const PoolGeometry& g, const float* x, const float* /*y*/, const float* dy,
@@ -214,7 +218,8 @@ void HostBackend::max_pool_backward(const PoolGeometry& g, const float* x, const
   const int64_t in_image = g.in_h * g.in_w * g.channels, out_image = g.out_h() * g.out_w() * g.channels;
   // Each image's dx is written only by the thread that owns the image.
 #pragma omp parallel for num_threads(threads_) if (g.batch * in_image >= (int64_t{1} << 15))
-  for (int64_t n = 0; n < g.batch; ++n) unpool_image(g, x + n * in_image, dy + n * out_image, dx + n * in_image);
+  for (int64_t n = 0; n < g.batch; ++n)
+    hot_loop([&]() MIRROR_ALWAYS_INLINE { unpool_image(g, x + n * in_image, dy + n * out_image, dx + n * in_image); });
 }
 
 }  // namespace mirror::host
