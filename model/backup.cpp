@@ -186,10 +186,10 @@ std::vector<std::pair<int64_t, std::string>> BackupDir::list() const {
   return found;
 }
 
-std::optional<std::pair<saving::Checkpoint, std::string>> BackupDir::newest(std::ostream& out) const {
+std::optional<std::pair<saving::Checkpoint, std::string>> BackupDir::newest(std::ostream& out, size_t max_bytes) const {
   for (const auto& [iteration, file] : list()) {
     try {
-      return std::pair{saving::decode_checkpoint(saving::read_file(file, size_t{16} << 30), file), file};
+      return std::pair{saving::read_checkpoint(file, max_bytes), file};
     } catch (const DataError& e) {
       out << "Mirror: skipping a backup that cannot be read: " << e.what() << '\n';
     }

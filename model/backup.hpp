@@ -55,9 +55,10 @@ class BackupDir {
   // naming the reason otherwise); removes temporary files a killed writer left.
   BackupDir(std::string path, int keep);
 
-  // The newest backup that reads, with its file name; a damaged one is reported on `out` and the
-  // one before it is used. nullopt when there is none.
-  std::optional<std::pair<saving::Checkpoint, std::string>> newest(std::ostream& out) const;
+  // The newest backup that reads, with its file name; a damaged one, or one larger than
+  // `max_bytes` (saving::checkpoint_limit), is reported on `out` and the one before it is used;
+  // such a file costs its first bytes, not its size. nullopt when there is none.
+  std::optional<std::pair<saving::Checkpoint, std::string>> newest(std::ostream& out, size_t max_bytes) const;
   // Writes atomically, then removes all but the newest `keep`.
   void write(const saving::Checkpoint& checkpoint, int64_t iteration);
   void remove_all();

@@ -27,10 +27,12 @@ namespace saving {
 std::unique_ptr<Model> model_from_archive(std::span<const uint8_t> bytes, const std::string& source);
 std::vector<uint8_t> keras_archive(Model& model);
 
-// Writes `bytes` to `path` durably or not at all: a temporary file beside it, fsync, rename, fsync
-// of the directory. Every file Mirror saves goes this way; a program can write its own results so
-// too. Throws DataError naming the path, the step that failed and errno's reason, after removing
-// the temporary file (the previous file, if any, is unchanged).
+// Writes `bytes` to `path` durably or not at all: a temporary file beside it (".NAME.tmp-PID"),
+// fsync, rename, fsync of the directory. Every file Mirror saves goes this way; a program can write
+// its own results so too. First removes the temporary files of `path` that writers killed mid-write
+// left: those whose process is gone, and those older than a day (a PID may be reused). Throws
+// DataError naming the path, the step that failed and errno's reason, after removing the temporary
+// file (the previous file, if any, is unchanged).
 void write_file_atomically(const std::string& path, std::span<const uint8_t> bytes);
 
 // Deletes the backups fit wrote to `backup_dir` (FitOptions::backup_dir) and nothing else. A program

@@ -368,7 +368,8 @@ History Trainer::fit(const ImageSet& train, const FitOptions& given, Model& mode
              .backups = backups ? &*backups : nullptr, .signals = signals, .progress = {}};
   // A backup is checked whole before anything changes; it is applied after on_train_begin.
   std::optional<std::pair<saving::Checkpoint, std::string>> backup;
-  if (backups) backup = backups->newest(out);
+  // Each callback may keep a copy of the weights (EarlyStopping's best ones).
+  if (backups) backup = backups->newest(out, saving::checkpoint_limit(runtime_, model.variables(), o.callbacks.size()));
   // Before any step: every worker must train the same model on the same batches from the same state.
   const Strategy& strategy = runtime_.strategy();
   strategy.check_agreement("the model", model_fingerprint(model));

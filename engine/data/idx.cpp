@@ -22,6 +22,9 @@ constexpr int kMaxRank = 8;
 // would otherwise ask for an absurd allocation.
 constexpr int64_t kMaxPayloadBytes = int64_t{1} << 40;
 constexpr unsigned kChunkBytes = 1u << 20;
+// How far past its payload a gzipped file is inflated to count what follows: enough to say "5
+// trailing bytes" of a small mistake, far less than a stream padded with gigabytes of zeros.
+constexpr int64_t kMaxTrailingBytes = 64 * 1024;
 
 std::string hex_byte(uint8_t b) {
   char text[8];
@@ -108,17 +111,25 @@ class IdxSource {
     return total;
   }
 
-  // Bytes left before the end of the data (reads them).
-  int64_t count_rest() {
+  // Bytes left before the end of the data, read up to `limit` + 1 of them: the count, or
+  // `limit` + 1 when there are more (a gzip stream of zeros can inflate to terabytes, and the rest
+  // of it is not worth inflating to say so).
+  int64_t count_rest(int64_t limit) {
     std::vector<uint8_t> scratch(64 * 1024);
     int64_t total = 0;
-    for (int64_t got; (got = read(scratch.data(), static_cast<int64_t>(scratch.size()))) > 0;) total += got;
+    for (int64_t got; total <= limit; total += got) {
+      got = read(scratch.data(), std::min(static_cast<int64_t>(scratch.size()), limit + 1 - total));
+      if (got == 0) break;
+    }
     return total;
   }
 
-  // Bytes of the file after the last gzip member (what gunzip calls "trailing garbage").
+  // Bytes of the file after the last gzip member (what gunzip calls "trailing garbage"): what the
+  // file's size leaves after the input consumed so far, without reading it, when the size is known.
   int64_t garbage_bytes() {
     if (!garbage_) return 0;
+    const long position = std::ftell(file_);
+    if (file_bytes_ >= 0 && position >= 0) return file_bytes_ - (position - static_cast<int64_t>(z_.avail_in));
     int64_t n = z_.avail_in;
     z_.avail_in = 0;
     while (refill()) n += z_.avail_in, z_.avail_in = 0;
@@ -245,11 +256,17 @@ IdxArray read_idx(const std::filesystem::path& path) {
     present += got;
     if (got < want) throw truncated(present, in.stream_problem());
   }
-  const int64_t trailing = in.count_rest();
+  // At most kMaxTrailingBytes + 1 bytes past the payload are read to count them: a plain file's
+  // rest is its size, a gzip stream's rest is only known by inflating it.
+  const int64_t trailing = in.gzipped() || in.file_bytes() < 0 ? in.count_rest(kMaxTrailingBytes)
+                                                               : in.file_bytes() - header_bytes - payload_bytes;
   if (trailing > 0) {
-    throw DataError(str("IDX file ", path, " has ", trailing, " trailing bytes", kind, " after the ", payload_bytes,
-                        " bytes its header (", dims_text(result.dims),
-                        ") describes; it is not a well-formed IDX file"));
+    const std::string count = in.gzipped() && trailing > kMaxTrailingBytes
+                                  ? str("more than ", kMaxTrailingBytes, " trailing bytes")
+                                  : str(trailing, " trailing bytes");
+    throw DataError(str("IDX file ", path, " has data after the ", payload_bytes, " bytes its header (",
+                        dims_text(result.dims), ") promises: ", count, kind,
+                        "; it is not a well-formed IDX file: fetch or install it again"));
   }
   if (const std::string problem = in.stream_problem(); !problem.empty()) throw in.corrupt();
   if (const int64_t garbage = in.garbage_bytes(); garbage > 0) {

@@ -1,8 +1,13 @@
 // Training checkpoints: the file (checkpoint.hpp) and Model::save_checkpoint / load_checkpoint.
 #include "mirror/model/saving/checkpoint.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 
@@ -16,6 +21,11 @@ namespace {
 constexpr char kMagic[8] = {'M', 'I', 'R', 'R', 'O', 'R', 'C', 'K'};
 constexpr uint32_t kVersion = 2;
 constexpr size_t kFixedBytes = 24 + 4;
+// The header is a list of variables and arrays and a fit's history: far less than this.
+constexpr uint64_t kMaxHeaderBytes = uint64_t{64} << 20;
+// Room in a checkpoint beyond the variables, slots and callbacks' copies of the weights: a fit's
+// history, running totals and callbacks' numbers, which take kilobytes.
+constexpr size_t kStateBytes = size_t{64} << 20;
 
 template <typename T>
 void append(std::vector<uint8_t>& out, const T* values, size_t count) {
@@ -42,6 +52,43 @@ std::vector<T> read_array(std::span<const uint8_t> bytes, size_t offset, uint64_
   std::vector<T> out(static_cast<size_t>(count));
   if (count) std::memcpy(out.data(), bytes.data() + offset, static_cast<size_t>(count) * sizeof(T));
   return out;
+}
+
+// `count` bytes of `fd` at `offset`, or fewer at the end of the file.
+std::vector<uint8_t> read_at(int fd, uint64_t offset, size_t count, const std::string& source) {
+  std::vector<uint8_t> bytes(count);
+  size_t done = 0;
+  while (done < count) {
+    const ssize_t n = ::pread(fd, bytes.data() + done, count - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    MIRROR_REQUIRE(n >= 0, DataError, "cannot read ", source, ": ", std::strerror(errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  bytes.resize(done);
+  return bytes;
+}
+
+// The size of the file that `header` (the JSON of a checkpoint whose header takes
+// `header_bytes`) describes, saturated at UINT64_MAX; DataError when it lists no valid arrays.
+uint64_t promised_bytes(const nlohmann::json& header, uint64_t header_bytes, const std::string& source) {
+  MIRROR_REQUIRE(!header.is_discarded() && header.is_object() && header.contains("arrays") &&
+                     header["arrays"].is_array(),
+                 DataError, source, ": the checkpoint's header is not valid");
+  uint64_t total = kFixedBytes + header_bytes;
+  try {
+    for (const nlohmann::json& array : header["arrays"]) {
+      const auto type = array.at("type").get<std::string>();
+      const uint64_t width = type == "f32" ? sizeof(float) : type == "f64" ? sizeof(double) : 0;
+      const auto count = array.at("count").get<uint64_t>();
+      if (width == 0) continue;  // decode_checkpoint names the type
+      if (count > (UINT64_MAX - total) / width) return UINT64_MAX;
+      total += count * width;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(str(source, ": the checkpoint's header is not valid (", e.what(), ")"));
+  }
+  return total;
 }
 
 }  // namespace
@@ -134,6 +181,47 @@ Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& 
   return checkpoint;
 }
 
+size_t checkpoint_limit(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, size_t weight_copies) {
+  size_t floats = 0;
+  for (const VariableInfo& v : variables) floats += static_cast<size_t>(v.shape.count());
+  const size_t slots = static_cast<size_t>(runtime.optimizer().slot_count()) * runtime.plan().trainable_floats;
+  return kFixedBytes + kMaxHeaderBytes + sizeof(float) * (floats * (1 + weight_copies) + slots) + kStateBytes;
+}
+
+Checkpoint read_checkpoint(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  MIRROR_REQUIRE(fd >= 0, DataError, "cannot open ", path, ": ", std::strerror(errno));
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  MIRROR_REQUIRE(::fstat(fd, &st) == 0, DataError, "cannot read ", path, ": ", std::strerror(errno));
+  const auto file_bytes = static_cast<uint64_t>(st.st_size);
+  // The fixed part and the header first: a file that is not a checkpoint, or whose size is not the
+  // one its header promises or more than the model allows, costs its first bytes, not its size.
+  const std::vector<uint8_t> fixed = read_at(fd, 0, 24, path);
+  MIRROR_REQUIRE(fixed.size() == 24 && file_bytes >= kFixedBytes && std::memcmp(fixed.data(), kMagic, 8) == 0,
+                 DataError, path, " is not a Mirror checkpoint (it does not start with MIRRORCK)");
+  const auto version = load<uint32_t>(fixed.data() + 8);
+  MIRROR_REQUIRE(version == kVersion, DataError, path, " is a checkpoint of format version ", version,
+                 "; this Mirror reads version ", kVersion);
+  const auto header_bytes = load<uint64_t>(fixed.data() + 16);
+  MIRROR_REQUIRE(header_bytes <= std::min<uint64_t>(kMaxHeaderBytes, file_bytes - kFixedBytes), DataError, path,
+                 ": header size ", header_bytes, " exceeds the file or the ", kMaxHeaderBytes,
+                 " bytes a header may take");
+  const std::vector<uint8_t> text = read_at(fd, 24, static_cast<size_t>(header_bytes), path);
+  MIRROR_REQUIRE(text.size() == header_bytes, DataError, path, " is damaged: it ends inside its header");
+  const uint64_t promised =
+      promised_bytes(nlohmann::json::parse(text.begin(), text.end(), nullptr, false), header_bytes, path);
+  MIRROR_REQUIRE(promised == file_bytes, DataError, path, " is damaged: its header promises ", promised,
+                 " bytes but the file holds ", file_bytes, " (truncated, or changed after it was written)");
+  MIRROR_REQUIRE(promised <= max_bytes, DataError, path, " holds ", promised, " bytes, more than the ", max_bytes,
+                 " bytes a checkpoint of this model may take (its variables, optimizer slots and state): it is "
+                 "damaged or of another model");
+  return decode_checkpoint(read_file(path, static_cast<size_t>(promised)), path);
+}
+
 void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, int64_t iterations,
                    Checkpoint& checkpoint) {
   nlohmann::json list = nlohmann::json::array();
@@ -211,7 +299,7 @@ void Model::save_checkpoint(const std::string& path) {
 
 void Model::load_checkpoint(const std::string& path) {
   ModelRuntime& rt = runtime(nullptr, "load_checkpoint");
-  const saving::Checkpoint checkpoint = saving::decode_checkpoint(saving::read_file(path, size_t{16} << 30), path);
+  const saving::Checkpoint checkpoint = saving::read_checkpoint(path, saving::checkpoint_limit(rt, variables(), 0));
   saving::check_model(rt, variables(), checkpoint, path);
   saving::restore_model(rt, checkpoint, path);
 }

@@ -44,6 +44,16 @@ std::vector<uint8_t> encode_checkpoint(const Checkpoint& checkpoint);
 // match, a header that does not describe the bytes.
 Checkpoint decode_checkpoint(std::span<const uint8_t> bytes, const std::string& source);
 
+// The checkpoint in the file `path`. Its fixed part and header are read and checked first: a file
+// that is not a checkpoint, whose size is not what its header promises, or that would take more
+// than `max_bytes`, is refused (DataError naming it) before the rest is read; then as
+// decode_checkpoint.
+Checkpoint read_checkpoint(const std::string& path, size_t max_bytes);
+// The most bytes a checkpoint of this model may take: its variables, optimizer slots and
+// `weight_copies` more copies of its variables (the best weights an EarlyStopping callback keeps),
+// with generous room for the header and a fit's state (history, running totals).
+size_t checkpoint_limit(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, size_t weight_copies);
+
 // The model's part of a checkpoint: every variable (paths and shapes in the header), the optimizer's
 // name, slots and iteration count, its learning rate when it is a fixed value (callbacks change it),
 // and the seed of the model's random streams (dropout). `iterations`: the optimizer steps the

@@ -66,14 +66,38 @@ WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& 
 nlohmann::json model_config(const Model& model);
 std::unique_ptr<Model> model_from_config(const nlohmann::json& config, const std::string& source);
 
-// Whole files: read (growing the buffer as data really arrives, up to `max_bytes`) and written
-// atomically (a temporary file beside `path`, fsync, rename, fsync of the directory), so a failed
-// write leaves the previous file intact.
+// Whole files: read (growing the buffer as data really arrives, up to `max_bytes`; a regular file
+// larger than that is refused before it is read) and written atomically (a temporary file beside
+// `path`, fsync, rename, fsync of the directory), so a failed write leaves the previous file intact.
 std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes);
 // write_file_atomically is public: model/saving.hpp.
 
-// A ".keras" archive's entries by name (config.json, metadata.json, model.weights.h5).
-std::map<std::string, std::vector<uint8_t>> read_zip(std::span<const uint8_t> bytes, const std::string& source);
+// The most bytes a weights file of `model` (built) may hold: its variables as float32, three more
+// copies for the optimizer slots Keras saves with a compiled model, and room for HDF5's records.
+// load_weights and load_model refuse a larger file or archive entry before reading it.
+size_t weights_file_limit(const Model& model);
+
+// A ".keras" archive open for reading: opening reads the zip's directory; each entry is read only
+// when asked for. `source` (or the path) names the archive in errors.
+class ZipReader {
+ public:
+  ZipReader(std::span<const uint8_t> bytes, std::string source);  // `bytes` must outlive the reader
+  explicit ZipReader(const std::string& path);
+  ~ZipReader();
+  ZipReader(const ZipReader&) = delete;
+  ZipReader& operator=(const ZipReader&) = delete;
+
+  bool contains(const std::string& entry) const;
+  // The entry's bytes. DataError naming the archive and the entry when there is none, when its
+  // declared size is over `max_bytes` (checked before anything is inflated), or when it inflates
+  // to other than its declared size (inflating stops at the first byte past it).
+  std::vector<uint8_t> read(const std::string& entry, size_t max_bytes);
+
+ private:
+  struct zip* archive_ = nullptr;
+  std::string source_;
+};
+
 std::vector<uint8_t> write_zip(const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries);
 
 }  // namespace mirror::saving
