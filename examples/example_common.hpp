@@ -314,8 +314,7 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
   }
   const FitReport& r = history.report;
   j << "\n  ],\n  \"step_report\": {\"steps\": " << r.steps << ", \"step_seconds\": " << r.step_seconds
-    << ", \"samples_per_second\": " << r.samples_per_second << ", \"all_reduce_hidden\": " << r.all_reduce_hidden
-    << ", \"replicas\": [";
+    << ", \"samples_per_second\": " << r.samples_per_second << ", \"replicas\": [";
   for (size_t i = 0; i < r.replicas.size(); ++i) {
     const ReplicaTimeShares& s = r.replicas[i];
     j << (i ? ", " : "") << "{\"replica\": " << s.replica << ", \"device\": " << json_string(s.device)
