@@ -205,7 +205,7 @@ std::string today() {
 std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 
 struct Archive {
-  nlohmann::json config;
+  nlohmann::json config;  // with the synchronized flags of metadata.json set back
   std::vector<uint8_t> weights;
 };
 
@@ -225,15 +225,18 @@ Archive read_archive(std::span<const uint8_t> bytes, const std::string& source) 
                                   : "";
   MIRROR_REQUIRE(version.rfind("3.", 0) == 0, DataError, source, " was written by Keras ",
                  version.empty() ? "of an unknown version" : version, "; Mirror reads files of Keras 3");
-  return {parse("config.json"), std::move(entries["model.weights.h5"])};
+  nlohmann::json config = parse("config.json");
+  restore_synchronized_flags(config, metadata, source);
+  return {std::move(config), std::move(entries["model.weights.h5"])};
 }
 
 }  // namespace
 
 std::vector<uint8_t> keras_archive(Model& model) {
-  const nlohmann::json metadata = {{"keras_version", "3.15.1"}, {"date_saved", today()}};
+  nlohmann::json config = model_config(model);
+  const nlohmann::json metadata = {{"keras_version", "3.15.1"}, {"date_saved", today()}, {"mirror", take_synchronized_flags(config)}};
   return write_zip({{"metadata.json", bytes_of(metadata.dump())},
-                    {"config.json", bytes_of(model_config(model).dump())},
+                    {"config.json", bytes_of(config.dump())},
                     {"model.weights.h5", write_weights_h5(weights_of(model))}});
 }
 
