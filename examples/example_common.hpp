@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -59,7 +60,8 @@ struct Flags {
   std::string backup_dir = "";
   int64_t backup_every_steps = 0;
   double backup_every_seconds = 0;
-  double collective_timeout = 600;     // seconds a collective may wait for another worker
+  // seconds a collective may wait for another worker
+  double collective_timeout = std::chrono::duration<double>(kDefaultCollectiveTimeout).count();
   bool fast_sums = false;              // multi-worker: MPI's order, not bitwise one process's
 };
 
@@ -178,7 +180,8 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->capture_default_str()
       ->check(number_above(0, false));
   app.add_option("--collective-timeout", f.collective_timeout,
-                 "multi-worker: seconds a collective waits for another worker before the job fails")
+                 "multi-worker: seconds a collective waits for another worker before the job fails (a stopped "
+                 "or hung worker ends the job this long after; raise it when the chief's backups take longer to write)")
       ->capture_default_str()
       ->check(number_above(0, false));
   app.add_flag("--fast-sums", f.fast_sums,

@@ -117,6 +117,15 @@ else
   echo "FAIL: --help"; cat "$work/out"; failures=$((failures + 1))
 fi
 expect 1 "label [0-9]+ at index [0-9]+ .* outside \[0, 5\)" --classes 5 --train-samples 64
+# A stopped worker of a multi-worker job ends it after --collective-timeout: 2 minutes by default,
+# which a person waits for, not 10.
+if "$train_cnn" --help | grep -Eq -- "--collective-timeout FLOAT.*=120( |$)"; then
+  echo "ok: --collective-timeout defaults to 120 s"
+else
+  echo "FAIL: --collective-timeout's default or help:"; "$train_cnn" --help | grep -A2 -- --collective-timeout
+  failures=$((failures + 1))
+fi
+
 # Without a GPU, requiring one is an error that says why (with one, there is nothing to refuse).
 if ! "$(dirname "$train_cnn")/list_devices" 2>/dev/null | grep -q "device_type='GPU'"; then
   expect 1 "a GPU is required .* none is usable" --require-gpu --train-samples 64
