@@ -9,6 +9,7 @@
 #include "mirror/engine/error.hpp"
 #include "mirror/engine/gpu_runtime.hpp"
 #include "mirror/engine/shape.hpp"
+#include "mirror/engine/signal_catcher.hpp"
 #include "mirror/engine/verbosity.hpp"
 #include "mirror/model/applications.hpp"
 #include "mirror/model/callbacks.hpp"

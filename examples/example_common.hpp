@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -59,7 +60,8 @@ struct Flags {
   std::string backup_dir = "";
   int64_t backup_every_steps = 0;
   double backup_every_seconds = 0;
-  double collective_timeout = 600;     // seconds a collective may wait for another worker
+  // seconds a collective may wait for another worker
+  double collective_timeout = std::chrono::duration<double>(kDefaultCollectiveTimeout).count();
   bool fast_sums = false;              // multi-worker: MPI's order, not bitwise one process's
 };
 
@@ -178,7 +180,8 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->capture_default_str()
       ->check(number_above(0, false));
   app.add_option("--collective-timeout", f.collective_timeout,
-                 "multi-worker: seconds a collective waits for another worker before the job fails")
+                 "multi-worker: seconds a collective waits for another worker before the job fails (a stopped "
+                 "or hung worker ends the job this long after; raise it when the chief's backups take longer to write)")
       ->capture_default_str()
       ->check(number_above(0, false));
   app.add_flag("--fast-sums", f.fast_sums,
@@ -314,8 +317,7 @@ inline void write_metrics(const std::string& path, const Strategy& strategy, Mod
   }
   const FitReport& r = history.report;
   j << "\n  ],\n  \"step_report\": {\"steps\": " << r.steps << ", \"step_seconds\": " << r.step_seconds
-    << ", \"samples_per_second\": " << r.samples_per_second << ", \"all_reduce_hidden\": " << r.all_reduce_hidden
-    << ", \"replicas\": [";
+    << ", \"samples_per_second\": " << r.samples_per_second << ", \"replicas\": [";
   for (size_t i = 0; i < r.replicas.size(); ++i) {
     const ReplicaTimeShares& s = r.replicas[i];
     j << (i ? ", " : "") << "{\"replica\": " << s.replica << ", \"device\": " << json_string(s.device)
@@ -374,8 +376,21 @@ inline Dataset load_data(const Flags& f) {
   return data;
 }
 
+// The Interrupted for a signal taken after training, while `doing`: what became of the trained
+// weights, and where a backup of them is (fit keeps its last one until the run's work is done).
+inline Interrupted interrupted_after_fit(int signal, const std::string& doing, const Flags& f, bool saved) {
+  std::string weights = saved            ? "the trained weights were saved to " + f.save
+                        : f.save.empty() ? std::string("the trained weights were not saved (no --save)")
+                                         : "the trained weights were not saved to " + f.save;
+  if (!saved && !f.backup_dir.empty())
+    weights += "; a backup of them is in " + f.backup_dir + ": run again with the same --backup-dir to finish without training";
+  return Interrupted(signal, str(signal_name(signal), " while ", doing, "; ", weights));
+}
+
 // Trains `model` (compiled) as the flags say, evaluates it on the test set, prints the test
-// accuracy and writes the metrics JSON.
+// accuracy and writes the metrics JSON. From the first step on, SIGINT and SIGTERM end the run at a
+// safe point (after a training step, after a batch of the evaluation, after a whole file) with
+// Interrupted, which says what was being done and what was saved.
 inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset& data, const Flags& f) {
   if (f.verbose > 0) model.summary();
   if (!f.load.empty()) {
@@ -394,12 +409,25 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
   const bool chief = strategy.is_chief();
   if (!f.csv_log.empty() && chief) fit.callbacks.push_back(callbacks::CSVLogger(f.csv_log));
   current_step() = "training";
+  // Outlives fit's own catcher, so a signal that arrives as fit returns is not lost.
+  const SignalCatcher signals;
+  const auto stop_if_signalled = [&](bool saved) {
+    if (const int signal = signals.caught()) throw interrupted_after_fit(signal, current_step(), f, saved);
+  };
   const History history = model.fit(data.train, fit);
-  current_step() = "evaluating on the test set";
-  const EvaluateResult test = model.evaluate(data.test, {.verbose = f.verbose});
+  current_step() = "evaluating the test set";
+  stop_if_signalled(false);
+  EvaluateResult test;
+  try {
+    test = model.evaluate(data.test, {.verbose = f.verbose, .stop_on_signals = true});
+  } catch (const Interrupted& e) {
+    throw interrupted_after_fit(e.signal(), current_step(), f, false);
+  }
   std::cout << "Test accuracy: " << test.accuracy << "  test loss: " << test.loss << '\n';
+  stop_if_signalled(false);
   current_step() = "writing the metrics JSON";
   if (!f.metrics_json.empty() && chief) write_metrics(f.metrics_json, strategy, model, history, test);
+  stop_if_signalled(false);
   if (!f.save.empty() && chief) {
     current_step() = "saving " + f.save;
     if (f.save.ends_with(".keras")) {
@@ -408,6 +436,7 @@ inline int fit_and_report(Model& model, const Strategy& strategy, const Dataset&
       model.save_weights(f.save);
     }
     std::cout << "Saved " << f.save << '\n';
+    stop_if_signalled(true);
   }
   // Only now is the run's work all done: until here a killed process resumes from the last backup.
   if (!f.backup_dir.empty() && chief) saving::remove_backups(f.backup_dir);

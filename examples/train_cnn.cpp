@@ -1,7 +1,8 @@
 // The reference job: Conv2D(32, 3x3, relu) -> MaxPooling2D(2x2) -> Flatten -> Dense(classes, softmax),
 // Adam, batch 32, on Fashion-MNIST (or any directory of MNIST-format IDX files), through whatever
 // strategy this machine supports. Exit codes: 0 success, 1 runtime failure, 2 bad usage,
-// 130 / 143 stopped by SIGINT / SIGTERM after a step (with --backup-dir, a backup of it was written).
+// 130 / 143 stopped by SIGINT / SIGTERM after a training step (with --backup-dir, a backup of it was
+// written), or after training, while evaluating or saving (the message says what was saved).
 #include "examples/example_common.hpp"
 
 using namespace mirror;

@@ -4,7 +4,8 @@
 // the run does not depend on how many replicas share the batch. Adam with a cosine decay of the
 // learning rate over the run, batch 128, 10 epochs (0.92+ on Fashion-MNIST's test set, README).
 // Exit codes: 0 success, 1 runtime failure, 2 bad usage,
-// 130 / 143 stopped by SIGINT / SIGTERM after a step (with --backup-dir, a backup of it was written).
+// 130 / 143 stopped by SIGINT / SIGTERM after a training step (with --backup-dir, a backup of it was
+// written), or after training, while evaluating or saving (the message says what was saved).
 #include "examples/example_common.hpp"
 
 using namespace mirror;

@@ -5,9 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -42,11 +40,6 @@ int64_t iteration_of(const std::string& name) {
   if (digits.empty() || digits.size() > 18 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
   return std::stoll(digits);
 }
-
-std::atomic<int> g_caught{0};
-struct sigaction g_previous_int, g_previous_term;
-
-extern "C" void record_signal(int signal) { g_caught.store(signal); }
 
 }  // namespace
 
@@ -213,34 +206,6 @@ void BackupDir::remove_all() {
 
 void saving::remove_backups(const std::string& backup_dir) {
   if (fs::is_directory(backup_dir)) BackupDir(backup_dir, 1).remove_all();
-}
-
-SignalCatcher::SignalCatcher(bool active) : active_(active) {
-  if (!active_) return;
-  g_caught.store(0);
-  struct sigaction action {};
-  action.sa_handler = record_signal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESETHAND;  // a second signal acts as it would without fit
-  // A signal the process ignores (nohup, a shell's background job) stays ignored.
-  for (auto [signal, previous] : {std::pair{SIGINT, &g_previous_int}, std::pair{SIGTERM, &g_previous_term}}) {
-    ::sigaction(signal, nullptr, previous);
-    if (previous->sa_handler != SIG_IGN) ::sigaction(signal, &action, nullptr);
-  }
-}
-
-SignalCatcher::~SignalCatcher() {
-  if (!active_) return;
-  ::sigaction(SIGINT, &g_previous_int, nullptr);
-  ::sigaction(SIGTERM, &g_previous_term, nullptr);
-}
-
-int SignalCatcher::caught() const { return active_ ? g_caught.load() : 0; }
-
-std::string signal_name(int signal) {
-  if (signal == SIGINT) return "SIGINT";
-  if (signal == SIGTERM) return "SIGTERM";
-  return str("signal ", signal);
 }
 
 }  // namespace mirror

@@ -1,6 +1,6 @@
 // fit's backups (FitOptions::backup_dir, Keras's BackupAndRestore), private to model/: the
-// directory of backups, what a backup holds beyond the model (where the run was), and the signals
-// that end a fit after its current step.
+// directory of backups and what a backup holds beyond the model (where the run was). The signals
+// that end a fit after its current step are engine/signal_catcher.hpp's.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "mirror/engine/signal_catcher.hpp"
 #include "mirror/model/callbacks.hpp"
 #include "mirror/model/history.hpp"
 #include "mirror/model/saving/checkpoint.hpp"
@@ -70,24 +71,5 @@ class BackupDir {
   std::string path_;
   int keep_;
 };
-
-// While alive (and `active`), SIGINT and SIGTERM are recorded instead of ending the process, once:
-// the handler is reset after the first, so a second signal acts as it did before. The previous
-// handlers come back when it dies.
-class SignalCatcher {
- public:
-  explicit SignalCatcher(bool active);
-  ~SignalCatcher();
-  SignalCatcher(const SignalCatcher&) = delete;
-  SignalCatcher& operator=(const SignalCatcher&) = delete;
-  // 0, or the signal that arrived.
-  int caught() const;
-
- private:
-  bool active_;
-};
-
-// "SIGINT", "SIGTERM", or "signal N".
-std::string signal_name(int signal);
 
 }  // namespace mirror

@@ -101,8 +101,7 @@ void print_report(const FitReport& report, std::ostream& out) {
     }
     out << '\n';
   }
-  std::snprintf(line, sizeof line, "  all-reduce hidden behind backward: %.0f%%; %.0f samples/s\n",
-                100 * report.all_reduce_hidden, report.samples_per_second);
+  std::snprintf(line, sizeof line, "  %.0f samples/s\n", report.samples_per_second);
   out << line;
   // The seed's question, answered in words: was the GPU really busy? (Once per device.)
   std::vector<std::string> said;

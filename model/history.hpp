@@ -46,9 +46,6 @@ struct FitReport {
   int64_t steps = 0;
   double step_seconds = 0;        // mean over the steps of the slowest replica's step
   double samples_per_second = 0;  // samples over the sum of those step times
-  // Share of the all-reduce time that backward's compute hid. 0 on the host, whose collectives
-  // run in the replica's own thread; on GPUs it needs the streams' events (not measured yet, 0).
-  double all_reduce_hidden = 0;
   std::vector<ReplicaTimeShares> replicas;  // this process's replicas
 };
 

@@ -87,6 +87,9 @@ struct EvaluateOptions {
   int64_t batch_size = 32;
   int verbose = 1;
   std::ostream* out = nullptr;
+  // SIGINT and SIGTERM end evaluate after the current batch and throw Interrupted naming the
+  // signal and the batch. A second signal acts as it would without evaluate.
+  bool stop_on_signals = false;
 };
 
 struct EvaluateResult {

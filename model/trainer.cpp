@@ -470,6 +470,8 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
   const std::vector<float>& totals = runtime_.host_totals();
   const size_t bad_step = runtime_.stats_width();
   const auto start = Clock::now();
+  const SignalCatcher signals(o.stop_on_signals);
+  int signal = 0;
   runtime_.reset_totals();
   const BatchesRun run = run_batches(
       order, o.batch_size, 0, steps, runtime_.iterations(), false,
@@ -478,6 +480,8 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
       },
       [](int64_t) {},
       [&](int64_t step, int64_t seen, bool read) {
+        signal = step + 1 < steps ? signals.caught() : 0;  // with the last batch, the result is whole
+        if (signal != 0) return false;
         if (!read) return true;
         MIRROR_REQUIRE(totals[bad_step] < 0, NumericalError, "the model's loss is ", totals[0], " on batch ",
                        static_cast<int64_t>(totals[bad_step]) + 1, "/", steps,
@@ -485,6 +489,10 @@ EvaluateResult Trainer::evaluate_rows(const ImageSet& data, std::span<const int3
         if (verbose >= 1) progress.update(step + 1, means(seen));
         return true;
       });
+  if (signal != 0) {
+    if (verbose == 1 && ProgressBar::is_terminal(out)) out << '\n';  // the progress line stays as it was
+    throw Interrupted(signal, str("evaluate stopped by ", signal_name(signal), " after batch ", run.steps, "/", steps));
+  }
   EvaluateResult result;
   result.values = means(run.seen);
   result.loss = value_of(result.values, "loss");

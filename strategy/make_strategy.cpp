@@ -86,7 +86,7 @@ std::unique_ptr<Strategy> multi_worker(const StrategyOptions& options, const Lau
       .threads = options.host_threads,
       .order = options.rank_order_sums ? CrossWorkerSum::RankOrder : CrossWorkerSum::Fast,
       .collective_timeout = options.collective_timeout_ms > 0 ? std::chrono::milliseconds(options.collective_timeout_ms)
-                                                              : std::chrono::milliseconds(std::chrono::minutes(10))};
+                                                              : kDefaultCollectiveTimeout};
   // Each worker takes its GPUs (every worker must find some, or none: the strategy checks), one
   // replica each; without GPUs, host replicas.
   std::string why_none;

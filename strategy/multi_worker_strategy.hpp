@@ -27,7 +27,7 @@ class MultiWorkerMirroredStrategy final : public Strategy {
     // Every worker must have as many, and all GPUs or none.
     std::vector<Device> gpus = {};
     CrossWorkerSum order = CrossWorkerSum::RankOrder;
-    std::chrono::milliseconds collective_timeout = std::chrono::minutes(10);
+    std::chrono::milliseconds collective_timeout = kDefaultCollectiveTimeout;
   };
   // Joins the MPI job (initialising MPI) and checks that every worker runs the same Mirror version
   // with the same number of replicas; collective across workers.

@@ -7,6 +7,8 @@
 // tests/test_crash_resume.sh does the same across processes with SIGKILL.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -233,6 +235,42 @@ TEST_F(BackupTest, AStepThatFailedOnOneReplicaMakesTheNextCallRefuse) {
   model.load_checkpoint((dir_ / "start.ckpt").string());
   EXPECT_TRUE(model.replicas_identical());
   EXPECT_NO_THROW(model.evaluate(data_, {.verbose = 0}));
+}
+
+// Catchers nest: fit's and evaluate's inside a program's own see a signal that came before them,
+// and only the outermost gives the previous handler back.
+TEST(Signals, CatchersNestAndTheOutermostGivesTheHandlerBack) {
+  struct sigaction before {}, after {};
+  ::sigaction(SIGINT, nullptr, &before);
+  {
+    const SignalCatcher outer;
+    EXPECT_EQ(outer.caught(), 0);
+    std::raise(SIGINT);
+    EXPECT_EQ(outer.caught(), SIGINT);
+    {
+      const SignalCatcher inner;
+      EXPECT_EQ(inner.caught(), SIGINT);
+    }
+    EXPECT_EQ(outer.caught(), SIGINT);
+  }
+  ::sigaction(SIGINT, nullptr, &after);
+  EXPECT_EQ(after.sa_handler, before.sa_handler);
+  const SignalCatcher inactive(false);
+  EXPECT_EQ(inactive.caught(), 0);
+}
+
+// evaluate(stop_on_signals) ends after the batch in which a signal arrived, naming both.
+TEST(Signals, EvaluateStopsAfterTheBatchOfASignal) {
+  HostStrategy strategy(2, 1);
+  auto model = dropout_model();
+  model->compile(strategy, optimizers::Adam(), losses::SparseCategoricalCrossentropy(), {metrics::Accuracy()}, 3);
+  const ImageSet data = synthetic_images(256, 6, 6, 3);
+  const SignalCatcher program;
+  std::raise(SIGTERM);
+  const std::string message =
+      testing::message_of<Interrupted>([&] { model->evaluate(data, {.batch_size = 32, .verbose = 0, .stop_on_signals = true}); });
+  EXPECT_NE(message.find("evaluate stopped by SIGTERM after batch 1/8"), std::string::npos) << message;
+  EXPECT_TRUE(std::isfinite(model->evaluate(data, {.batch_size = 32, .verbose = 0}).loss));  // without: the whole set
 }
 
 }  // namespace

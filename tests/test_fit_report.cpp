@@ -27,7 +27,6 @@ TEST_P(FitReportTest, SharesOfEveryReplicaAddUp) {
   EXPECT_EQ(report.steps, 2 * kSteps);
   EXPECT_GT(report.step_seconds, 0.0);
   EXPECT_GT(report.samples_per_second, 0.0);
-  EXPECT_EQ(report.all_reduce_hidden, 0.0);  // the host's collectives run in the replica's thread
   ASSERT_EQ(report.replicas.size(), static_cast<size_t>(replicas));
   for (int r = 0; r < replicas; ++r) {
     const ReplicaTimeShares& s = report.replicas[static_cast<size_t>(r)];
@@ -46,7 +45,9 @@ TEST_P(FitReportTest, SharesOfEveryReplicaAddUp) {
     }
   }
   EXPECT_NE(out.str().find("Where the step's time went (20 training steps"), std::string::npos) << out.str();
-  EXPECT_NE(out.str().find("all-reduce hidden behind backward"), std::string::npos) << out.str();
+  // Nothing measures how much of the all-reduce backward hides, so no figure for it is printed.
+  EXPECT_EQ(out.str().find("hidden"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find(" samples/s\n"), std::string::npos) << out.str();
 
   std::ostringstream silent;
   model.fit(data, {.batch_size = kBatch, .verbose = 0, .out = &silent});

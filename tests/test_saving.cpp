@@ -94,6 +94,58 @@ TEST_F(SavingTest, KerasArchiveRebuildsTheGraphAndWeights) {
   EXPECT_EQ(c->get_weights(), d->get_weights());
 }
 
+// Keras refuses synchronized=True on every backend but TensorFlow: config.json says false, and
+// metadata.json (which Keras does not read) keeps Mirror's choice, so load_model gets it back.
+std::string synchronized_of(const Model& model, const std::string& layer) {
+  for (const LayerPtr& l : model.layers())
+    if (l->name() == layer)
+      for (const auto& [key, value] : l->config())
+        if (key == "synchronized") return value;
+  return "(none)";
+}
+
+TEST_F(SavingTest, SynchronizedBatchNormalizationOpensInKerasAndComesBackToMirror) {
+  const Tensor x = Input(Shape{4, 4, 2});
+  Tensor y = layers::BatchNormalization({.synchronized = true, .name = "bn_sync"})(x);
+  y = layers::BatchNormalization({.name = "bn_local"})(y);
+  y = layers::Dense(3, Activation::Softmax)(layers::Flatten()(y));
+  Model a(x, y);
+  a.compile(strategy_, optimizers::Adam());
+  a.save(path("m.keras"));
+  auto entries = saving::read_zip(saving::read_file(path("m.keras"), 1 << 30), "m.keras");
+  const auto json_of = [&](const char* name) { return nlohmann::json::parse(entries[name].begin(), entries[name].end()); };
+  const nlohmann::json config = json_of("config.json"), metadata = json_of("metadata.json");
+  for (const nlohmann::json& layer : config["config"]["layers"])
+    if (layer["class_name"] == "BatchNormalization") {
+      EXPECT_EQ(layer["config"]["synchronized"], false) << layer.dump();
+    }
+  EXPECT_EQ(metadata["mirror"]["synchronized_batch_normalization"], nlohmann::json::array({"bn_sync"})) << metadata.dump();
+  auto b = load_model(path("m.keras"));
+  EXPECT_EQ(synchronized_of(*b, "bn_sync"), "true");
+  EXPECT_EQ(synchronized_of(*b, "bn_local"), "false");
+
+  // A file Keras wrote on TensorFlow says true in config.json: Mirror keeps it too.
+  nlohmann::json tf_config = config;
+  for (nlohmann::json& layer : tf_config["config"]["layers"])
+    if (layer["class_name"] == "BatchNormalization") layer["config"]["synchronized"] = true;
+  const auto bytes = [](const nlohmann::json& j) { const std::string t = j.dump(); return std::vector<uint8_t>(t.begin(), t.end()); };
+  const nlohmann::json keras_metadata = {{"keras_version", "3.15.1"}};
+  auto c = saving::model_from_archive(saving::write_zip({{"config.json", bytes(tf_config)}, {"metadata.json", bytes(keras_metadata)},
+                                                         {"model.weights.h5", entries["model.weights.h5"]}}),
+                                      "tf.keras");
+  EXPECT_EQ(synchronized_of(*c, "bn_local"), "true");
+  // A name that is no BatchNormalization of the model is an error naming it and the file.
+  nlohmann::json wrong = metadata;
+  wrong["mirror"]["synchronized_batch_normalization"] = {"dense"};
+  const std::string message = message_of<DataError>([&] {
+    saving::model_from_archive(saving::write_zip({{"config.json", entries["config.json"]}, {"metadata.json", bytes(wrong)},
+                                                  {"model.weights.h5", entries["model.weights.h5"]}}),
+                               "wrong.keras");
+  });
+  EXPECT_NE(message.find("wrong.keras"), std::string::npos) << message;
+  EXPECT_NE(message.find("\"dense\""), std::string::npos) << message;
+}
+
 TEST_F(SavingTest, AnotherArchitectureNamesTheVariableAndBothShapesAndChangesNothing) {
   auto a = cnn(4);
   a->compile(strategy_, optimizers::Adam());
@@ -146,6 +198,38 @@ TEST_F(SavingTest, UnknownLayerClassAndOldKerasAreNamed) {
   const auto archive = saving::write_zip({{"config.json", {'{', '}'}}, {"metadata.json", {'{', '}'}},
                                           {"model.weights.h5", saving::write_weights_h5(saving::weights_of(*a))}});
   EXPECT_NE(message_of<DataError>([&] { saving::model_from_archive(archive, "old.keras"); }).find("Keras 3"), std::string::npos);
+}
+
+// Regularizers and constraints would change training; Mirror has none, so it refuses them by
+// name rather than train without them. Keras's default, null, is accepted.
+TEST_F(SavingTest, RegularizersAndConstraintsAreRefusedByName) {
+  const Tensor x = Input(Shape{4, 4, 2});
+  const Tensor y = layers::Dense(3, Activation::Softmax)(layers::Flatten()(layers::BatchNormalization()(x)));
+  Model a(x, y);
+  a.compile(strategy_, optimizers::Adam());
+  const nlohmann::json config = saving::model_config(a);
+  const auto with = [&](const std::string& cls, const std::string& key, const nlohmann::json& value) {
+    nlohmann::json c = config;
+    for (nlohmann::json& layer : c["config"]["layers"])
+      if (layer["class_name"] == cls) layer["config"][key] = value;
+    return c;
+  };
+  const auto keras_object = [](const char* module, const char* cls, const nlohmann::json& args) {
+    return nlohmann::json{{"module", module}, {"class_name", cls}, {"config", args}, {"registered_name", nullptr}};
+  };
+  const auto refusal = [&](const nlohmann::json& c) { return message_of<DataError>([&] { saving::model_from_config(c, "r.keras"); }); };
+  std::string message = refusal(with("Dense", "kernel_regularizer", keras_object("keras.regularizers", "L2", {{"l2", 0.01}})));
+  EXPECT_NE(message.find("r.keras: layer 'dense' has kernel_regularizer L2 (l2=0.01), which Mirror does not implement"),
+            std::string::npos) << message;
+  message = refusal(with("BatchNormalization", "gamma_constraint", keras_object("keras.constraints", "NonNeg", nlohmann::json::object())));
+  EXPECT_NE(message.find("layer 'batch_normalization' has gamma_constraint NonNeg,"), std::string::npos) << message;
+  for (const char* key : {"bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint"}) {
+    message = refusal(with("Dense", key, keras_object("keras.constraints", "MaxNorm", {{"max_value", 2}})));
+    EXPECT_NE(message.find(std::string("has ") + key + " MaxNorm (max_value=2)"), std::string::npos) << message;
+  }
+  for (const char* key : {"beta_regularizer", "gamma_regularizer", "beta_constraint"})
+    EXPECT_NE(refusal(with("BatchNormalization", key, keras_object("keras.regularizers", "L1", {{"l1", 0.5}}))).find(key), std::string::npos);
+  EXPECT_NE(saving::model_from_config(with("Dense", "kernel_regularizer", nullptr), "r.keras"), nullptr);
 }
 
 TEST_F(SavingTest, AFailedSaveLeavesThePreviousFileAndNoTemporary) {

@@ -117,6 +117,15 @@ else
   echo "FAIL: --help"; cat "$work/out"; failures=$((failures + 1))
 fi
 expect 1 "label [0-9]+ at index [0-9]+ .* outside \[0, 5\)" --classes 5 --train-samples 64
+# A stopped worker of a multi-worker job ends it after --collective-timeout: 2 minutes by default,
+# which a person waits for, not 10.
+if "$train_cnn" --help | grep -Eq -- "--collective-timeout FLOAT.*=120( |$)"; then
+  echo "ok: --collective-timeout defaults to 120 s"
+else
+  echo "FAIL: --collective-timeout's default or help:"; "$train_cnn" --help | grep -A2 -- --collective-timeout
+  failures=$((failures + 1))
+fi
+
 # Without a GPU, requiring one is an error that says why (with one, there is nothing to refuse).
 if ! "$(dirname "$train_cnn")/list_devices" 2>/dev/null | grep -q "device_type='GPU'"; then
   expect 1 "a GPU is required .* none is usable" --require-gpu --train-samples 64
@@ -133,6 +142,7 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 r = m["step_report"]
 assert r["steps"] == 63 and r["samples_per_second"] > 0 and len(r["replicas"]) == 2, r
+assert set(r) == {"steps", "step_seconds", "samples_per_second", "replicas"}, r  # no unmeasured figures
 assert all(abs(s["compute"] + s["all_reduce"] + s["waiting"] - 1) < 1e-6 for s in r["replicas"]), r
 t = json.load(open(sys.argv[2]))
 assert sum(1 for e in t["traceEvents"] if e["ph"] == "X" and e["cat"] == "step") == 2 * 63, "trace steps"
@@ -162,6 +172,48 @@ else
   echo "FAIL: the training-controls run"; cat "$work/err" "$work/log.csv"
   failures=$((failures + 1))
 fi
+
+# A signal after training, during the evaluation of the test set: the run ends with 130 / 143 and
+# says what it was doing and that the weights were not saved (nothing half-written is left); the
+# backup of the trained model finishes the run without training again. The signal goes once the
+# end-of-fit report is out (stdout line-buffered), i.e. after fit's last step; a test set of large
+# images (made here, 35 MB) keeps the evaluation going for about a second.
+python3 - "$work/big" <<'PY'
+import os, struct, sys
+os.makedirs(sys.argv[1])
+for prefix, count in (("train", 64), ("t10k", 5000)):
+    n = count * 84 * 84
+    with open(f"{sys.argv[1]}/{prefix}-images-idx3-ubyte", "wb") as f:
+        f.write(struct.pack(">4B3I", 0, 0, 8, 3, count, 84, 84) + (bytes(range(0, 256, 7)) * (n // 37 + 1))[:n])
+    with open(f"{sys.argv[1]}/{prefix}-labels-idx1-ubyte", "wb") as f:
+        f.write(struct.pack(">4BI", 0, 0, 8, 1, count) + bytes(i % 10 for i in range(count)))
+PY
+set -m  # job control: a background job keeps SIGINT
+for signal in INT TERM; do
+  dir="$work/after-fit-$signal"
+  mkdir -p "$dir"
+  run=("$train_cnn" --data "$work/big" --verbose 1 --epochs 1 --strategy host --replicas 1 --threads 1
+       --backup-dir "$dir/backups" --save "$dir/m.keras" --metrics-json "$dir/m.json")
+  stdbuf -oL "${run[@]}" >"$dir/out" 2>"$dir/err" &
+  pid=$!
+  for _ in $(seq 1 6000); do grep -Eq "^  [0-9]+ samples/s$" "$dir/out" 2>/dev/null && break; sleep 0.005; done
+  kill "-$signal" "$pid"
+  wait "$pid"
+  code=$?
+  expected=$([ "$signal" = INT ] && echo 130 || echo 143)
+  if [ "$code" -eq "$expected" ] &&
+     grep -q "^train_cnn: SIG$signal while evaluating the test set; the trained weights were not saved to $dir/m.keras; a backup of them is in $dir/backups" "$dir/err" &&
+     [ -z "$(find "$dir" -maxdepth 1 -name 'm.*')" ] &&
+     "${run[@]}" >"$dir/out2" 2>"$dir/err2" && grep -q "continuing from the backup" "$dir/out2" &&
+     ! grep -q "^Epoch" "$dir/out2" && [ -f "$dir/m.keras" ] && [ -f "$dir/m.json" ]; then
+    echo "ok: SIG$signal while evaluating the test set -> $code, said so, saved nothing; the backup finished the run"
+  else
+    echo "FAIL: SIG$signal while evaluating the test set: exit $code (want $expected), stderr:"; cat "$dir/err"
+    ls -a "$dir"; cat "$dir/out2" "$dir/err2" 2>/dev/null
+    failures=$((failures + 1))
+  fi
+done
+set +m
 
 echo "$failures failure(s)"
 [ "$failures" -eq 0 ]

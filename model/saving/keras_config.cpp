@@ -96,6 +96,19 @@ json model_config(const Model& model) {
 
 namespace {
 
+// A serialized Keras object as a person writes it: "L2 (l2=0.01)", "MaxNorm (axis=0, max_value=2)".
+std::string describe(const json& object) {
+  if (!object.is_object()) return object.dump();
+  std::string text = object.contains("class_name") && object["class_name"].is_string() ? object["class_name"].get<std::string>()
+                                                                                         : object.dump();
+  if (object.contains("config") && object["config"].is_object() && !object["config"].empty()) {
+    std::string args;
+    for (const auto& [key, value] : object["config"].items()) args += (args.empty() ? "" : ", ") + key + "=" + value.dump();
+    text += " (" + args + ")";
+  }
+  return text;
+}
+
 // Reads one layer's config, naming the file, layer and argument in every error.
 class ConfigReader {
  public:
@@ -172,6 +185,20 @@ class ConfigReader {
     fail(key, str("is not supported (Mirror supports ", supported.dump(), ")"));
   }
 
+  // Regularizers and constraints change what training does; Mirror has none, so a file that sets
+  // one is refused rather than trained without it. null (Keras's default) is fine.
+  void refuse_regularizers_and_constraints() const {
+    static const char* const kKeys[] = {"kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                                        "beta_regularizer",   "gamma_regularizer", "kernel_constraint",
+                                        "bias_constraint",    "beta_constraint",   "gamma_constraint"};
+    for (const char* key : kKeys) {
+      if (!c_.contains(key) || c_[key].is_null()) continue;
+      throw DataError(str(source_, ": layer '", name(), "' has ", key, " ", describe(c_[key]),
+                          ", which Mirror does not implement: training in Mirror would ignore it. Train this model in "
+                          "Keras, or set ", key, " to None in Keras and save it again to train it in Mirror without it"));
+    }
+  }
+
   [[noreturn]] void fail(const std::string& key, const std::string& why) const {
     throw DataError(str(source_, ": ", class_, " layer '", name(), "': argument ", key, " = ",
                         c_.contains(key) ? c_[key].dump() : "(missing)", " ", why));
@@ -185,6 +212,7 @@ class ConfigReader {
 
 LayerPtr make_layer(const std::string& cls, const json& config, const std::string& source) {
   const ConfigReader c(config, cls, source);
+  c.refuse_regularizers_and_constraints();
   c.require("data_format", "channels_last");
   const std::string name = c.name();
   if (cls == "Conv2D") {
@@ -370,6 +398,53 @@ std::unique_ptr<Model> model_from_config(const json& root, const std::string& so
     throw DataError(str(source, ": config.json does not have Keras's structure (", e.what(), ")"));
   } catch (const InvalidArgument& e) {
     throw DataError(str(source, ": the model in config.json cannot be built: ", e.what()));
+  }
+}
+
+// ---- Synchronized batch normalization, kept where Keras does not look ---------------------------
+
+namespace {
+
+constexpr const char* kSynchronizedKey = "synchronized_batch_normalization";
+
+json* layers_of(json& config) {
+  if (!config.is_object() || !config.contains("config") || !config["config"].is_object()) return nullptr;
+  json& c = config["config"];
+  return c.contains("layers") && c["layers"].is_array() ? &c["layers"] : nullptr;
+}
+
+bool is_batch_norm(const json& entry) {
+  return entry.is_object() && entry.value("class_name", json()) == "BatchNormalization" && entry.contains("config") &&
+         entry["config"].is_object();
+}
+
+}  // namespace
+
+json take_synchronized_flags(json& config) {
+  json names = json::array();
+  if (json* layers = layers_of(config))
+    for (json& entry : *layers) {
+      if (!is_batch_norm(entry) || entry["config"].value("synchronized", false) != true) continue;
+      entry["config"]["synchronized"] = false;
+      names.push_back(entry["config"]["name"]);
+    }
+  return {{kSynchronizedKey, names}};
+}
+
+void restore_synchronized_flags(json& config, const json& metadata, const std::string& source) {
+  if (!metadata.contains("mirror") || !metadata["mirror"].is_object() || !metadata["mirror"].contains(kSynchronizedKey)) return;
+  const json& names = metadata["mirror"][kSynchronizedKey];
+  MIRROR_REQUIRE(names.is_array(), DataError, source, ": metadata.json's mirror.", kSynchronizedKey, " ", names.dump(),
+                 " is not a list of layer names");
+  json* layers = layers_of(config);
+  for (const json& name : names) {
+    json* found = nullptr;
+    if (layers)
+      for (json& entry : *layers)
+        if (is_batch_norm(entry) && entry["config"].value("name", json()) == name) found = &entry;
+    MIRROR_REQUIRE(found, DataError, source, ": metadata.json names ", name.dump(),
+                   " as a synchronized BatchNormalization, but config.json has no BatchNormalization of that name");
+    (*found)["config"]["synchronized"] = true;
   }
 }
 

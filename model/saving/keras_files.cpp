@@ -283,22 +283,25 @@ nlohmann::json parse_json(ZipReader& zip, const char* name, const std::string& s
   return j;
 }
 
-// metadata.json says Keras 3 wrote the archive (the only version whose layout Mirror reads).
-void check_version(ZipReader& zip, const std::string& source) {
+// metadata.json, once it says Keras 3 wrote the archive (the only version whose layout Mirror reads).
+nlohmann::json check_version(ZipReader& zip, const std::string& source) {
   const nlohmann::json metadata = parse_json(zip, "metadata.json", source);
   const std::string version = metadata.contains("keras_version") && metadata["keras_version"].is_string()
                                   ? metadata["keras_version"].get<std::string>()
                                   : "";
   MIRROR_REQUIRE(version.rfind("3.", 0) == 0, DataError, source, " was written by Keras ",
                  version.empty() ? "of an unknown version" : version, "; Mirror reads files of Keras 3");
+  return metadata;
 }
 
 std::unique_ptr<Model> model_from_zip(ZipReader& zip, const std::string& source) {
   for (const char* name : {"config.json", "metadata.json", "model.weights.h5"})
     MIRROR_REQUIRE(zip.contains(name), DataError, source, " is not a Keras 3 archive: it has no ", name);
-  check_version(zip, source);
+  const nlohmann::json metadata = check_version(zip, source);
+  nlohmann::json config = parse_json(zip, "config.json", source);
+  restore_synchronized_flags(config, metadata, source);
   // The model comes first: its variables bound what the weights entry may inflate to.
-  std::unique_ptr<Model> model = model_from_config(parse_json(zip, "config.json", source), source);
+  std::unique_ptr<Model> model = model_from_config(config, source);
   const std::vector<uint8_t> weights = zip.read("model.weights.h5", weights_file_limit(*model));
   set_weights_from(*model, read_weights_h5(weights, source + "/model.weights.h5"), source);
   return model;
@@ -307,9 +310,10 @@ std::unique_ptr<Model> model_from_zip(ZipReader& zip, const std::string& source)
 }  // namespace
 
 std::vector<uint8_t> keras_archive(Model& model) {
-  const nlohmann::json metadata = {{"keras_version", "3.15.1"}, {"date_saved", today()}};
+  nlohmann::json config = model_config(model);
+  const nlohmann::json metadata = {{"keras_version", "3.15.1"}, {"date_saved", today()}, {"mirror", take_synchronized_flags(config)}};
   return write_zip({{"metadata.json", bytes_of(metadata.dump())},
-                    {"config.json", bytes_of(model_config(model).dump())},
+                    {"config.json", bytes_of(config.dump())},
                     {"model.weights.h5", write_weights_h5(weights_of(model))}});
 }
 

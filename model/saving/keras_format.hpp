@@ -66,6 +66,16 @@ WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& 
 nlohmann::json model_config(const Model& model);
 std::unique_ptr<Model> model_from_config(const nlohmann::json& config, const std::string& source);
 
+// Keras refuses BatchNormalization(synchronized=True) on every backend but TensorFlow, yet
+// synchronizing is a property of how a run is distributed, not of the model. So an archive's
+// config.json says false and its metadata.json, which Keras does not read, keeps Mirror's choice:
+// {"mirror": {"synchronized_batch_normalization": [layer names]}}. The first moves the flags out of
+// `config` (the value for metadata's "mirror"); the second sets them back from metadata.json,
+// which may lack the entry (a file Keras wrote); a name that is no BatchNormalization of `config`
+// is a DataError naming `source`.
+nlohmann::json take_synchronized_flags(nlohmann::json& config);
+void restore_synchronized_flags(nlohmann::json& config, const nlohmann::json& metadata, const std::string& source);
+
 // Whole files: read (growing the buffer as data really arrives, up to `max_bytes`; a regular file
 // larger than that is refused before it is read) and written atomically (a temporary file beside
 // `path`, fsync, rename, fsync of the directory), so a failed write leaves the previous file intact.

@@ -1,6 +1,8 @@
 """Keras's side of the interoperability test: Keras reads what Mirror wrote and Mirror reads what
-Keras wrote, for the reference CNN and a residual block with batch normalization; every pair of
-predictions on a fixed batch must agree within ATOL.
+Keras wrote, for the reference CNN and a residual block with batch normalization (plain, and
+synchronized on Mirror's side, which Keras on JAX refuses in a layer config); every pair of
+predictions on a fixed batch must agree within ATOL. Mirror refuses a Keras file with a
+regularizer, naming it.
 
 usage: interop.py KERAS_INTEROP_EXE WORK_DIR
 """
@@ -17,6 +19,12 @@ ATOL = 1e-5
 
 
 def build(arch):
+    if arch == "regularized":
+        return keras.Sequential([
+            keras.Input((4,)),
+            layers.Dense(3, kernel_regularizer=keras.regularizers.L2(0.01), bias_constraint=keras.constraints.NonNeg(),
+                         name="dense"),
+        ])
     if arch == "cnn":
         return keras.Sequential([
             keras.Input((28, 28, 1)),
@@ -50,11 +58,22 @@ def compare(what, mirror, keras_pred):
     return ok
 
 
+def refused_regularizer(exe, work):
+    path = os.path.join(work, "regularized.keras")
+    build("regularized").save(path)
+    run = subprocess.run([exe, "predict-model", path, os.path.join(work, "batch_cnn.u8"), os.path.join(work, "r.pred")],
+                         capture_output=True, text=True)
+    want = "layer 'dense' has kernel_regularizer L2 (l2=0.01), which Mirror does not implement"
+    ok = run.returncode == 1 and want in run.stderr and path in run.stderr
+    print(f"{'ok  ' if ok else 'FAIL'} Mirror load_model(Keras's .keras with a regularizer): exit {run.returncode}: {run.stderr.strip()}")
+    return ok
+
+
 def main():
     exe, work = sys.argv[1], sys.argv[2]
     rng = np.random.default_rng(7)
     ok = True
-    for arch in ("cnn", "res"):
+    for arch in ("cnn", "res", "res_sync"):
         subprocess.run([exe, "write", arch, work], check=True)
         mirror_pred = np.fromfile(os.path.join(work, f"mirror_{arch}.pred"), dtype=np.float32)
         # Keras reads Mirror's files.
@@ -80,6 +99,7 @@ def main():
         ok &= compare(f"{arch}: Mirror load_model(Keras's .keras)", np.fromfile(out, dtype=np.float32), keras_pred)
         subprocess.run([exe, "predict-weights", arch, weights_file, batch_file, out], check=True)
         ok &= compare(f"{arch}: Mirror load_weights(Keras's .weights.h5)", np.fromfile(out, dtype=np.float32), keras_pred)
+    ok &= refused_regularizer(exe, work)
     sys.exit(0 if ok else 1)
 
 

@@ -19,16 +19,17 @@ namespace {
 
 constexpr int64_t kBatch = 16;
 
-// The reference CNN, and a residual block with batch normalization (both ending in 10 classes).
+// The reference CNN, and a residual block with batch normalization, synchronized across replicas
+// in "res_sync" (all ending in 10 classes).
 std::unique_ptr<Model> build(const std::string& arch) {
   if (arch == "cnn")
     return std::make_unique<Sequential>(std::vector<LayerPtr>{
         layers::Conv2D(32, {3, 3}, Activation::ReLU, Shape{28, 28, 1}), layers::MaxPooling2D({2, 2}), layers::Flatten(),
         layers::Dense(10, Activation::Softmax)});
-  if (arch == "res") {
+  if (arch == "res" || arch == "res_sync") {
     const Tensor x = Input(Shape{12, 12, 3});
     Tensor y = layers::Conv2D(8, {3, 3}, {.padding = Padding::Same, .use_bias = false})(x);
-    y = layers::BatchNormalization()(y);
+    y = layers::BatchNormalization({.synchronized = arch == "res_sync"})(y);
     y = layers::ReLU()(y);
     const Tensor shortcut = layers::Conv2D(8, {1, 1})(x);
     y = layers::Add()({shortcut, y});
@@ -37,7 +38,7 @@ std::unique_ptr<Model> build(const std::string& arch) {
     y = layers::Dense(10, Activation::Softmax)(y);
     return std::make_unique<Model>(x, y);
   }
-  throw InvalidArgument(str("unknown architecture '", arch, "' (cnn or res)"));
+  throw InvalidArgument(str("unknown architecture '", arch, "' (cnn, res or res_sync)"));
 }
 
 ImageSet read_batch(const std::string& path, const Shape& sample) {
