@@ -42,8 +42,9 @@ if [ "$kind" = asan ]; then
   export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0"
 else
   if (($# == 0)); then
-    tests=(test_communicator test_strategy test_equivalence test_training test_backup test_trace
-           mpi_communicator multi_worker)
+    # test_allocations replaces operator new, as TSan's runtime does: the two cannot link.
+    tests=(test_communicator test_strategy test_equivalence test_model test_training test_callbacks test_backup
+           test_trace mpi_communicator multi_worker crash_resume)
   else
     tests=("$@")
   fi
