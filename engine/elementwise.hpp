@@ -432,12 +432,14 @@ MIRROR_HD inline void optimizer_element(const OptimizerStep& s, const Features& 
   if (f.clip) g = min_of(max_of(g, -s.clipvalue), s.clipvalue);
   float& p = params[i];
   if (f.decay) p -= p * s.weight_decay * s.learning_rate * decay;
-  float* slot = slots + i;
   if constexpr (kRule == OptimizerRule::SGD) {
-    sgd(s, f, p, g, slot);
+    // Without momentum SGD keeps no slot and `slots` may be null: no pointer is formed from it.
+    sgd(s, f, p, g, f.momentum ? slots + i : nullptr);
   } else if constexpr (kRule == OptimizerRule::Adam) {
+    float* slot = slots + i;
     adam(s, f, p, g, slot[0], slot[count], slot + 2 * count);
   } else {
+    float* slot = slots + i;
     rmsprop(s, f, p, g, slot[0], slot + count, slot + (f.momentum ? 2 : 1) * count);
   }
 }

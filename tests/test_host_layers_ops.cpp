@@ -248,15 +248,17 @@ TEST_F(HostLayerOps, AddAndColumnCopies) {
     SCOPED_TRACE(::testing::Message() << rows << " rows");
     const Floats left = random_floats(rows * 3, rng_), right = random_floats(rows * 4, rng_);
     Floats joined(rows * 7, kNaN);
+    // With no rows the buffer is empty and its data() may be null, which takes no offset.
+    float* const joined_right = rows > 0 ? joined.data() + 3 : joined.data();
     backend_->copy_columns(rows, 3, left.data(), 3, joined.data(), 7, false);
-    backend_->copy_columns(rows, 4, right.data(), 4, joined.data() + 3, 7, false);
+    backend_->copy_columns(rows, 4, right.data(), 4, joined_right, 7, false);
     Doubles joined_ref(joined.size());
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < 7; ++c) joined_ref[r * 7 + c] = c < 3 ? left[r * 3 + c] : right[r * 4 + c - 3];
     expect_close("joined", joined, joined_ref, 0.0, 0.0);
     // The gradient of the right part, accumulated onto what is there already.
     Floats grad = right;
-    backend_->copy_columns(rows, 4, joined.data() + 3, 7, grad.data(), 4, true);
+    backend_->copy_columns(rows, 4, joined_right, 7, grad.data(), 4, true);
     Doubles grad_ref(grad.size());
     for (size_t i = 0; i < grad.size(); ++i) grad_ref[i] = 2.0 * right[i];
     expect_close("accumulated", grad, grad_ref, 0.0, 0.0);

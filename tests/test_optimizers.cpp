@@ -184,6 +184,38 @@ TEST(Optimizers, ANonFiniteLossSkipsEveryRule) {
   }
 }
 
+// SGD without momentum keeps no slot, so a model hands it no slot buffer (slots == null): neither the
+// host's loops nor the scalar rule may form a pointer from it (UBSan's run of this test checks that
+// no offset is applied to the null pointer). Plain p -= lr g, then with clipping and weight decay.
+TEST(Optimizers, SgdWithoutMomentumTakesNoSlots) {
+  auto backend = make_host_backend(1);
+  const OptimizerStep plain{.rule = OptimizerRule::SGD, .learning_rate = 0.1f};
+  OptimizerStep clipped = plain;
+  clipped.clipvalue = 0.3f;
+  clipped.weight_decay = 0.5f;
+  for (const OptimizerStep& step : {plain, clipped}) {
+    ASSERT_EQ(optimizer_slot_count(step), 0);
+    constexpr size_t count = 1000;
+    std::vector<float> params(count), grads(count);
+    for (size_t i = 0; i < count; ++i) {
+      params[i] = 1.0f + float(i % 7);
+      grads[i] = 0.5f - float(i % 3) * 0.25f;
+    }
+    std::vector<float> expected = params;
+    for (size_t i = 0; i < count; ++i)
+      ew::optimizer_element<OptimizerRule::SGD>(step, 1.0f, 1.0f, i, count, expected.data(), grads.data(), nullptr);
+    const std::vector<float> guard = {0.0f};
+    backend->optimizer_update(count, step, {}, guard.data(), params.data(), grads.data(), nullptr);
+    EXPECT_EQ(params, expected);
+  }
+  EXPECT_FLOAT_EQ(1.0f - 0.1f * 0.5f, [&] {
+    float p = 1.0f;
+    const float g = 0.5f;
+    ew::optimizer_element<OptimizerRule::SGD>(plain, 1.0f, 1.0f, 0, 1, &p, &g, nullptr);
+    return p;
+  }());
+}
+
 // max_of and min_of, which the optimizer's rules use in place of fmaxf and fminf so that the host's
 // loop vectorises, give fmaxf's and fminf's bits for every pair of special values.
 TEST(Optimizers, MaxOfAndMinOfEqualFmaxfAndFminf) {

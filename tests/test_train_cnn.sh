@@ -143,7 +143,8 @@ m = json.load(open(sys.argv[1]))
 r = m["step_report"]
 assert r["steps"] == 63 and r["samples_per_second"] > 0 and len(r["replicas"]) == 2, r
 assert set(r) == {"steps", "step_seconds", "samples_per_second", "replicas"}, r  # no unmeasured figures
-assert all(abs(s["compute"] + s["all_reduce"] + s["waiting"] - 1) < 1e-6 for s in r["replicas"]), r
+# Each fraction is written with 6 significant digits: their sum is 1 within 3 rounding steps.
+assert all(abs(s["compute"] + s["all_reduce"] + s["waiting"] - 1) < 1e-5 for s in r["replicas"]), r
 t = json.load(open(sys.argv[2]))
 assert sum(1 for e in t["traceEvents"] if e["ph"] == "X" and e["cat"] == "step") == 2 * 63, "trace steps"
 assert m["strategy"] == "host" and m["replicas"] == 2, m
