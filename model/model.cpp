@@ -38,9 +38,9 @@ Model::Model(const Tensor& input, const Tensor& output, std::string name) : name
 }
 
 Model::~Model() {
-  // A runtime frees its buffers through the strategy's backends; once the strategy is gone it can
-  // only be dropped unfreed (a leak, and only after that misuse).
-  if (runtime_ && strategy_alive_.expired()) (void)runtime_.release();
+  // A runtime frees its buffers through the strategy's backends, so a strategy destroyed first
+  // drops the runtime itself (Strategy::on_destroy): one still here has a live strategy.
+  if (runtime_) strategy_->forget(this);
 }
 
 void Model::set_graph(const Tensor& input, const Tensor& output) {
@@ -87,8 +87,7 @@ void Model::compile(Strategy& strategy, OptimizerPtr optimizer, Loss loss, std::
     const Strategy::Use use = strategy_->use("compile");
     kept = runtime_->get_weights(0);
     runtime_.reset();  // before the strategy it lives on may change
-  } else if (runtime_) {
-    (void)runtime_.release();  // its strategy is gone, and its buffers with it (see ~Model)
+    strategy_->forget(this);
   }
   strategy_ = &strategy;
   strategy_alive_ = strategy.lifetime();
@@ -124,6 +123,7 @@ void Model::make_runtime(const std::vector<float>* weights) {
   };
   runtime_ = std::make_unique<ModelRuntime>(make_plan(input_, output_, loss_, fusable), strategy, optimizer_, loss_,
                                             std::move(resolved), seed_);
+  strategy.on_destroy(this, [this] { runtime_.reset(); });
   if (weights) runtime_->set_weights(*weights);
 }
 

@@ -12,7 +12,19 @@ Strategy::Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backe
   MIRROR_REQUIRE(!backends_.empty(), InvalidArgument, "a strategy needs at least one replica");
 }
 
-Strategy::~Strategy() = default;
+Strategy::~Strategy() {
+  // Before the members (backends, workers) go: what owners hold of the replicas is freed by them.
+  for (auto& [owner, release] : std::exchange(releases_, {})) release();
+}
+
+void Strategy::on_destroy(const void* owner, std::function<void()> release) {
+  forget(owner);
+  releases_.emplace_back(owner, std::move(release));
+}
+
+void Strategy::forget(const void* owner) {
+  std::erase_if(releases_, [owner](const auto& entry) { return entry.first == owner; });
+}
 
 void Strategy::start() {
   communicator_ = make_communicator();

@@ -116,6 +116,13 @@ class Strategy {
   Use use(const char* what);
   // Expires when the strategy is destroyed: a model keeps it to refuse work instead of hanging.
   std::weak_ptr<const void> lifetime() const { return alive_; }
+  // Runs `release` when the strategy is destroyed, before its backends are: how an object holding
+  // memory of this strategy's replicas (a compiled model's runtime) frees it while the backends
+  // that allocated it still exist. One per owner; forget(owner) takes it back (the owner is
+  // destroyed first, or moves to another strategy). Not thread-safe: call from the thread that
+  // compiles and destroys.
+  void on_destroy(const void* owner, std::function<void()> release);
+  void forget(const void* owner);
 
  protected:
   Strategy(std::string name, std::vector<std::unique_ptr<Backend>> backends);
@@ -128,6 +135,7 @@ class Strategy {
   std::vector<std::unique_ptr<Backend>> backends_;
   std::unique_ptr<Communicator> communicator_;
   std::shared_ptr<const void> alive_ = std::make_shared<const char>(0);
+  std::vector<std::pair<const void*, std::function<void()>>> releases_;  // on_destroy's, run by ~Strategy
   Tracer tracer_;
   std::vector<std::unique_ptr<DeviceClock>> device_clocks_;  // of the GPU replicas' compute lanes
   std::mutex use_mutex_;

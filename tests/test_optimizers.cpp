@@ -223,6 +223,12 @@ TEST(Optimizers, MaxOfAndMinOfEqualFmaxfAndFminf) {
   const float values[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 1e-40f, -1e-40f, 3e38f, inf, -inf, nan, -nan};
   for (float a : values)
     for (float b : values) {
+      if (std::isnan(a) && std::isnan(b)) {
+        // C leaves open which NaN fmaxf returns then (glibc gives the first, clang's folding a
+        // canonical one); max_of's own choice is fixed, and the same in every variant (test_host_isa).
+        EXPECT_TRUE(std::isnan(ew::max_of(a, b)) && std::isnan(ew::min_of(a, b))) << a << ", " << b;
+        continue;
+      }
       EXPECT_EQ(std::bit_cast<uint32_t>(ew::max_of(a, b)), std::bit_cast<uint32_t>(fmaxf(a, b))) << a << ", " << b;
       EXPECT_EQ(std::bit_cast<uint32_t>(ew::min_of(a, b)), std::bit_cast<uint32_t>(fminf(a, b))) << a << ", " << b;
     }
