@@ -82,4 +82,6 @@ int host_thread_count() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+int host_thread_limit() { return kHostThreadsPerHardwareThread * host_thread_count(); }
+
 }  // namespace mirror

@@ -39,4 +39,10 @@ std::string gpu_unavailable_reason();
 // Number of hardware threads of the host (at least 1).
 int host_thread_count();
 
+// How many host threads (and host replicas, which hold at least one each) one process may ask for:
+// kHostThreadsPerHardwareThread x host_thread_count(). Past the cores, threads only take turns
+// (10,000 threads spent minutes on 200 samples) and past some tens of thousands libgomp crashes.
+inline constexpr int kHostThreadsPerHardwareThread = 4;
+int host_thread_limit();
+
 }  // namespace mirror

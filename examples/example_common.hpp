@@ -163,6 +163,21 @@ inline CLI::Validator number_above(double low, bool inclusive) {
       str(inclusive ? ">= " : "> ", low));
 }
 
+// A CLI11 check that a count of host threads or replicas is at most host_thread_limit(), the
+// bound HostStrategy enforces too; the message names the limit and where it comes from.
+inline CLI::Validator at_most_host_thread_limit() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double value = 0;
+        if (!CLI::detail::lexical_cast(text, value)) return "needs a number, got '" + text + "'";
+        const int limit = host_thread_limit();
+        if (value <= limit) return "";
+        return str("must be at most ", limit, " (", kHostThreadsPerHardwareThread, " x this machine's ",
+                   host_thread_count(), " hardware threads; past the cores threads only take turns), got ", text);
+      },
+      str("<= ", host_thread_limit()));
+}
+
 // Parses argv over `f` (the program's defaults) with CLI11. Returns nullopt with `exit_code` set
 // when the program should exit now: 0 after --help, 2 for a flag CLI11 refused (its message printed).
 inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string& program, Flags f, int& exit_code) {
@@ -178,7 +193,8 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->check(CLI::IsMember({"auto", "host", "one-device", "mirrored", "multi-worker"}));
   app.add_option("--replicas", f.replicas, "host and multi-worker strategies: replicas (per worker)")
       ->capture_default_str()
-      ->check(number_above(0, false));
+      ->check(number_above(0, false))
+      ->check(at_most_host_thread_limit());
   app.add_option("--collective-timeout", f.collective_timeout,
                  "multi-worker: seconds a collective waits for another worker before the job fails (a stopped "
                  "or hung worker ends the job this long after; raise it when the chief's backups take longer to write)")
@@ -186,9 +202,12 @@ inline std::optional<Flags> parse_flags(int argc, char** argv, const std::string
       ->check(number_above(0, false));
   app.add_flag("--fast-sums", f.fast_sums,
                "multi-worker: sum across workers in MPI's order (not bitwise the results of one process)");
-  app.add_option("--threads", f.threads, "host strategy: threads in all (0 = every core)")
+  app.add_option("--threads", f.threads,
+                 str("host strategy: threads in all (0 = every core; at most ", kHostThreadsPerHardwareThread,
+                     " x the cores)"))
       ->capture_default_str()
-      ->check(number_above(0, true));
+      ->check(number_above(0, true))
+      ->check(at_most_host_thread_limit());
   app.add_option("--devices", f.devices, "GPUs to use, e.g. 0,1 (default: all visible)")
       ->delimiter(',')
       ->check(number_above(0, true));

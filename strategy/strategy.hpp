@@ -146,7 +146,8 @@ class Strategy {
 
 // Replicas on the CPU, reduced in process. Several replicas exercise the same split / mirror /
 // all-reduce / update path as several GPUs; each gets an equal share of `threads` (0 = every
-// hardware thread), at least one.
+// hardware thread), at least one. Throws InvalidArgument when `replicas` or `threads` is above
+// host_thread_limit() (4 x the hardware threads).
 class HostStrategy final : public Strategy {
  public:
   explicit HostStrategy(int replicas = 1, int threads = 0);

@@ -174,6 +174,30 @@ TEST(Strategy, HostReplicasShareTheThreads) {
   EXPECT_THROW(HostStrategy(0), InvalidArgument);
 }
 
+// Threads and replicas are bounded by 4x the hardware threads: up to the limit a strategy is made,
+// one past it is refused with a message that names the count and the limit.
+TEST(Strategy, HostThreadsAndReplicasAreBounded) {
+  const int limit = host_thread_limit();
+  EXPECT_EQ(limit, kHostThreadsPerHardwareThread * host_thread_count());
+  EXPECT_EQ(HostStrategy(1, limit).num_replicas(), 1);
+  EXPECT_EQ(HostStrategy(limit, limit).num_replicas(), limit);
+  const auto refusal = [](int replicas, int threads) {
+    try {
+      HostStrategy strategy(replicas, threads);
+    } catch (const InvalidArgument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  const std::string too_many_threads = refusal(1, limit + 1);
+  EXPECT_NE(too_many_threads.find(str(limit + 1, " threads, more than its limit of ", limit)), std::string::npos)
+      << too_many_threads;
+  const std::string too_many_replicas = refusal(limit + 1, 0);
+  EXPECT_NE(too_many_replicas.find(str(limit + 1, " replicas, more than its limit of ", limit)), std::string::npos)
+      << too_many_replicas;
+  EXPECT_NE(refusal(1, 70000), "no exception");
+}
+
 // These run on machines without a GPU (CI) and check the announced fallback; with a GPU the
 // choice differs, so they say so and skip.
 bool has_gpu() { return !list_physical_devices(DeviceKind::GPU).empty(); }

@@ -35,6 +35,12 @@ expect 2 "--classes must be in \[2, 256\]" --classes 100000000
 expect 2 "--replicas: must be above 0" --replicas 0
 expect 2 "--threads: must be at least 0" --threads -1
 expect 2 "--replicas-per-gpu: must be above 0" --replicas-per-gpu 0
+# Host threads and replicas: at most 4x the hardware threads (threads past that only take turns).
+cores=$(getconf _NPROCESSORS_ONLN)  # what std::thread::hardware_concurrency() counts
+limit=$((4 * cores))
+expect 2 "--threads: must be at most $limit \\(4 x this machine's $cores hardware threads" --threads $((limit + 1))
+expect 2 "--threads: must be at most $limit" --threads 70000
+expect 2 "--replicas: must be at most $limit" --replicas $((limit + 1))
 expect 2 "--devices: must be at least 0" --devices 0,-1
 MIRROR_REQUIRE_GPU=maybe expect 2 "MIRROR_REQUIRE_GPU='maybe' is neither on" --train-samples 64
 expect 2 "not expected" --bogus 1
