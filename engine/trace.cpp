@@ -44,10 +44,10 @@ void Tracer::start(std::vector<Lane> lanes, size_t spans_per_lane) {
 }
 
 int Tracer::name_id(const std::string& name, const std::string& category) {
-  for (size_t i = 0; i < names_.size(); ++i)
-    if (names_[i].name == name && names_[i].category == category) return static_cast<int>(i);
-  names_.push_back({name, category});
-  return static_cast<int>(names_.size() - 1);
+  // A model names a span per layer: found by hash, not by a scan, so 100,000 layers take linear time.
+  const auto [it, fresh] = name_ids_.try_emplace(category + '\0' + name, static_cast<int>(names_.size()));
+  if (fresh) names_.push_back({name, category});
+  return it->second;
 }
 
 size_t Tracer::recorded() const {

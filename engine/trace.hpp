@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace mirror {
@@ -108,6 +109,7 @@ class Tracer {
   int64_t origin_ns_ = 0;
   std::vector<LaneSpans> lanes_;
   std::vector<Name> names_;
+  std::unordered_map<std::string, int> name_ids_;  // category + '\0' + name -> index in names_
 };
 
 // Times the scope as one span when the tracer is on: a single branch when it is off. On a lane

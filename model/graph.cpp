@@ -1,6 +1,8 @@
 // Symbolic tensors and layer calls (see graph.hpp), and Layer::build.
 #include "mirror/model/graph.hpp"
 
+#include <unordered_set>
+
 #include "mirror/engine/error.hpp"
 
 namespace mirror {
@@ -22,6 +24,24 @@ const Shape& Tensor::shape() const {
   return node_->shape;
 }
 
+Node::~Node() {
+  // Each node owns its inputs' nodes, so dropping the last tensor of a chain would destroy the
+  // chain recursively, one stack frame per layer: a model 100,000 layers deep overflows the stack.
+  // Inputs that only this chain holds are detached first and freed here, each with no inputs left.
+  std::vector<std::shared_ptr<Node>> pending;
+  const auto detach = [&pending](std::vector<Tensor>& inputs) {
+    for (Tensor& t : inputs)
+      if (t.node_ && t.node_.use_count() == 1) pending.push_back(std::move(t.node_));
+    inputs.clear();
+  };
+  detach(inputs);
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    detach(node->inputs);
+  }
+}
+
 Tensor make_tensor(std::shared_ptr<Node> node) {
   Tensor t;
   t.node_ = std::move(node);
@@ -38,6 +58,49 @@ Tensor Input(Shape shape, std::string name) {
   return make_tensor(std::move(node));
 }
 
+namespace {
+
+// The name the model gives an unnamed layer called on `inputs` if the model ends at this call:
+// its default name numbered by the unnamed layers of its kind before it (dense, dense_1, ...).
+// Walks every earlier layer, so it is only worked out for an error message.
+std::string name_to_come(const Layer& layer, const std::vector<Tensor>& inputs) {
+  std::unordered_set<const Node*> seen;
+  std::vector<const Node*> stack;
+  const auto push = [&](const Tensor& t) {
+    if (t.valid() && seen.insert(t.node().get()).second) stack.push_back(t.node().get());
+  };
+  for (const Tensor& t : inputs) push(t);
+  int before = 0;
+  while (!stack.empty()) {
+    const Node* n = stack.back();
+    stack.pop_back();
+    if (n->layer && n->layer->name().empty() && n->layer->default_name() == layer.default_name()) ++before;
+    for (const Tensor& t : n->inputs) push(t);
+  }
+  return before ? str(layer.default_name(), "_", before) : layer.default_name();
+}
+
+// Builds `layer` for `inputs`. An unnamed layer gets its name when a model is made of the graph,
+// so a build that fails is repeated under the name it would get, for an error that names it.
+Shape build_layer(Layer& layer, const std::vector<Tensor>& inputs, std::span<const Shape> shapes) {
+  if (!layer.name().empty()) return layer.build(shapes);
+  try {
+    return layer.build(shapes);
+  } catch (const Error&) {
+    layer.set_name(name_to_come(layer, inputs));
+  }
+  try {
+    const Shape shape = layer.build(shapes);
+    layer.set_name("");
+    return shape;
+  } catch (...) {
+    layer.set_name("");
+    throw;
+  }
+}
+
+}  // namespace
+
 Tensor LayerPtr::operator()(const Tensor& input) const { return (*this)(std::vector<Tensor>{input}); }
 
 Tensor LayerPtr::operator()(const std::vector<Tensor>& inputs) const {
@@ -52,7 +115,7 @@ Tensor LayerPtr::operator()(const std::vector<Tensor>& inputs) const {
   auto node = std::make_shared<Node>();
   node->layer = layer_;
   node->inputs = inputs;
-  node->shape = layer_->build(shapes);
+  node->shape = build_layer(*layer_, inputs, shapes);
   return make_tensor(std::move(node));
 }
 

@@ -33,6 +33,7 @@ class Tensor {
 
  private:
   friend Tensor make_tensor(std::shared_ptr<Node> node);
+  friend struct Node;
   std::shared_ptr<Node> node_;
 };
 
@@ -42,6 +43,12 @@ struct Node {
   std::vector<Tensor> inputs;
   Shape shape;                   // the output's per-sample shape
   std::string input_name;        // for an input node
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Frees the chain of nodes only this one holds in a loop, not by recursion (see graph.cpp).
+  ~Node();
 };
 
 Tensor make_tensor(std::shared_ptr<Node> node);

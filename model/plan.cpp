@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <functional>
 #include <map>
+#include <unordered_map>
 
 #include "mirror/engine/error.hpp"
 
@@ -14,23 +15,34 @@ constexpr size_t kAlignFloats = 16;  // 64-byte alignment of every variable in t
 
 size_t align_up(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
 
-// Nodes reachable from `output`, inputs before the nodes that read them, `input` first.
+// Nodes reachable from `output`, inputs before the nodes that read them, `input` first: the
+// post-order of a depth-first walk from the output that takes each node's inputs in order. The
+// walk keeps its own stack: a model 100,000 layers deep would overflow the call stack.
 std::vector<const Node*> topological_order(const Tensor& input, const Tensor& output) {
   std::vector<const Node*> order{input.node().get()};
-  std::map<const Node*, int> state;  // 1: on the stack, 2: done
+  std::unordered_map<const Node*, int> state;  // 1: on the stack, 2: done
   state[input.node().get()] = 2;
-  std::function<void(const Node*)> visit = [&](const Node* n) {
+  std::vector<std::pair<const Node*, size_t>> stack;  // a node and its next input to visit
+  const auto enter = [&](const Node* n) {
     int& s = state[n];
     if (s == 2) return;
     MIRROR_REQUIRE(s != 1, InvalidArgument, "the model graph has a cycle through layer '", n->layer->name(), "'");
     s = 1;
     MIRROR_REQUIRE(n->layer != nullptr, InvalidArgument, "the model's output depends on an input ('", n->input_name,
                    "') that is not the model's input: Mirror trains models with one input");
-    for (const Tensor& t : n->inputs) visit(t.node().get());
+    stack.emplace_back(n, 0);
+  };
+  enter(output.node().get());
+  while (!stack.empty()) {
+    auto& [n, next] = stack.back();
+    if (next < n->inputs.size()) {
+      enter(n->inputs[next++].node().get());  // may grow the stack: `n` and `next` are not used after
+      continue;
+    }
     state[n] = 2;
     order.push_back(n);
-  };
-  visit(output.node().get());
+    stack.pop_back();
+  }
   return order;
 }
 

@@ -16,11 +16,9 @@ void Sequential::add(LayerPtr layer) {
   MIRROR_REQUIRE(!built(), InvalidArgument, "cannot add layers to a model that is already built");
   MIRROR_REQUIRE(layer->input_count() == 1, InvalidArgument, "layer '", layer->type(),
                  "' takes several inputs and cannot be part of a Sequential model: use the functional API");
-  if (!layer->has_explicit_name()) {
-    int repeats = 0;
-    for (const auto& l : layers_) repeats += l->default_name() == layer->default_name();
-    layer->set_name(repeats ? str(layer->default_name(), "_", repeats) : layer->default_name());
-  }
+  // Named by how many layers of its kind (named or not) came before it: dense, dense_1, ...
+  const int repeats = default_name_counts_[layer->default_name()]++;
+  if (!layer->has_explicit_name()) layer->set_name(repeats ? str(layer->default_name(), "_", repeats) : layer->default_name());
   layers_.push_back(std::move(layer));
 }
 

@@ -13,6 +13,7 @@
 
 #include <initializer_list>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mirror/model/model.hpp"
@@ -37,6 +38,7 @@ class Sequential final : public Model {
 
  private:
   std::vector<LayerPtr> layers_;
+  std::unordered_map<std::string, int> default_name_counts_;  // layers added so far, by default_name()
 };
 
 }  // namespace mirror

@@ -1,15 +1,19 @@
 // The model graph: the functional API, the planner (gradients of a tensor read twice, buffers
 // reused, fusions decided by looking at a node and its consumers), variables that are not
 // trained, a residual block's gradient against finite differences, and the data-parallel promise
-// for synchronized batch normalization and dropout.
+// for synchronized batch normalization and dropout; graphs 100,000 layers deep.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "mirror/mirror.hpp"
 #include "mirror/model/plan.hpp"
+#include "mirror/model/saving/keras_format.hpp"
 #include "test_util.hpp"
 
 namespace mirror {
@@ -316,6 +320,89 @@ TEST(GraphErrors, BadGraphsAreRefusedWithAMessage) {
   EXPECT_EQ(layers::Reshape(Shape{-1, 4})(x).shape(), (Shape{8, 4}));
   EXPECT_THROW(layers::Dropout(1.0f), InvalidArgument);
   EXPECT_THROW(layers::BatchNormalization({.momentum = 1.5f}), InvalidArgument);
+}
+
+
+TEST(GraphErrors, ALayerThatCannotBeBuiltIsNamedAsTheModelWouldNameIt) {
+  const Tensor x = Input(Shape{4, 4, 2});
+  const Tensor y = layers::Dense(3)(layers::Dense(3)(layers::Flatten()(x)));
+  const Tensor grid = layers::Reshape(Shape{3, 1})(y);
+  const LayerPtr third = layers::Dense(2);
+  const std::string message = message_of<InvalidArgument>([&] { third(grid); });
+  EXPECT_NE(message.find("layer 'dense_2' (Dense) expects flat inputs"), std::string::npos) << message;
+  // The failed call leaves it unnamed and unbuilt: called again, the model names it.
+  EXPECT_EQ(third->name(), "");
+  const Model model(x, third(y));
+  EXPECT_EQ(third->name(), "dense_2");
+  EXPECT_NE(message_of<InvalidArgument>([] { layers::Dense(2)(Input(Shape{2, 2})); }).find("layer 'dense' "), std::string::npos);
+}
+
+// ---- Graphs 100,000 layers deep ------------------------------------------------------------------
+// Named in one pass, planned, walked in Keras's order and freed without a recursion as deep as the
+// model. Reshape and Activation are the cheapest layers; two kinds check that each counts its own.
+
+constexpr int kDeep = 100000;
+
+std::string deep_name(int i) {
+  const std::string stem = i % 2 ? "reshape" : "activation";
+  return i < 2 ? stem : str(stem, "_", i / 2);
+}
+
+std::vector<LayerPtr> deep_layers() {
+  std::vector<LayerPtr> result;
+  result.reserve(kDeep);
+  for (int i = 0; i < kDeep; ++i)
+    result.push_back(i % 2 ? layers::Reshape(Shape{4}) : layers::Activation(mirror::Activation::ReLU));
+  return result;
+}
+
+void expect_deep_model_plans(const Model& model) {
+  const std::vector<LayerPtr> layers = model.layers();
+  ASSERT_EQ(layers.size(), static_cast<size_t>(kDeep));
+  for (int i = 0; i < kDeep; ++i) ASSERT_EQ(layers[static_cast<size_t>(i)]->name(), deep_name(i)) << "layer " << i;
+  const Plan plan = make_plan(model.input(), model.output(), losses::MeanSquaredError());
+  ASSERT_EQ(plan.nodes.size(), static_cast<size_t>(kDeep) + 1);
+  for (int i = 0; i < kDeep; ++i) ASSERT_EQ(plan.nodes[static_cast<size_t>(i) + 1].layer, layers[static_cast<size_t>(i)].shared());
+  const std::vector<saving::KerasLayer> walked = saving::keras_layers(model);
+  ASSERT_EQ(walked.size(), static_cast<size_t>(kDeep) + (model.sequential() ? 0 : 1));  // a functional model's input too
+  EXPECT_EQ(walked.back().key, str("reshape_", kDeep / 2 - 1));
+  EXPECT_EQ(walked.back().name, deep_name(kDeep - 1));
+}
+
+TEST(DeepGraphs, AHundredThousandLayerSequentialIsNamedAndPlanned) {
+  Sequential model(deep_layers());
+  model.build(Shape{4});
+  expect_deep_model_plans(model);
+}
+
+TEST(DeepGraphs, AHundredThousandLayerFunctionalModelIsNamedAndPlanned) {
+  const Tensor x = Input(Shape{4});
+  Tensor y = x;
+  for (const LayerPtr& layer : deep_layers()) y = layer(y);
+  const Model model(x, y);
+  expect_deep_model_plans(model);
+}
+
+TEST(DeepGraphs, AHundredThousandLayerSequentialLoadsFromAKerasFile) {
+  // Its layers have no variables, so the weights file needs no layer groups: the archive is small.
+  std::vector<uint8_t> archive;
+  {
+    Sequential model(deep_layers());
+    model.build(Shape{4});
+    const auto bytes_of = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+    archive = saving::write_zip({{"metadata.json", bytes_of(R"({"keras_version": "3.15.1"})")},
+                                 {"config.json", bytes_of(saving::model_config(model).dump())},
+                                 {"model.weights.h5", saving::write_weights_h5({})}});
+  }
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / str("mirror_deep_", ::getpid());
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "deep.keras").string();
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(archive.data()), static_cast<std::streamsize>(archive.size()));
+  std::unique_ptr<Model> loaded;
+  EXPECT_NO_THROW(loaded = load_model(path));
+  std::filesystem::remove_all(dir);
+  ASSERT_TRUE(loaded != nullptr);
+  expect_deep_model_plans(*loaded);
 }
 
 }  // namespace

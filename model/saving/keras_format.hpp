@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -39,6 +40,7 @@ std::vector<KerasLayer> keras_layers(const Model& model);
 struct Array {
   std::vector<int64_t> shape;
   std::vector<float> values;
+  friend bool operator==(const Array&, const Array&) = default;
 };
 
 // The contents of a weights file that Mirror reads and writes: each layer group's variables in
@@ -56,10 +58,31 @@ WeightsImage weights_of(Model& model);
 // layer's variable count and every shape first, so a file that does not fit changes nothing.
 void set_weights_from(Model& model, const WeightsImage& file, const std::string& source);
 
-// HDF5 bytes of a weights file (Keras's layout) and back. `source` names the file in errors;
-// reading refuses sizes that the image cannot hold before allocating.
+// What a child process that reads a weights file with libhdf5 may use (see read_weights_h5).
+// Zero picks the default, which grows with the file's size.
+struct IsolationLimits {
+  double wall_seconds = 0;    // from fork to the child's exit; the child is killed past it
+  double cpu_seconds = 0;     // the child's CPU time (RLIMIT_CPU)
+  size_t memory_bytes = 0;    // beyond what the process already used when it forked
+};
+
+// HDF5 bytes of a weights file (Keras's layout) and back. `source` names the file in errors.
+// Writing runs libhdf5 in this process. Reading runs it in a child process forked from the calling
+// thread, within `limits`, since libhdf5 1.10 can crash, loop or exhaust memory on a damaged
+// file: the child sends back plain arrays, which are checked here; a child that crashes, runs
+// past a limit or sends back something malformed is a DataError naming `source`. A file is never
+// opened in this process, so a damaged one cannot harm it.
 std::vector<uint8_t> write_weights_h5(const WeightsImage& image);
-WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& source);
+WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& source, const IsolationLimits& limits = {});
+
+// libhdf5 is used under this lock only (reading forks while holding it, so a child never inherits
+// libhdf5 halfway through a call from another thread); quiet_hdf5 turns off its printed errors.
+std::unique_lock<std::mutex> lock_hdf5();
+void quiet_hdf5();
+// libhdf5's part of reading, in the calling process: only read_weights_h5's child calls it,
+// without taking the lock (its parent holds it). It refuses sizes the image cannot hold before
+// allocating, but a damaged file may still crash libhdf5 itself.
+WeightsImage read_weights_h5_here(std::span<const uint8_t> bytes, const std::string& source);
 
 // config.json of a ".keras" archive and back. Reading throws DataError naming a layer class that
 // Mirror does not have, or an argument value it does not support.

@@ -2,7 +2,6 @@
 // over a model's layers, and the model's variables split into and gathered from those groups.
 #include <algorithm>
 #include <cctype>
-#include <functional>
 #include <set>
 #include <unordered_map>
 
@@ -36,18 +35,28 @@ std::string to_snake_case(const std::string& class_name) {
 namespace {
 
 // keras/src/ops/function.py's map_graph for one output: depth = the longest path to the output.
+// The depth-first walk keeps its own stack, as a model 100,000 layers deep needs.
 std::vector<std::shared_ptr<Node>> functional_order(const Tensor& output) {
   std::unordered_map<const Node*, int> first_seen;  // pre-order index of the depth-first walk
   std::vector<std::shared_ptr<Node>> post_order;
   std::set<const Node*> done;
-  std::function<void(const std::shared_ptr<Node>&)> walk = [&](const std::shared_ptr<Node>& node) {
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;  // a node and its next input to walk
+  const auto enter = [&](const std::shared_ptr<Node>& node) {
     if (done.count(node.get())) return;
     first_seen.emplace(node.get(), static_cast<int>(first_seen.size()));
-    for (const Tensor& in : node->inputs) walk(in.node());
-    done.insert(node.get());
-    post_order.push_back(node);
+    stack.emplace_back(node, 0);
   };
-  walk(output.node());
+  enter(output.node());
+  while (!stack.empty()) {
+    auto& [node, next] = stack.back();
+    if (next < node->inputs.size()) {
+      enter(node->inputs[next++].node());  // may grow the stack: `node` and `next` are not used after
+      continue;
+    }
+    done.insert(node.get());
+    post_order.push_back(std::move(node));
+    stack.pop_back();
+  }
   std::unordered_map<const Node*, int> depth;
   for (auto it = post_order.rbegin(); it != post_order.rend(); ++it) {
     const int d = depth[it->get()];

@@ -2,8 +2,10 @@
 // code serves a file on disk and the weights entry of a ".keras" archive:
 //   /vars                      attrs: name = the model's name
 //   /layers/<key>/vars         attrs: name = the layer's name; datasets "0", "1", ... (float32)
+// Reading runs in a child process (hdf5_isolation.cpp); this file is libhdf5's part of it.
 #include <hdf5.h>
 
+#include <cstring>
 #include <mutex>
 
 #include "mirror/engine/error.hpp"
@@ -31,11 +33,20 @@ class H5Id {
   Close close_;
 };
 
+}  // namespace
+
+std::unique_lock<std::mutex> lock_hdf5() {
+  static std::mutex mutex;
+  return std::unique_lock<std::mutex>(mutex);
+}
+
 // HDF5 prints its error stack to stderr by default; Mirror reports errors by exception instead.
 void quiet_hdf5() {
   static std::once_flag once;
   std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
 }
+
+namespace {
 
 H5Id checked(hid_t id, H5Id::Close close, const std::string& what) {
   MIRROR_REQUIRE(id >= 0, DataError, what);
@@ -78,6 +89,7 @@ H5Id memory_access(size_t increment) {
 }  // namespace
 
 std::vector<uint8_t> write_weights_h5(const WeightsImage& image) {
+  const auto hdf5 = lock_hdf5();
   quiet_hdf5();
   const H5Id fapl = memory_access(size_t{1} << 20);
   const H5Id file = checked(H5Fcreate("/dev/null/mirror-weights-image.h5", H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), H5Fclose,
@@ -106,6 +118,7 @@ std::vector<uint8_t> write_weights_h5(const WeightsImage& image) {
 namespace {
 
 struct Reader {
+  static constexpr hsize_t kMaxLinks = 1000000;
   const std::string& source;
   size_t file_bytes;
 
@@ -118,16 +131,20 @@ struct Reader {
   std::vector<std::string> links(hid_t group, const std::string& path) const {
     H5G_info_t info{};
     MIRROR_REQUIRE(H5Gget_info(group, &info) >= 0, DataError, source, ": cannot list HDF5 group ", path);
-    MIRROR_REQUIRE(info.nlinks <= 100000, DataError, source, ": HDF5 group ", path, " claims ", info.nlinks, " members");
+    MIRROR_REQUIRE(info.nlinks <= kMaxLinks, DataError, source, ": HDF5 group ", path, " claims ", info.nlinks, " members");
+    // One pass over the group (looking each member up by index costs a pass of its own).
     std::vector<std::string> names;
-    for (hsize_t i = 0; i < info.nlinks; ++i) {
-      const ssize_t n = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-      MIRROR_REQUIRE(n > 0 && n < 4096, DataError, source, ": unreadable member ", i, " of HDF5 group ", path);
-      std::string name(static_cast<size_t>(n) + 1, '\0');
-      H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size(), H5P_DEFAULT);
-      name.resize(static_cast<size_t>(n));
-      names.push_back(std::move(name));
-    }
+    names.reserve(info.nlinks);
+    const H5L_iterate_t collect = [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
+      auto& list = *static_cast<std::vector<std::string>*>(out);
+      const size_t n = strnlen(name, 4096);
+      if (n == 0 || n == 4096 || list.size() == kMaxLinks) return -1;
+      list.emplace_back(name, n);
+      return 0;
+    };
+    hsize_t next = 0;
+    MIRROR_REQUIRE(H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, &next, collect, &names) >= 0, DataError, source,
+                   ": unreadable member ", names.size(), " of HDF5 group ", path);
     return names;
   }
 
@@ -172,11 +189,8 @@ struct Reader {
 
 }  // namespace
 
-WeightsImage read_weights_h5(std::span<const uint8_t> bytes, const std::string& source) {
+WeightsImage read_weights_h5_here(std::span<const uint8_t> bytes, const std::string& source) {
   quiet_hdf5();
-  static constexpr uint8_t kSignature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-  MIRROR_REQUIRE(bytes.size() >= 8 && std::equal(kSignature, kSignature + 8, bytes.begin()), DataError, source,
-                 " is not an HDF5 file (it does not start with HDF5's signature)");
   const H5Id fapl = memory_access(size_t{1} << 16);
   // HDF5 copies the image (the flags that would let it borrow ours are not reachable through the
   // property list), so `bytes` need not outlive the file.
