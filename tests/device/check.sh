@@ -95,53 +95,107 @@ step() {
 # step_fn NAME FUNCTION: a quick shell function of this script (no timeout), recorded the same way.
 step_fn() {
   echo "== $1"
+  local began=$(date +%s)
   "$2" "${@:3}" >"$out/$1.log" 2>&1
   local rc=$?
   sed 's/^/   /' "$out/$1.log" | tail -n 12
+  echo "   ($(( $(date +%s) - began )) s)"
   if (( rc == 0 )); then record "$1" pass; else record "$1" "fail (exit $rc)"; fi
   return $rc
 }
 
 # ---- 1. Debian pieces into .deps/prefix ----
-soname_present() { ldconfig -p 2>/dev/null | grep -q " $1 "; }
-unpack_debs() {
-  local deb base
-  [[ -d .deps/debs ]] || { echo "no .deps/debs: run tests/device/fetch_debs.sh on a machine with apt first"; return 1; }
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for deb in .deps/debs/*.deb; do
-    base=$(basename "$deb")
-    # Runtime libraries the system already has stay the system's (a newer one is compatible).
-    case $base in
-      libgomp1_*) soname_present libgomp.so.1 && continue ;;
-      ocl-icd-libopencl1_*) soname_present libOpenCL.so.1 && continue ;;
-      zlib1g_*) soname_present libz.so.1 && continue ;;
-      meson_*) [[ -n ${MESON:-} ]] && continue ;;
-    esac
-    if command -v dpkg >/dev/null; then
-      dpkg -x "$deb" "$prefix" || return 1
-    else  # a .deb is an ar archive holding data.tar.*
-      (cd "$(mktemp -d)" && ar x "$root/$deb" && tar xf data.tar.* -C "$prefix") || return 1
+# The dynamic loader's list of libraries (ldconfig lives in /sbin, which a PATH may leave out).
+loader_libraries() {
+  local ldconfig
+  ldconfig=$(command -v ldconfig || command -v /sbin/ldconfig || command -v /usr/sbin/ldconfig) || return 0
+  "$ldconfig" -p 2>/dev/null
+}
+loader_list=$(loader_libraries)
+soname_present() { grep -q "^[[:space:]]$1 " <<<"$loader_list"; }
+# extract_deb DEB DIR: the package's files under DIR, with dpkg or without it (a .deb is an ar
+# archive holding data.tar.*).
+extract_deb() {
+  if command -v dpkg >/dev/null; then
+    dpkg -x "$1" "$2"
+  else
+    (cd "$(mktemp -d)" && ar x "$root/$1" && tar xf data.tar.* -C "$2")
+  fi
+}
+# A package of shared libraries (no headers) that the system already has stays the system's: a
+# library it ships is known to the dynamic loader under the same name (the system's is the same
+# or newer, and compatible); unpacking ours too would shadow it for every program run here.
+system_has_package_libraries() {  # DIR
+  [[ -d $1/usr/include ]] && return 1
+  local library
+  while IFS= read -r library; do
+    soname_present "$(basename "$library")" && return 0
+  done < <(find "$1" -name 'lib*.so*' \( -type f -o -type l \))
+  return 1
+}
+# A link that points into / (Debian's libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) or to a
+# library whose package the system had (libzip.so -> libzip.so.4): send it to the copy in the
+# prefix, or to the system's library of that name (or of the link's name and a version).
+mend_link() {  # LINK
+  local link=$1 target candidate name
+  target=$(readlink "$link")
+  if [[ $target == /* && -e $prefix$target ]]; then
+    ln -sfn "$prefix$target" "$link"
+    return
+  fi
+  [[ -e $link ]] && return
+  for name in "$(basename "$target")" "$(basename "$link")"; do
+    candidate=$(grep -o "/[^ ]*/${name}\(\.[0-9][0-9]*\)*$" <<<"$loader_list" | head -1)
+    if [[ -n $candidate && -e $candidate ]]; then
+      ln -sfn "$candidate" "$link"
+      return
     fi
   done
-  # Debian's absolute links (libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) point into /: send
-  # them to the copy in the prefix, or to the system's library of the same name.
-  local link target candidate
-  while IFS= read -r link; do
-    target=$(readlink "$link")
-    [[ $target == /* ]] || continue
-    candidate="$prefix$target"
-    if [[ ! -e $candidate ]]; then
-      candidate=$(ldconfig -p 2>/dev/null | grep -o "/[^ ]*/$(basename "${link}").[0-9]*$" | head -1)
+}
+unpack_debs() {
+  local deb base stage unpacked=() kept=()
+  [[ -d .deps/debs ]] || { echo "no .deps/debs: run tests/device/fetch_debs.sh on a machine with apt first"; return 1; }
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  stage="$root/.deps/stage"
+  for deb in .deps/debs/*.deb; do
+    base=$(basename "$deb")
+    # Build tools the system has stay the system's.
+    case $base in
+      meson_*) [[ -n ${MESON:-} ]] && continue ;;
+      ninja-build_*) command -v ninja >/dev/null && continue ;;
+      pkgconf_* | pkgconf-bin_*) command -v pkg-config >/dev/null && continue ;;
+    esac
+    rm -rf "$stage" && mkdir -p "$stage"
+    extract_deb "$deb" "$stage" || return 1
+    if system_has_package_libraries "$stage"; then
+      kept+=("${base%%_*}")
+      continue
     fi
-    [[ -n $candidate && -e $candidate ]] && ln -sfn "$candidate" "$link"
-  done < <(find "$prefix" -type l)
-  # pkg-config files say prefix=/usr (or libdir=/usr/lib/...): rewrite copies of them.
+    cp -a "$stage/." "$prefix/" || return 1
+    unpacked+=("${base%%_*}")
+  done
+  rm -rf "$stage"
+  echo "unpacked: ${unpacked[*]}"
+  echo "the system's own: ${kept[*]:-none}"
+  local link
+  while IFS= read -r link; do mend_link "$link"; done < <(find "$prefix" -type l)
+  # pkg-config files name /usr in their variables (prefix=/usr) or in their flags (hdf5-serial.pc:
+  # -I/usr/include/hdf5/serial): rewrite copies of them to the prefix.
   mkdir -p "$prefix/pkgconfig"
   local pc
   for pc in "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
     [[ -e $pc ]] || continue
-    sed -E "s#^(prefix|exec_prefix|libdir|includedir)=/usr#\1=$prefix/usr#" "$pc" >"$prefix/pkgconfig/$(basename "$pc")"
+    sed -E "s#(^|[=[:space:]]|-I|-L)/usr(/|\$|[[:space:]])#\1$prefix/usr\2#g" "$pc" >"$prefix/pkgconfig/$(basename "$pc")"
   done
+  # Nothing may still point at /usr: the build would take the system's files, or fail on absent ones.
+  local stray
+  stray=$(for pc in "$prefix"/pkgconfig/*.pc; do
+    sed "s#$prefix/usr##g" "$pc" | grep -H --label="$pc" "/usr"
+  done)
+  if [[ -n $stray ]]; then
+    printf '%s\n' "$stray" "pkg-config files above still name /usr outside $prefix"
+    return 1
+  fi
 }
 step_fn deps unpack_debs
 libdirs="$prefix/usr/lib/x86_64-linux-gnu:$prefix/lib/x86_64-linux-gnu"
