@@ -15,7 +15,8 @@
 # Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default: the sum of the step limits
 # below, 470 s on 16 cores; a smaller one cuts the last steps short), GPU_ARCHITECTURES
 # (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out),
-# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step).
+# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step),
+# CHECK_LIMIT_FACTOR (below).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,14 +29,16 @@ start=$(date +%s)
 # unpacking and the library search before the steps take seconds and have no limit. Whole check:
 # at most the budget plus those seconds, under 8 minutes. Only the build depends on the number of
 # cores: its limit grows by 16/cores below 16, so that a dry run on a small machine can finish.
+# CHECK_LIMIT_FACTOR (default 1) multiplies every limit, for a dry run on a slow or shared machine.
 cores=$(nproc)
-limit_configure=30
-limit_build=$(( cores >= 16 ? 150 : 150 * 16 / cores ))
-limit_list_devices=15
-limit_meson_test=105
-limit_train=40  # each of the two trainings
-limit_resume=40  # a host backup continued on the GPU
-limit_bench=50
+factor=${CHECK_LIMIT_FACTOR:-1}
+limit_configure=$((30 * factor))
+limit_build=$(( (cores >= 16 ? 150 : 150 * 16 / cores) * factor ))
+limit_list_devices=$((15 * factor))
+limit_meson_test=$((105 * factor))
+limit_train=$((40 * factor))  # each of the two trainings
+limit_resume=$((40 * factor))  # a host backup continued on the GPU
+limit_bench=$((50 * factor))
 budget=${CHECK_BUDGET_S:-$((limit_configure + limit_build + limit_list_devices + limit_meson_test + 2 * limit_train + limit_resume + limit_bench))}
 until_step=${CHECK_UNTIL:-all}
 build=${BUILD_DIR:-build}
@@ -79,9 +82,11 @@ step() {
     return 124
   fi
   echo "== $name (timeout ${t}s): $*"
+  local began=$(date +%s)
   timeout --kill-after=10 "$t" "$@" >"$out/$name.log" 2>&1
   rc=$?
   tail -n 5 "$out/$name.log" | sed 's/^/   /'
+  echo "   ($(( $(date +%s) - began )) s)"
   if (( rc == 0 )); then
     record "$name" pass
   elif (( rc == 124 || rc == 137 )); then
@@ -161,7 +166,8 @@ unpack_debs() {
     base=$(basename "$deb")
     # Build tools the system has stay the system's.
     case $base in
-      meson_*) [[ -n ${MESON:-} ]] && continue ;;
+      meson_*) [[ -n ${MESON:-} ]] || meson --version >/dev/null 2>&1 ||
+                 python3 -m mesonbuild.mesonmain --version >/dev/null 2>&1 && continue ;;
       ninja-build_*) command -v ninja >/dev/null && continue ;;
       pkgconf_* | pkgconf-bin_*) command -v pkg-config >/dev/null && continue ;;
     esac
@@ -346,15 +352,24 @@ echo "meson: ${meson_cmd[*]} ($("${meson_cmd[@]}" --version 2>&1)), ninja: $(nin
 # Warnings as errors are CI's job, with the project's compiler (g++ 12); this machine's may be newer
 # and warn about other things, which must not hide whether the GPU code works.
 setup_args=(-Dcuda=enabled "-Dgpu_architectures=$archs" -Dbuildtype=release -Dwerror=false)
-[[ -d $build ]] && setup_args+=(--wipe)
+# A build directory this Meson can read is reconfigured, keeping what is built (a check run again
+# after CHECK_UNTIL=build compiles nothing anew); any other is wiped.
+if "${meson_cmd[@]}" introspect "$build" --buildoptions >/dev/null 2>&1; then
+  setup_args+=(--reconfigure)
+elif [[ -d $build ]]; then
+  setup_args+=(--wipe)
+fi
 if ! step configure "$limit_configure" "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then finish; fi
 [[ $until_step == configure ]] && finish
-# Only what the check runs: the test programs, train_cnn, list_devices and the GPU benchmarks (the
-# host benchmarks would take a third of the build and run nothing here).
+# Only what the check runs: the programs of suite 'gpu''s tests (tests/meson.build), train_cnn,
+# list_devices and the GPU benchmarks (the host-only tests and benchmarks would take most of the
+# build and run nothing here).
 test_targets() {
-  "${meson_cmd[@]}" introspect "$build" --targets | python3 -c '
+  "${meson_cmd[@]}" introspect "$build" --targets --tests | python3 -c '
 import json, sys
-print("\n".join(t["name"] for t in json.load(sys.stdin) if t["type"] == "executable" and t["name"].startswith("test_")))'
+info = json.load(sys.stdin)
+wanted = {d for t in info["tests"] if any(s.split(":")[-1] == "gpu" for s in t["suite"]) for d in t["depends"]}
+print("\n".join(t["name"] for t in info["targets"] if t["type"] == "executable" and t["id"] in wanted))'
 }
 mapfile -t targets < <(test_targets)
 # mirror_cuda: the CUDA module, which libmirror loads at run time (nothing links it but the CUDA tests).
