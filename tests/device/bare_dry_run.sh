@@ -22,21 +22,37 @@ mirror=http://deb.debian.org/debian
 [[ -x $cuda_home/bin/nvcc ]] || { echo "bare_dry_run.sh: no nvcc in $cuda_home/bin: set CUDA_HOME" >&2; exit 1; }
 (( EUID == 0 )) || { echo "bare_dry_run.sh: run as root (debootstrap, chroot and mount need it)" >&2; exit 1; }
 
+mounts=()
+cleanup() {
+  local i
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" || umount -l "${mounts[$i]}"; done
+  mounts=()
+}
+trap cleanup EXIT
+
 # ---- the root: Debian 12, minbase, a compiler and Python; pip's build tools ----
 make_root() {
   command -v debootstrap >/dev/null || apt-get install -y debootstrap || {
     apt-get update && apt-get install -y debootstrap
   }
-  rm -rf "$rootfs.partial" "$cache/wheels"
+  rm -rf "$rootfs.partial"
   mkdir -p "$cache"
   debootstrap --variant=minbase --include=g++,python3,python3-pip bookworm "$rootfs.partial" "$mirror"
-  # The wheels are fetched out here, where pip is set up for this network, and installed offline.
-  python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 -d "$cache/wheels" meson ninja cmake
+  local pip_in_root=(chroot "$rootfs.partial" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root
+    pip --quiet)
+  mount -t proc proc "$rootfs.partial/proc" && mounts+=("$rootfs.partial/proc")
   mkdir -p "$rootfs.partial/tmp/wheels"
-  cp "$cache"/wheels/*.whl "$rootfs.partial/tmp/wheels/"
-  chroot "$rootfs.partial" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
-    pip install --quiet --break-system-packages --root-user-action=ignore --no-index \
+  # The wheels are fetched out here where pip is set up for this network (a proxy's certificates),
+  # else by the root's pip, and installed offline.
+  if python3 -m pip --version >/dev/null 2>&1; then
+    python3 -m pip download --quiet --only-binary=:all: --python-version 3.11 -d "$rootfs.partial/tmp/wheels" \
+      meson ninja cmake
+  else
+    "${pip_in_root[@]}" download --only-binary=:all: -d /tmp/wheels meson ninja cmake
+  fi
+  "${pip_in_root[@]}" install --break-system-packages --root-user-action=ignore --no-index \
     --find-links /tmp/wheels meson ninja cmake
+  cleanup
   rm -rf "$rootfs.partial/tmp/wheels"
   mv "$rootfs.partial" "$rootfs"
 }
@@ -57,12 +73,6 @@ find "$src" -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
   tar --null -T - -cf - .deps/debs) | tar -xf - -C "$src"
 
 # ---- the toolkit at /usr/local/cuda, /proc, and the run ----
-mounts=()
-cleanup() {
-  local i
-  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[$i]}" || umount -l "${mounts[$i]}"; done
-}
-trap cleanup EXIT
 mkdir -p "$rootfs/usr/local/cuda"
 mount --bind "$cuda_home" "$rootfs/usr/local/cuda" && mounts+=("$rootfs/usr/local/cuda")
 mount -t proc proc "$rootfs/proc" && mounts+=("$rootfs/proc")
