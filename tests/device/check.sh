@@ -15,7 +15,8 @@
 # Environment: BUILD_DIR (default build), CHECK_BUDGET_S (default: the sum of the step limits
 # below, 470 s on 16 cores; a smaller one cuts the last steps short), GPU_ARCHITECTURES
 # (default 90), MESON (a meson command), OUT (where logs and metrics go; default .deps/check-out),
-# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step).
+# MIRROR_DATA_DIR (default: the Fashion-MNIST unpacked from .deps/debs; exported to every step),
+# CHECK_LIMIT_FACTOR (below).
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -28,14 +29,16 @@ start=$(date +%s)
 # unpacking and the library search before the steps take seconds and have no limit. Whole check:
 # at most the budget plus those seconds, under 8 minutes. Only the build depends on the number of
 # cores: its limit grows by 16/cores below 16, so that a dry run on a small machine can finish.
+# CHECK_LIMIT_FACTOR (default 1) multiplies every limit, for a dry run on a slow or shared machine.
 cores=$(nproc)
-limit_configure=30
-limit_build=$(( cores >= 16 ? 150 : 150 * 16 / cores ))
-limit_list_devices=15
-limit_meson_test=105
-limit_train=40  # each of the two trainings
-limit_resume=40  # a host backup continued on the GPU
-limit_bench=50
+factor=${CHECK_LIMIT_FACTOR:-1}
+limit_configure=$((30 * factor))
+limit_build=$(( (cores >= 16 ? 150 : 150 * 16 / cores) * factor ))
+limit_list_devices=$((15 * factor))
+limit_meson_test=$((105 * factor))
+limit_train=$((40 * factor))  # each of the two trainings
+limit_resume=$((40 * factor))  # a host backup continued on the GPU
+limit_bench=$((50 * factor))
 budget=${CHECK_BUDGET_S:-$((limit_configure + limit_build + limit_list_devices + limit_meson_test + 2 * limit_train + limit_resume + limit_bench))}
 until_step=${CHECK_UNTIL:-all}
 build=${BUILD_DIR:-build}
@@ -79,9 +82,11 @@ step() {
     return 124
   fi
   echo "== $name (timeout ${t}s): $*"
+  local began=$(date +%s)
   timeout --kill-after=10 "$t" "$@" >"$out/$name.log" 2>&1
   rc=$?
   tail -n 5 "$out/$name.log" | sed 's/^/   /'
+  echo "   ($(( $(date +%s) - began )) s)"
   if (( rc == 0 )); then
     record "$name" pass
   elif (( rc == 124 || rc == 137 )); then
@@ -95,53 +100,108 @@ step() {
 # step_fn NAME FUNCTION: a quick shell function of this script (no timeout), recorded the same way.
 step_fn() {
   echo "== $1"
+  local began=$(date +%s)
   "$2" "${@:3}" >"$out/$1.log" 2>&1
   local rc=$?
   sed 's/^/   /' "$out/$1.log" | tail -n 12
+  echo "   ($(( $(date +%s) - began )) s)"
   if (( rc == 0 )); then record "$1" pass; else record "$1" "fail (exit $rc)"; fi
   return $rc
 }
 
 # ---- 1. Debian pieces into .deps/prefix ----
-soname_present() { ldconfig -p 2>/dev/null | grep -q " $1 "; }
-unpack_debs() {
-  local deb base
-  [[ -d .deps/debs ]] || { echo "no .deps/debs: run tests/device/fetch_debs.sh on a machine with apt first"; return 1; }
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for deb in .deps/debs/*.deb; do
-    base=$(basename "$deb")
-    # Runtime libraries the system already has stay the system's (a newer one is compatible).
-    case $base in
-      libgomp1_*) soname_present libgomp.so.1 && continue ;;
-      ocl-icd-libopencl1_*) soname_present libOpenCL.so.1 && continue ;;
-      zlib1g_*) soname_present libz.so.1 && continue ;;
-      meson_*) [[ -n ${MESON:-} ]] && continue ;;
-    esac
-    if command -v dpkg >/dev/null; then
-      dpkg -x "$deb" "$prefix" || return 1
-    else  # a .deb is an ar archive holding data.tar.*
-      (cd "$(mktemp -d)" && ar x "$root/$deb" && tar xf data.tar.* -C "$prefix") || return 1
+# The dynamic loader's list of libraries (ldconfig lives in /sbin, which a PATH may leave out).
+loader_libraries() {
+  local ldconfig
+  ldconfig=$(command -v ldconfig || command -v /sbin/ldconfig || command -v /usr/sbin/ldconfig) || return 0
+  "$ldconfig" -p 2>/dev/null
+}
+loader_list=$(loader_libraries)
+soname_present() { grep -q "^[[:space:]]$1 " <<<"$loader_list"; }
+# extract_deb DEB DIR: the package's files under DIR, with dpkg or without it (a .deb is an ar
+# archive holding data.tar.*).
+extract_deb() {
+  if command -v dpkg >/dev/null; then
+    dpkg -x "$1" "$2"
+  else
+    (cd "$(mktemp -d)" && ar x "$root/$1" && tar xf data.tar.* -C "$2")
+  fi
+}
+# A package of shared libraries (no headers) that the system already has stays the system's: a
+# library it ships is known to the dynamic loader under the same name (the system's is the same
+# or newer, and compatible); unpacking ours too would shadow it for every program run here.
+system_has_package_libraries() {  # DIR
+  [[ -d $1/usr/include ]] && return 1
+  local library
+  while IFS= read -r library; do
+    soname_present "$(basename "$library")" && return 0
+  done < <(find "$1" -name 'lib*.so*' \( -type f -o -type l \))
+  return 1
+}
+# A link that points into / (Debian's libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) or to a
+# library whose package the system had (libzip.so -> libzip.so.4): send it to the copy in the
+# prefix, or to the system's library of that name (or of the link's name and a version).
+mend_link() {  # LINK
+  local link=$1 target candidate name
+  target=$(readlink "$link")
+  if [[ $target == /* && -e $prefix$target ]]; then
+    ln -sfn "$prefix$target" "$link"
+    return
+  fi
+  [[ -e $link ]] && return
+  for name in "$(basename "$target")" "$(basename "$link")"; do
+    candidate=$(grep -o "/[^ ]*/${name}\(\.[0-9][0-9]*\)*$" <<<"$loader_list" | head -1)
+    if [[ -n $candidate && -e $candidate ]]; then
+      ln -sfn "$candidate" "$link"
+      return
     fi
   done
-  # Debian's absolute links (libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) point into /: send
-  # them to the copy in the prefix, or to the system's library of the same name.
-  local link target candidate
-  while IFS= read -r link; do
-    target=$(readlink "$link")
-    [[ $target == /* ]] || continue
-    candidate="$prefix$target"
-    if [[ ! -e $candidate ]]; then
-      candidate=$(ldconfig -p 2>/dev/null | grep -o "/[^ ]*/$(basename "${link}").[0-9]*$" | head -1)
+}
+unpack_debs() {
+  local deb base stage unpacked=() kept=()
+  [[ -d .deps/debs ]] || { echo "no .deps/debs: run tests/device/fetch_debs.sh on a machine with apt first"; return 1; }
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  stage="$root/.deps/stage"
+  for deb in .deps/debs/*.deb; do
+    base=$(basename "$deb")
+    # Build tools the system has stay the system's.
+    case $base in
+      meson_*) [[ -n ${MESON:-} ]] || meson --version >/dev/null 2>&1 ||
+                 python3 -m mesonbuild.mesonmain --version >/dev/null 2>&1 && continue ;;
+      ninja-build_*) command -v ninja >/dev/null && continue ;;
+      pkgconf_* | pkgconf-bin_*) command -v pkg-config >/dev/null && continue ;;
+    esac
+    rm -rf "$stage" && mkdir -p "$stage"
+    extract_deb "$deb" "$stage" || return 1
+    if system_has_package_libraries "$stage"; then
+      kept+=("${base%%_*}")
+      continue
     fi
-    [[ -n $candidate && -e $candidate ]] && ln -sfn "$candidate" "$link"
-  done < <(find "$prefix" -type l)
-  # pkg-config files say prefix=/usr (or libdir=/usr/lib/...): rewrite copies of them.
+    cp -a "$stage/." "$prefix/" || return 1
+    unpacked+=("${base%%_*}")
+  done
+  rm -rf "$stage"
+  echo "unpacked: ${unpacked[*]}"
+  echo "the system's own: ${kept[*]:-none}"
+  local link
+  while IFS= read -r link; do mend_link "$link"; done < <(find "$prefix" -type l)
+  # pkg-config files name /usr in their variables (prefix=/usr) or in their flags (hdf5-serial.pc:
+  # -I/usr/include/hdf5/serial): rewrite copies of them to the prefix.
   mkdir -p "$prefix/pkgconfig"
   local pc
   for pc in "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
     [[ -e $pc ]] || continue
-    sed -E "s#^(prefix|exec_prefix|libdir|includedir)=/usr#\1=$prefix/usr#" "$pc" >"$prefix/pkgconfig/$(basename "$pc")"
+    sed -E "s#(^|[=[:space:]]|-I|-L)/usr(/|\$|[[:space:]])#\1$prefix/usr\2#g" "$pc" >"$prefix/pkgconfig/$(basename "$pc")"
   done
+  # Nothing may still point at /usr: the build would take the system's files, or fail on absent ones.
+  local stray
+  stray=$(for pc in "$prefix"/pkgconfig/*.pc; do
+    sed "s#$prefix/usr##g" "$pc" | grep -H --label="$pc" "/usr"
+  done)
+  if [[ -n $stray ]]; then
+    printf '%s\n' "$stray" "pkg-config files above still name /usr outside $prefix"
+    return 1
+  fi
 }
 step_fn deps unpack_debs
 libdirs="$prefix/usr/lib/x86_64-linux-gnu:$prefix/lib/x86_64-linux-gnu"
@@ -292,15 +352,24 @@ echo "meson: ${meson_cmd[*]} ($("${meson_cmd[@]}" --version 2>&1)), ninja: $(nin
 # Warnings as errors are CI's job, with the project's compiler (g++ 12); this machine's may be newer
 # and warn about other things, which must not hide whether the GPU code works.
 setup_args=(-Dcuda=enabled "-Dgpu_architectures=$archs" -Dbuildtype=release -Dwerror=false)
-[[ -d $build ]] && setup_args+=(--wipe)
+# A build directory this Meson can read is reconfigured, keeping what is built (a check run again
+# after CHECK_UNTIL=build compiles nothing anew); any other is wiped.
+if "${meson_cmd[@]}" introspect "$build" --buildoptions >/dev/null 2>&1; then
+  setup_args+=(--reconfigure)
+elif [[ -d $build ]]; then
+  setup_args+=(--wipe)
+fi
 if ! step configure "$limit_configure" "${meson_cmd[@]}" setup "$build" "${setup_args[@]}"; then finish; fi
 [[ $until_step == configure ]] && finish
-# Only what the check runs: the test programs, train_cnn, list_devices and the GPU benchmarks (the
-# host benchmarks would take a third of the build and run nothing here).
+# Only what the check runs: the programs of suite 'gpu''s tests (tests/meson.build), train_cnn,
+# list_devices and the GPU benchmarks (the host-only tests and benchmarks would take most of the
+# build and run nothing here).
 test_targets() {
-  "${meson_cmd[@]}" introspect "$build" --targets | python3 -c '
+  "${meson_cmd[@]}" introspect "$build" --targets --tests | python3 -c '
 import json, sys
-print("\n".join(t["name"] for t in json.load(sys.stdin) if t["type"] == "executable" and t["name"].startswith("test_")))'
+info = json.load(sys.stdin)
+wanted = {d for t in info["tests"] if any(s.split(":")[-1] == "gpu" for s in t["suite"]) for d in t["depends"]}
+print("\n".join(t["name"] for t in info["targets"] if t["type"] == "executable" and t["id"] in wanted))'
 }
 mapfile -t targets < <(test_targets)
 # mirror_cuda: the CUDA module, which libmirror loads at run time (nothing links it but the CUDA tests).
@@ -312,13 +381,10 @@ step list-devices "$limit_list_devices" "$build/examples/list_devices"
 if ! grep -q "GPU:0" "$out/list-devices.log"; then
   record gpu-visible "fail (no GPU: see list-devices.log)"
 fi
-# Every test but two that cannot run here: install (needs every target built; CI runs it) and
-# keras_interop (installs Keras from PyPI, which this machine cannot reach).
-mapfile -t tests < <("${meson_cmd[@]}" introspect "$build" --tests | python3 -c '
-import json, sys
-print("\n".join(t["name"] for t in json.load(sys.stdin) if t["name"] not in ("install", "keras_interop")))')
+# The tests of suite 'gpu' only (tests/meson.build): those that run on the GPU start first; the
+# host-only tests run the same without a GPU, in CI, and would not fit this step's limit.
 step meson-test "$limit_meson_test" "${meson_cmd[@]}" test -C "$build" --no-rebuild --print-errorlogs \
-  --num-processes "$cores" "${tests[@]}"
+  --num-processes "$cores" --suite gpu
 if grep -q "no GPU: " "$build/meson-logs/testlog.txt" 2>/dev/null; then
   record gpu-tests "fail (skipped: no GPU)"
   grep -h -m 1 "no GPU: " "$build/meson-logs/testlog.txt"
