@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include "mirror/model/saving/keras_format.hpp"
@@ -115,16 +117,25 @@ TEST_F(Hdf5Isolation, ReadsAreSoundWhileOtherThreadsAllocateAndUseHdf5) {
     while (!stop) saving::write_weights_h5(image);
   });
   std::atomic<int> good{0};
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
   std::vector<std::thread> readers;
   for (int r = 0; r < 3; ++r)
     readers.emplace_back([&] {
-      for (int i = 0; i < 10; ++i) good += saving::read_weights_h5(bytes, "w.weights.h5").vars.at("dense") == image.vars.at("dense");
+      for (int i = 0; i < 10; ++i) {
+        try {
+          good += saving::read_weights_h5(bytes, "w.weights.h5").vars.at("dense") == image.vars.at("dense");
+        } catch (const std::exception& e) {
+          const std::lock_guard lock(errors_mutex);
+          errors.push_back(e.what());
+        }
+      }
     });
   for (std::thread& t : readers) t.join();
   stop = true;
   churn.join();
   writer.join();
-  EXPECT_EQ(good.load(), 30);
+  EXPECT_EQ(good.load(), 30) << (errors.empty() ? std::string("no error") : errors.front());
 }
 
 }  // namespace

@@ -99,6 +99,21 @@ class RecordWriter {
   std::vector<uint8_t> buffer_;
 };
 
+// A sanitizer reserves terabytes of address space for its shadow memory and maps more as it goes,
+// so an address-space limit would end the child in the sanitizer's own mmap; there the parent's
+// watch of the child's resident memory (wait_for_child) bounds it alone.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kLimitAddressSpace = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+constexpr bool kLimitAddressSpace = false;
+#else
+constexpr bool kLimitAddressSpace = true;
+#endif
+#else
+constexpr bool kLimitAddressSpace = true;
+#endif
+
 void set_limit(int resource, rlim_t soft, rlim_t hard) {
   const rlimit limit{soft, hard};
   setrlimit(resource, &limit);
@@ -122,7 +137,7 @@ struct ChildLimits {
   if (__sanitizer_set_death_callback != nullptr) __sanitizer_set_death_callback(nullptr);
   set_limit(RLIMIT_CORE, 0, 0);
   set_limit(RLIMIT_CPU, limits.cpu_seconds, limits.cpu_seconds + 1);  // SIGXCPU, then SIGKILL
-  set_limit(RLIMIT_AS, limits.address_space_bytes, limits.address_space_bytes);
+  if (kLimitAddressSpace) set_limit(RLIMIT_AS, limits.address_space_bytes, limits.address_space_bytes);
   set_limit(RLIMIT_FSIZE, limits.result_bytes, limits.result_bytes);
   try {
     RecordWriter out(out_fd);
