@@ -38,6 +38,10 @@ if [ "$kind" = asan ]; then
   fi
   # A report ends the program with a non-zero exit; leaks are checked when each program exits.
   export ASAN_OPTIONS="detect_leaks=1:check_initialization_order=1:strict_init_order=1:fast_unwind_on_malloc=0"
+  # clang 14's ASan runtime does not hold its allocator's locks across fork() (LLVM 15 does), so a
+  # child forked while another thread allocates can hang inside ASan's malloc: the one test that
+  # forks under allocation churn on purpose checks Mirror's fork safety in the GCC build (CI), not here.
+  export GTEST_FILTER="-Hdf5Isolation.ReadsAreSoundWhileOtherThreadsAllocateAndUseHdf5"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0"
 else
