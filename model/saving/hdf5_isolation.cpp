@@ -178,20 +178,6 @@ struct ChildLimits {
 
 // ---- The parent ---------------------------------------------------------------------------------
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 class Mapping {
  public:
   Mapping(int fd, size_t num_bytes) : num_bytes_(num_bytes) {

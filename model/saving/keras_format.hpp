@@ -3,6 +3,8 @@
 // names the groups of the weights file). model/saving.hpp and model.hpp are the public side.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -109,6 +111,27 @@ std::vector<uint8_t> read_file(const std::string& path, size_t max_bytes);
 // copies for the optimizer slots Keras saves with a compiled model, and room for HDF5's records.
 // load_weights and load_model refuse a larger file or archive entry before reading it.
 size_t weights_file_limit(const Model& model);
+
+// A file descriptor that closes itself.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  // Closes now and reports close's error (a write-back failure on some file systems).
+  int close() {
+    const int rc = ::close(fd_);
+    fd_ = -1;
+    return rc;
+  }
+
+ private:
+  int fd_;
+};
 
 // A ".keras" archive open for reading: opening reads the zip's directory; each entry is read only
 // when asked for. `source` (or the path) names the archive in errors.
