@@ -189,12 +189,9 @@ size_t checkpoint_limit(ModelRuntime& runtime, const std::vector<VariableInfo>& 
 }
 
 Checkpoint read_checkpoint(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const Fd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const int fd = file.get();
   MIRROR_REQUIRE(fd >= 0, DataError, "cannot open ", path, ": ", std::strerror(errno));
-  struct FdCloser {
-    int fd;
-    ~FdCloser() { ::close(fd); }
-  } closer{fd};
   struct stat st {};
   MIRROR_REQUIRE(::fstat(fd, &st) == 0, DataError, "cannot read ", path, ": ", std::strerror(errno));
   const auto file_bytes = static_cast<uint64_t>(st.st_size);
@@ -219,7 +216,8 @@ Checkpoint read_checkpoint(const std::string& path, size_t max_bytes) {
   MIRROR_REQUIRE(promised <= max_bytes, DataError, path, " holds ", promised, " bytes, more than the ", max_bytes,
                  " bytes a checkpoint of this model may take (its variables, optimizer slots and state): it is "
                  "damaged or of another model");
-  return decode_checkpoint(read_file(path, static_cast<size_t>(promised)), path);
+  // The whole file from the same descriptor: what was checked is what is decoded.
+  return decode_checkpoint(read_at(fd, 0, static_cast<size_t>(promised), path), path);
 }
 
 void capture_model(ModelRuntime& runtime, const std::vector<VariableInfo>& variables, int64_t iterations,
