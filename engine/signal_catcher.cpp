@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <utility>
 
 #include "mirror/engine/error.hpp"
@@ -41,8 +42,7 @@ SignalCatcher::~SignalCatcher() {
 int SignalCatcher::caught() const { return active_ ? g_caught.load() : 0; }
 
 std::string signal_name(int signal) {
-  if (signal == SIGINT) return "SIGINT";
-  if (signal == SIGTERM) return "SIGTERM";
+  if (const char* abbreviation = ::sigabbrev_np(signal)) return str("SIG", abbreviation);
   return str("signal ", signal);
 }
 

@@ -25,7 +25,7 @@ class SignalCatcher {
   bool active_;
 };
 
-// "SIGINT", "SIGTERM", or "signal N".
+// The signal's name ("SIGINT", "SIGSEGV", ...), or "signal N" for a number with none.
 std::string signal_name(int signal);
 
 }  // namespace mirror

@@ -17,6 +17,7 @@
 #include <new>
 
 #include "mirror/engine/error.hpp"
+#include "mirror/engine/signal_catcher.hpp"
 #include "mirror/model/saving/keras_format.hpp"
 
 // A sanitizer's death callback (libFuzzer sets one to save its input) belongs to the parent: run in
@@ -43,24 +44,6 @@ IsolationLimits resolved(IsolationLimits l, size_t file_bytes) {
 
 // What a sound file's contents take as records: its floats are at most half its bytes (float16).
 size_t result_limit(size_t file_bytes) { return 2 * file_bytes + (size_t{64} << 20); }
-
-const char* signal_name(int signal) {
-  switch (signal) {
-    case SIGSEGV: return "SIGSEGV";
-    case SIGBUS: return "SIGBUS";
-    case SIGABRT: return "SIGABRT";
-    case SIGFPE: return "SIGFPE";
-    case SIGILL: return "SIGILL";
-    case SIGTRAP: return "SIGTRAP";
-    case SIGSYS: return "SIGSYS";
-    case SIGKILL: return "SIGKILL";
-    case SIGXCPU: return "SIGXCPU";
-    case SIGXFSZ: return "SIGXFSZ";
-    case SIGINT: return "SIGINT";
-    case SIGTERM: return "SIGTERM";
-    default: return "a signal";
-  }
-}
 
 // ---- The child ----------------------------------------------------------------------------------
 
